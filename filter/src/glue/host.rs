@@ -1,0 +1,203 @@
+//! The few proxy-wasm host calls the filter makes, declared directly against the ABI.
+//!
+//! The SDK's `hostcalls` panic on any unexpected host status; a panic traps the VM. Here
+//! every call returns a `Result` and callers decide, so the filter never panics because
+//! Envoy answered something odd. The SDK still provides the context dispatch.
+
+use std::ptr::{null, null_mut};
+
+/// A proxy-wasm status other than `Ok`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostError(pub u32);
+
+type HostResult<T> = Result<T, HostError>;
+
+fn check(status: u32) -> HostResult<()> {
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(HostError(status))
+    }
+}
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Map {
+    RequestHeaders = 0,
+    ResponseHeaders = 2,
+}
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+enum Buffer {
+    PluginConfiguration = 7,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum Level {
+    Trace = 0,
+    Debug = 1,
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
+    fn proxy_get_log_level(level: *mut u32) -> u32;
+    fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, size: *mut usize) -> u32;
+    fn proxy_replace_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_add_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_send_local_response(
+        status_code: u32,
+        details: *const u8,
+        details_size: usize,
+        body: *const u8,
+        body_size: usize,
+        headers: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer: u32,
+        start: usize,
+        max_size: usize,
+        data: *mut *mut u8,
+        size: *mut usize,
+    ) -> u32;
+    fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
+    fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+}
+
+/// Takes ownership of a host-allocated buffer. The host allocates through the SDK's
+/// `proxy_on_memory_allocate`, i.e. a boxed slice of exactly `size` bytes.
+unsafe fn owned(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        Vec::new()
+    } else {
+        Vec::from_raw_parts(data, size, size)
+    }
+}
+
+pub fn log(level: Level, message: &str) {
+    // Nothing useful can be done if logging itself fails.
+    let _ = unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
+}
+
+/// Envoy's current log level for Wasm, so we can skip formatting dropped lines.
+pub fn log_level() -> Level {
+    let mut raw = 0u32;
+    match unsafe { proxy_get_log_level(&mut raw) } {
+        0 => match raw {
+            0 => Level::Trace,
+            1 => Level::Debug,
+            2 => Level::Info,
+            3 => Level::Warn,
+            _ => Level::Error,
+        },
+        _ => Level::Info,
+    }
+}
+
+/// The whole header map in serialised form (see `request::HeaderPairs`): one host call.
+pub fn header_pairs(map: Map) -> HostResult<Vec<u8>> {
+    let mut data = null_mut();
+    let mut size = 0;
+    check(unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) })?;
+    Ok(unsafe { owned(data, size) })
+}
+
+/// Sets a header, replacing any value the client sent.
+pub fn replace_header(map: Map, name: &str, value: &str) -> HostResult<()> {
+    check(unsafe {
+        proxy_replace_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    })
+}
+
+pub fn add_header(map: Map, name: &str, value: &str) -> HostResult<()> {
+    check(unsafe {
+        proxy_add_header_map_value(map as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    })
+}
+
+pub fn remove_header(map: Map, name: &str) -> HostResult<()> {
+    check(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
+}
+
+/// A local reply. With `grpc_status`, Envoy answers a gRPC request trailers-only with
+/// that `grpc-status` and `body` as `grpc-message`. `details` shows in access logs as
+/// `%RESPONSE_CODE_DETAILS%` and must not contain spaces.
+pub fn send_local_response(
+    http_status: u32,
+    details: &str,
+    body: &str,
+    headers: &[u8],
+    grpc_status: Option<u32>,
+) -> HostResult<()> {
+    check(unsafe {
+        proxy_send_local_response(
+            http_status,
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            if headers.is_empty() { null() } else { headers.as_ptr() },
+            headers.len(),
+            grpc_status.map_or(-1, |s| s as i32),
+        )
+    })
+}
+
+pub fn plugin_configuration(size: usize) -> HostResult<Vec<u8>> {
+    if size == 0 {
+        return Ok(Vec::new());
+    }
+    let mut data = null_mut();
+    let mut len = 0;
+    let status = unsafe {
+        proxy_get_buffer_bytes(Buffer::PluginConfiguration as u32, 0, size, &mut data, &mut len)
+    };
+    match status {
+        0 => Ok(unsafe { owned(data, len) }),
+        // No configuration at all: treated as `{}`.
+        1 => Ok(Vec::new()),
+        s => Err(HostError(s)),
+    }
+}
+
+pub fn define_counter(name: &str) -> HostResult<u32> {
+    let mut id = 0;
+    check(unsafe { proxy_define_metric(0, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+pub fn increment_metric(id: u32, by: u64) -> HostResult<()> {
+    check(unsafe { proxy_increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX)) })
+}
+
+pub fn set_tick_period_ms(ms: u32) -> HostResult<()> {
+    check(unsafe { proxy_set_tick_period_milliseconds(ms) })
+}

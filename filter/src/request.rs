@@ -1,0 +1,175 @@
+//! The request metadata the filter decides on, read in one pass over the header map.
+//!
+//! Envoy returns the whole header map from a single host call in the proxy-wasm
+//! serialised form; [`HeaderPairs`] walks that buffer without copying, and
+//! [`RequestMeta::scan`] picks out the few headers the filter needs. One host call and
+//! no allocation per request, instead of one host call per header.
+
+use crate::config::HeaderNames;
+
+/// Iterates `(name, value)` pairs of a proxy-wasm serialised header map:
+/// `u32 count`, then `count × (u32 name_len, u32 value_len)`, then each name and value
+/// followed by a NUL byte. A malformed buffer ends the iteration early; it never panics.
+pub struct HeaderPairs<'a> {
+    sizes: &'a [u8],
+    data: &'a [u8],
+    remaining: usize,
+}
+
+impl<'a> HeaderPairs<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        let count = buf
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, |b| u32::from_le_bytes(b) as usize);
+        let sizes_len = count.saturating_mul(8);
+        match (buf.get(4..4 + sizes_len), buf.get(4 + sizes_len..)) {
+            (Some(sizes), Some(data)) => Self { sizes, data, remaining: count },
+            _ => Self { sizes: &[], data: &[], remaining: 0 },
+        }
+    }
+}
+
+impl<'a> Iterator for HeaderPairs<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let (lens, rest) = self.sizes.split_at_checked(8)?;
+        self.sizes = rest;
+        let name_len = u32::from_le_bytes(lens.get(..4)?.try_into().ok()?) as usize;
+        let value_len = u32::from_le_bytes(lens.get(4..)?.try_into().ok()?) as usize;
+        let name = self.data.get(..name_len)?;
+        let value = self.data.get(name_len + 1..name_len + 1 + value_len)?;
+        self.data = self.data.get(name_len + value_len + 2..).unwrap_or(&[]);
+        Some((name, value))
+    }
+}
+
+/// Encodes pairs in the serialised form (used by tests and for local replies).
+pub fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        4 + pairs.iter().map(|(n, v)| n.len() + v.len() + 10).sum::<usize>(),
+    );
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (n, v) in pairs {
+        out.extend_from_slice(&(n.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (n, v) in pairs {
+        out.extend_from_slice(n.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// What the filter reads from a request's headers. Borrowed from the header buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestMeta<'a> {
+    /// `:path`; for gRPC `/<package>.<Service>/<Method>`.
+    pub path: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    /// Explicit A/B group (a target name).
+    pub group: Option<&'a str>,
+    /// Key for sticky bucketing.
+    pub user_key: Option<&'a str>,
+    /// Whether the client sent the internal routing header (which must not survive).
+    pub has_cluster_header: bool,
+}
+
+impl<'a> RequestMeta<'a> {
+    /// Picks the configured headers out of `pairs`. Empty or non-UTF-8 values count as
+    /// absent; for repeated headers the first wins.
+    pub fn scan(names: &HeaderNames, pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Self {
+        let mut meta = Self::default();
+        for (name, value) in pairs {
+            let slot = match name {
+                b":path" => &mut meta.path,
+                b"content-type" => &mut meta.content_type,
+                n if n == names.group.as_bytes() => &mut meta.group,
+                n if n == names.user_key.as_bytes() => &mut meta.user_key,
+                n if n == names.cluster.as_bytes() => {
+                    meta.has_cluster_header = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            if slot.is_none() && !value.is_empty() {
+                *slot = std::str::from_utf8(value).ok();
+            }
+        }
+        meta
+    }
+
+    /// gRPC requests carry `content-type: application/grpc` or `application/grpc+<codec>`.
+    /// (gRPC-Web is a different framing and is treated as non-gRPC.)
+    pub fn is_grpc(&self) -> bool {
+        self.content_type.is_some_and(|ct| {
+            ct.strip_prefix("application/grpc")
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('+') || rest.starts_with(';'))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn round_trip_pairs() {
+        let buf = serialize_pairs(&[(":path", "/a.B/C"), ("x", ""), ("y", "zz")]);
+        let got: Vec<_> = HeaderPairs::new(&buf).collect();
+        assert_eq!(
+            got,
+            vec![(&b":path"[..], &b"/a.B/C"[..]), (b"x", b""), (b"y", b"zz")]
+        );
+    }
+
+    #[test]
+    fn malformed_buffers_end_quietly() {
+        assert_eq!(HeaderPairs::new(&[]).count(), 0);
+        assert_eq!(HeaderPairs::new(&[5, 0, 0, 0, 1]).count(), 0);
+        let mut buf = serialize_pairs(&[("a", "b"), ("c", "d")]);
+        buf.truncate(buf.len() - 3);
+        assert_eq!(HeaderPairs::new(&buf).count(), 1);
+        // Lengths pointing past the end.
+        let mut bad = serialize_pairs(&[("a", "b")]);
+        bad[4] = 200;
+        assert_eq!(HeaderPairs::new(&bad).count(), 0);
+    }
+
+    #[test]
+    fn scan_picks_configured_headers() {
+        let cfg = Config::from_json(br#"{"group_header": "x-grp"}"#).unwrap();
+        let buf = serialize_pairs(&[
+            (":path", "/a.B/C"),
+            ("content-type", "application/grpc"),
+            ("x-grp", "canary"),
+            ("x-grp", "stable"),
+            ("x-user-id", ""),
+            ("x-switchyard-cluster", "evil"),
+        ]);
+        let m = RequestMeta::scan(&cfg.headers, HeaderPairs::new(&buf));
+        assert_eq!(m.path, Some("/a.B/C"));
+        assert_eq!(m.group, Some("canary"));
+        assert_eq!(m.user_key, None);
+        assert!(m.has_cluster_header);
+        assert!(m.is_grpc());
+    }
+
+    #[test]
+    fn grpc_content_types() {
+        let m = |ct| RequestMeta { content_type: Some(ct), ..Default::default() }.is_grpc();
+        assert!(m("application/grpc"));
+        assert!(m("application/grpc+proto"));
+        assert!(!m("application/grpc-web"));
+        assert!(!m("application/json"));
+        assert!(!RequestMeta::default().is_grpc());
+    }
+}

@@ -1,0 +1,64 @@
+//! A gRPC client for tests: calls through Envoy and reports who answered.
+
+use switchyard_proto::features::v1::feature_extraction_service_client::FeatureExtractionServiceClient;
+use switchyard_proto::features::v1::ExtractRealtimeRequest;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::Channel;
+
+pub type Client = FeatureExtractionServiceClient<Channel>;
+
+pub const EXTRACT: &str = "/features.v1.FeatureExtractionService/ExtractRealtime";
+
+pub async fn connect(url: &str) -> Client {
+    let channel = Channel::from_shared(url.to_owned())
+        .expect("url")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    FeatureExtractionServiceClient::new(channel)
+}
+
+/// A successful answer: which upstream served it and the response metadata.
+#[derive(Debug)]
+pub struct Answer {
+    pub served_by: String,
+    pub metadata: MetadataMap,
+}
+
+impl Answer {
+    /// The filter's decision header, if exposed.
+    pub fn decision(&self) -> Option<String> {
+        self.metadata
+            .get("x-switchyard-decision")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
+/// Calls `ExtractRealtime` with the given request metadata.
+pub async fn extract(client: &mut Client, headers: &[(&str, &str)]) -> Result<Answer, tonic::Status> {
+    let mut req = tonic::Request::new(ExtractRealtimeRequest {
+        request_id: "t".into(),
+        ..Default::default()
+    });
+    for (k, v) in headers {
+        let key = tonic::metadata::MetadataKey::from_bytes(k.as_bytes()).expect("header name");
+        req.metadata_mut().insert(key, MetadataValue::try_from(*v).expect("header value"));
+    }
+    let resp = client.extract_realtime(req).await?;
+    let metadata = resp.metadata().clone();
+    Ok(Answer { served_by: resp.into_inner().model_version, metadata })
+}
+
+/// Calls an arbitrary method path with an empty message (for methods the upstream
+/// does not implement, such as ones an access policy should stop first).
+pub async fn call_path(url: &str, path: &str) -> Result<(), tonic::Status> {
+    let channel = Channel::from_shared(url.to_owned()).expect("url").connect().await.expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec = tonic_prost::ProstCodec::<ExtractRealtimeRequest, ExtractRealtimeRequest>::default();
+    let path = http::uri::PathAndQuery::try_from(path).expect("path");
+    grpc.unary(tonic::Request::new(ExtractRealtimeRequest::default()), path, codec)
+        .await
+        .map(|_| ())
+}

@@ -1,0 +1,315 @@
+//! A real Envoy, configured by the test, loading the freshly built filter.
+//!
+//! Listeners come from a file through LDS (`path_config_source`), so a test can push a
+//! new listener, including one with a bad plugin configuration, to the running Envoy
+//! exactly as a control plane would. Clusters are static.
+
+use crate::process::Process;
+use crate::{admin, free_port, paths};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// An upstream cluster: a name and a loopback port speaking h2c (gRPC).
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub name: String,
+    pub port: u16,
+}
+
+impl Cluster {
+    pub fn new(name: &str, port: u16) -> Self {
+        Self { name: name.to_owned(), port }
+    }
+}
+
+/// What the test wants Envoy to look like.
+#[derive(Clone, Debug)]
+pub struct EnvoyConfig {
+    pub clusters: Vec<Cluster>,
+    /// The plugin configuration, verbatim (it may be invalid on purpose).
+    pub plugin_config: String,
+    /// Cluster for requests the filter does not route (non-gRPC, unrouted methods).
+    pub default_cluster: String,
+    /// Internal header the `cluster_header` route reads.
+    pub cluster_header: String,
+    /// Worker threads; more than one exercises per-worker VMs.
+    pub concurrency: u32,
+}
+
+impl EnvoyConfig {
+    pub fn new(clusters: Vec<Cluster>, plugin_config: impl Into<String>) -> Self {
+        let default_cluster = clusters.first().map(|c| c.name.clone()).unwrap_or_default();
+        Self {
+            clusters,
+            plugin_config: plugin_config.into(),
+            default_cluster,
+            cluster_header: "x-switchyard-cluster".into(),
+            concurrency: 2,
+        }
+    }
+}
+
+/// A running Envoy. Killed on drop.
+pub struct Envoy {
+    process: Process,
+    dir: tempfile::TempDir,
+    config: EnvoyConfig,
+    pub admin_port: u16,
+    pub listener_port: u16,
+    lds_version: u32,
+}
+
+impl Envoy {
+    /// Starts Envoy and waits until its listener accepts connections.
+    pub async fn start(config: EnvoyConfig) -> Envoy {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let admin_port = free_port();
+        let listener_port = free_port();
+        let bootstrap = dir.path().join("bootstrap.json");
+        write_json(&bootstrap, &bootstrap_json(&config, admin_port, &dir.path().join("lds.json")));
+        let mut envoy = Envoy {
+            process: spawn(&bootstrap, &dir.path().join("envoy.log"), config.concurrency),
+            dir,
+            config,
+            admin_port,
+            listener_port,
+            lds_version: 0,
+        };
+        let plugin = envoy.config.plugin_config.clone();
+        envoy.write_lds(&plugin);
+        envoy.wait_ready().await;
+        envoy
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// `http://127.0.0.1:<listener>` for gRPC clients.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.listener_port)
+    }
+
+    /// Replaces the listener with one carrying `plugin_config`, as an LDS update.
+    /// Returns without waiting; see [`Envoy::push_listener`] for the waiting form.
+    pub fn write_lds(&mut self, plugin_config: &str) {
+        self.lds_version += 1;
+        let lds = json!({
+            "version_info": self.lds_version.to_string(),
+            "resources": [listener_json(&self.config, self.listener_port, plugin_config)],
+        });
+        let path = self.dir.path().join("lds.json");
+        let tmp = self.dir.path().join("lds.json.tmp");
+        write_json(&tmp, &lds);
+        // Envoy watches for the file being moved into place.
+        std::fs::rename(&tmp, &path).expect("move lds.json into place");
+    }
+
+    /// Pushes a new listener and waits until Envoy has accepted or rejected it.
+    /// Returns whether it was accepted.
+    pub async fn push_listener(&mut self, plugin_config: &str) -> bool {
+        let before = self.lds_outcomes();
+        self.write_lds(plugin_config);
+        let outcome = crate::eventually("Envoy to process the LDS update", Duration::from_secs(20), async || {
+            let now = self.lds_outcomes();
+            (now != before).then_some(now)
+        })
+        .await;
+        if outcome.0 > before.0 {
+            // The new listener takes over once its filter chain is ready; give the old
+            // listener's draining connections no say in what the test sees next.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn lds_outcomes(&self) -> (u64, u64) {
+        (
+            self.stat("listener_manager.lds.update_success").unwrap_or(0),
+            self.stat("listener_manager.lds.update_rejected").unwrap_or(0),
+        )
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.process.exited() {
+                panic!("Envoy exited during start-up ({status}); log:\n{}", self.log());
+            }
+            let live = admin::get(self.admin_port, "/ready").map(|r| r.status == 200).unwrap_or(false);
+            let listening = std::net::TcpStream::connect(("127.0.0.1", self.listener_port)).is_ok();
+            if live && listening {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("Envoy did not become ready in 30 s; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every counter and gauge, by name.
+    pub fn stats(&self) -> BTreeMap<String, u64> {
+        let reply = admin::get(self.admin_port, "/stats").expect("Envoy admin /stats");
+        reply
+            .body
+            .lines()
+            .filter_map(|l| {
+                let (name, value) = l.split_once(": ")?;
+                Some((name.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        self.stats().remove(name)
+    }
+
+    /// A stat the filter defined (`wasmcustom.` + name).
+    pub fn filter_stat(&self, name: &str) -> u64 {
+        self.stat(&format!("wasmcustom.{name}")).unwrap_or(0)
+    }
+
+    /// Waits until a filter stat satisfies `pred` (stats are flushed once a second).
+    pub async fn wait_filter_stat(&self, name: &str, pred: impl Fn(u64) -> bool) -> u64 {
+        crate::eventually(&format!("stat {name}"), Duration::from_secs(10), async || {
+            let v = self.filter_stat(name);
+            pred(v).then_some(v)
+        })
+        .await
+    }
+
+    /// Envoy's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    /// The Wasm VM failure counters: non-zero means the filter crashed.
+    pub fn wasm_failures(&self) -> u64 {
+        self.stats()
+            .iter()
+            .filter(|(k, _)| k.starts_with("wasm.") && (k.ends_with(".failed") || k.contains("runtime_error")))
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn spawn(bootstrap: &Path, log: &Path, concurrency: u32) -> Process {
+    let mut cmd = Command::new(paths::envoy());
+    cmd.arg("-c")
+        .arg(bootstrap)
+        .args(["--disable-hot-restart", "-l", "info", "--concurrency"])
+        .arg(concurrency.to_string())
+        .arg("--log-path")
+        .arg(log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    Process::spawn("envoy", &mut cmd).unwrap_or_else(|e| panic!("cannot start Envoy: {e}"))
+}
+
+fn write_json(path: &Path, value: &Value) {
+    std::fs::write(path, serde_json::to_vec_pretty(value).expect("json")).expect("write config");
+}
+
+fn bootstrap_json(cfg: &EnvoyConfig, admin_port: u16, lds: &PathBuf) -> Value {
+    json!({
+        "node": {"id": "switchyard-test", "cluster": "switchyard-test"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "dynamic_resources": {
+            "lds_config": {"path_config_source": {"path": lds}, "resource_api_version": "V3"}
+        },
+        "static_resources": {"clusters": cfg.clusters.iter().map(cluster_json).collect::<Vec<_>>()},
+    })
+}
+
+/// An h2c cluster for one loopback gRPC upstream.
+pub fn cluster_json(c: &Cluster) -> Value {
+    json!({
+        "name": c.name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": c.name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": c.port}}}}]}]
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}
+            }
+        }
+    })
+}
+
+/// The HTTP filter entry that loads Switchyard with `plugin_config`.
+pub fn wasm_filter_json(wasm: &Path, plugin_config: &str) -> Value {
+    json!({
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "switchyard",
+                "root_id": "switchyard",
+                "vm_config": {
+                    "vm_id": "switchyard",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": wasm}}
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": plugin_config
+                },
+                "failure_policy": "FAIL_CLOSED"
+            }
+        }
+    })
+}
+
+fn listener_json(cfg: &EnvoyConfig, port: u16, plugin_config: &str) -> Value {
+    json!({
+        "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+        "name": "switchyard",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "switchyard",
+                "codec_type": "AUTO",
+                "route_config": {
+                    "name": "switchyard",
+                    "virtual_hosts": [{
+                        "name": "all",
+                        "domains": ["*"],
+                        "routes": [
+                            {
+                                "match": {"prefix": "/", "headers": [{"name": cfg.cluster_header, "present_match": true}]},
+                                "route": {"cluster_header": cfg.cluster_header, "timeout": "0s"}
+                            },
+                            {
+                                "match": {"prefix": "/"},
+                                "route": {"cluster": cfg.default_cluster, "timeout": "0s"}
+                            }
+                        ]
+                    }]
+                },
+                "http_filters": [
+                    wasm_filter_json(&paths::wasm(), plugin_config),
+                    {"name": "envoy.filters.http.router", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+                ]
+            }
+        }]}]
+    })
+}
