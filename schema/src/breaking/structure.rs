@@ -1,0 +1,451 @@
+//! Rules on files, messages, enums and services (everything but field-by-field pairs).
+
+use super::ranges::{self, Span};
+use super::{Checker, Emit, Reader, Rule, Scope};
+use prost_reflect::{EnumDescriptor, MessageDescriptor, Syntax};
+use std::collections::{BTreeMap, BTreeSet};
+
+// Source paths within descriptor.proto messages.
+const FILE_PACKAGE: i32 = 2;
+const METHOD_INPUT: i32 = 2;
+const METHOD_OUTPUT: i32 = 3;
+const METHOD_OPTIONS: i32 = 4;
+const METHOD_OPTIONS_IDEMPOTENCY: i32 = 34;
+const ENUM_VALUE_NUMBER: i32 = 2;
+const ENUM_VALUE_NAME: i32 = 1;
+
+/// The largest field number, and the largest enum number.
+const MESSAGE_MAX: i64 = (1 << 29) - 1;
+const ENUM_MAX: i64 = i32::MAX as i64;
+
+pub(crate) fn check_files(c: &mut Checker<'_>) {
+    let (old, new) = (c.old, c.new);
+    for old_file in old.pool().file_descriptor_protos() {
+        let Some(new_file) = new.pool().file_descriptor_protos().find(|f| f.name() == old_file.name()) else {
+            continue;
+        };
+        if old_file.package() != new_file.package() {
+            c.emit(Emit {
+                rule: Rule::FileSamePackage,
+                element: new_file.name().to_owned(),
+                file: new_file.name(),
+                path: &[FILE_PACKAGE],
+                message: format!(
+                    "File package changed from {:?} to {:?}.",
+                    old_file.package(),
+                    new_file.package()
+                ),
+                reader: Reader::Both,
+                scope: Scope::All,
+            });
+        }
+    }
+}
+
+/// Messages paired by full name (map entries included, as in buf).
+fn message_pairs(c: &Checker<'_>) -> Vec<(MessageDescriptor, MessageDescriptor)> {
+    c.old
+        .pool()
+        .all_messages()
+        .filter_map(|old| c.new.pool().get_message_by_name(old.full_name()).map(|new| (old, new)))
+        .collect()
+}
+
+pub(crate) fn check_messages(c: &mut Checker<'_>) {
+    for (old, new) in message_pairs(c) {
+        field_deletions(c, &old, &new);
+        required_fields(c, &old, &new);
+        reserved_message(c, &old, &new);
+        if json_format_allowed(old.parent_file().syntax()) && !json_format_allowed(new.parent_file().syntax()) {
+            c.emit(Emit {
+                rule: Rule::MessageSameJsonFormat,
+                element: new.full_name().to_owned(),
+                file: new.parent_file().name(),
+                path: new.path(),
+                message: format!(
+                    "Message {:?} JSON format support changed from ALLOW to LEGACY_BEST_EFFORT.",
+                    new.name()
+                ),
+                reader: Reader::Both,
+                scope: Scope::Type(new.full_name().to_owned()),
+            });
+        }
+    }
+}
+
+/// Resolved `json_format` feature: `ALLOW` for proto3, `LEGACY_BEST_EFFORT` for proto2.
+fn json_format_allowed(syntax: Syntax) -> bool {
+    syntax == Syntax::Proto3
+}
+
+fn field_deletions(c: &mut Checker<'_>, old: &MessageDescriptor, new: &MessageDescriptor) {
+    let reserved: Vec<Span> = new
+        .reserved_ranges()
+        .map(|r| (i64::from(r.start), i64::from(r.end) - 1))
+        .collect();
+    let reserved_names: BTreeSet<&str> = new.reserved_names().collect();
+    for field in old.fields() {
+        if new.get_field(field.number()).is_some() {
+            continue;
+        }
+        let number = i64::from(field.number());
+        let description = format!(
+            "Previously present field \"{}\" with name {:?} on message {:?} was deleted",
+            field.number(),
+            field.name(),
+            old.name()
+        );
+        let element = field.full_name().to_owned();
+        if !reserved.iter().any(|&(s, e)| s <= number && number <= e) {
+            c.emit(Emit {
+                rule: Rule::FieldNoDeleteUnlessNumberReserved,
+                element: element.clone(),
+                file: new.parent_file().name(),
+                path: new.path(),
+                message: format!("{description} without reserving the number \"{}\".", field.number()),
+                reader: Reader::Both,
+                scope: Scope::Type(new.full_name().to_owned()),
+            });
+        }
+        if !reserved_names.contains(field.name()) {
+            c.emit(Emit {
+                rule: Rule::FieldNoDeleteUnlessNameReserved,
+                element,
+                file: new.parent_file().name(),
+                path: new.path(),
+                message: format!("{description} without reserving the name {:?}.", field.name()),
+                reader: Reader::Both,
+                scope: Scope::Type(new.full_name().to_owned()),
+            });
+        }
+    }
+}
+
+fn required_numbers(message: &MessageDescriptor) -> BTreeMap<u32, prost_reflect::FieldDescriptor> {
+    message
+        .fields()
+        .filter(|f| f.field_descriptor_proto().label() == prost_types::field_descriptor_proto::Label::Required)
+        .map(|f| (f.number(), f))
+        .collect()
+}
+
+fn required_fields(c: &mut Checker<'_>, old: &MessageDescriptor, new: &MessageDescriptor) {
+    let (before, after) = (required_numbers(old), required_numbers(new));
+    for number in before.keys().filter(|n| !after.contains_key(n)) {
+        c.emit(Emit {
+            rule: Rule::MessageSameRequiredFields,
+            element: new.full_name().to_owned(),
+            file: new.parent_file().name(),
+            path: new.path(),
+            message: format!(
+                "Message {:?} had required field \"{number}\" deleted. Required fields must always be sent, \
+                 so if one side does not know about the required field, this will result in a breakage.",
+                old.name()
+            ),
+            // Old readers insist on the field that new writers no longer send.
+            reader: Reader::Old,
+            scope: Scope::Type(new.full_name().to_owned()),
+        });
+    }
+    for (number, field) in after.iter().filter(|(n, _)| !before.contains_key(n)) {
+        c.emit(Emit {
+            rule: Rule::MessageSameRequiredFields,
+            element: field.full_name().to_owned(),
+            file: new.parent_file().name(),
+            path: field.path(),
+            message: format!(
+                "Message {:?} had required field \"{number}\" added. Required fields must always be sent, \
+                 so if one side does not know about the required field, this will result in a breakage.",
+                new.name()
+            ),
+            // New readers insist on a field that old writers never send.
+            reader: Reader::New,
+            scope: Scope::Type(new.full_name().to_owned()),
+        });
+    }
+}
+
+fn reserved_message(c: &mut Checker<'_>, old: &MessageDescriptor, new: &MessageDescriptor) {
+    let to_span = |r: std::ops::Range<u32>| (i64::from(r.start), i64::from(r.end) - 1);
+    let have = ranges::collapse(new.reserved_ranges().map(to_span).collect());
+    let names: BTreeSet<&str> = new.reserved_names().collect();
+    let problems: Vec<String> = old
+        .reserved_ranges()
+        .map(to_span)
+        .filter_map(|span| {
+            let gone = ranges::missing(span, &have);
+            (!gone.is_empty()).then(|| {
+                format!(
+                    "Previously present reserved range {:?} on message {:?} is missing values: {} were removed.",
+                    ranges::describe(span, MESSAGE_MAX),
+                    new.name(),
+                    gone.iter().map(|&g| ranges::describe(g, MESSAGE_MAX)).collect::<Vec<_>>().join(", ")
+                )
+            })
+        })
+        .chain(old.reserved_names().filter(|n| !names.contains(n)).map(|n| {
+            format!("Previously present reserved name {n:?} on message {:?} was deleted.", new.name())
+        }))
+        .collect();
+    for message in problems {
+        c.emit(Emit {
+            rule: Rule::ReservedMessageNoDelete,
+            element: new.full_name().to_owned(),
+            file: new.parent_file().name(),
+            path: new.path(),
+            message,
+            reader: Reader::Both,
+            scope: Scope::Type(new.full_name().to_owned()),
+        });
+    }
+}
+
+pub(crate) fn check_enums(c: &mut Checker<'_>) {
+    let pairs: Vec<(EnumDescriptor, EnumDescriptor)> = c
+        .old
+        .pool()
+        .all_enums()
+        .filter_map(|old| c.new.pool().get_enum_by_name(old.full_name()).map(|new| (old, new)))
+        .collect();
+    for (old, new) in pairs {
+        enum_values(c, &old, &new);
+        reserved_enum(c, &old, &new);
+        if json_format_allowed(old.parent_file().syntax()) && !json_format_allowed(new.parent_file().syntax()) {
+            c.emit(Emit {
+                rule: Rule::EnumSameJsonFormat,
+                element: new.full_name().to_owned(),
+                file: new.parent_file().name(),
+                path: new.path(),
+                message: format!(
+                    "Enum {:?} JSON format support changed from ALLOW to LEGACY_BEST_EFFORT.",
+                    new.name()
+                ),
+                reader: Reader::Both,
+                scope: Scope::Type(new.full_name().to_owned()),
+            });
+        }
+    }
+}
+
+/// Enum value names per number (aliases give several).
+fn names_by_number(e: &EnumDescriptor) -> BTreeMap<i32, BTreeSet<String>> {
+    let mut out: BTreeMap<i32, BTreeSet<String>> = BTreeMap::new();
+    for v in e.values() {
+        out.entry(v.number()).or_default().insert(v.name().to_owned());
+    }
+    out
+}
+
+fn enum_values(c: &mut Checker<'_>, old: &EnumDescriptor, new: &EnumDescriptor) {
+    let (before, after) = (names_by_number(old), names_by_number(new));
+    let reserved: Vec<Span> = new
+        .reserved_ranges()
+        .map(|r| (i64::from(*r.start()), i64::from(*r.end())))
+        .collect();
+    let reserved_names: BTreeSet<&str> = new.reserved_names().collect();
+    let scope = Scope::Type(new.full_name().to_owned());
+    for (number, old_names) in &before {
+        let element = format!("{}.{}", old.full_name(), old_names.iter().next().map(String::as_str).unwrap_or(""));
+        let Some(new_names) = after.get(number) else {
+            let n = i64::from(*number);
+            if !reserved.iter().any(|&(s, e)| s <= n && n <= e) {
+                c.emit(Emit {
+                    rule: Rule::EnumValueNoDeleteUnlessNumberReserved,
+                    element: element.clone(),
+                    file: new.parent_file().name(),
+                    path: new.path(),
+                    message: format!(
+                        "Previously present enum value \"{number}\" on enum {:?} was deleted without reserving the number \"{number}\".",
+                        new.name()
+                    ),
+                    reader: Reader::Both,
+                    scope: scope.clone(),
+                });
+            }
+            if !old_names.iter().all(|n| reserved_names.contains(n.as_str())) {
+                c.emit(Emit {
+                    rule: Rule::EnumValueNoDeleteUnlessNameReserved,
+                    element,
+                    file: new.parent_file().name(),
+                    path: new.path(),
+                    message: format!(
+                        "Previously present enum value \"{number}\" on enum {:?} was deleted without reserving the name{} {}.",
+                        new.name(),
+                        if old_names.len() > 1 { "s" } else { "" },
+                        quoted(old_names)
+                    ),
+                    reader: Reader::Both,
+                    scope: scope.clone(),
+                });
+            }
+            continue;
+        };
+        // Adding aliases is fine; every old name must still be there.
+        if !old_names.is_subset(new_names) {
+            let value = new.get_value(*number);
+            let path: Vec<i32> = value
+                .as_ref()
+                .map(|v| [v.path(), &[ENUM_VALUE_NUMBER]].concat())
+                .unwrap_or_else(|| new.path().to_vec());
+            let rule = if c.enabled(Rule::EnumValueSameName) {
+                Rule::EnumValueSameName
+            } else {
+                Rule::EnumValueJsonNameChanged
+            };
+            let message = if rule.is_warning() {
+                format!(
+                    "Enum value \"{number}\" on enum {:?} changed name from {} to {}: binary readers are unaffected, \
+                     but JSON and text readers of either side cannot parse the other's name.",
+                    new.name(),
+                    quoted(old_names),
+                    quoted(new_names)
+                )
+            } else {
+                format!(
+                    "Enum value \"{number}\" on enum {:?} changed name{} from {} to {}.",
+                    new.name(),
+                    if old_names.len() > 1 && new_names.len() > 1 { "s" } else { "" },
+                    quoted(old_names),
+                    quoted(new_names)
+                )
+            };
+            let path = if rule.is_warning() {
+                value.as_ref().map(|v| [v.path(), &[ENUM_VALUE_NAME]].concat()).unwrap_or(path)
+            } else {
+                path
+            };
+            c.emit(Emit {
+                rule,
+                element: format!("{}.{}", new.full_name(), new_names.iter().next().map(String::as_str).unwrap_or("")),
+                file: new.parent_file().name(),
+                path: &path,
+                message,
+                reader: Reader::Both,
+                scope: scope.clone(),
+            });
+        }
+    }
+}
+
+fn quoted(names: &BTreeSet<String>) -> String {
+    names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+}
+
+fn reserved_enum(c: &mut Checker<'_>, old: &EnumDescriptor, new: &EnumDescriptor) {
+    let to_span = |r: std::ops::RangeInclusive<i32>| (i64::from(*r.start()), i64::from(*r.end()));
+    let have = ranges::collapse(new.reserved_ranges().map(to_span).collect());
+    let names: BTreeSet<&str> = new.reserved_names().collect();
+    let problems: Vec<String> = old
+        .reserved_ranges()
+        .map(to_span)
+        .filter_map(|span| {
+            let gone = ranges::missing(span, &have);
+            (!gone.is_empty()).then(|| {
+                format!(
+                    "Previously present reserved range {:?} on enum {:?} is missing values: {} were removed.",
+                    ranges::describe(span, ENUM_MAX),
+                    new.name(),
+                    gone.iter().map(|&g| ranges::describe(g, ENUM_MAX)).collect::<Vec<_>>().join(", ")
+                )
+            })
+        })
+        .chain(old.reserved_names().filter(|n| !names.contains(n)).map(|n| {
+            format!("Previously present reserved name {n:?} on enum {:?} was deleted.", new.name())
+        }))
+        .collect();
+    for message in problems {
+        c.emit(Emit {
+            rule: Rule::ReservedEnumNoDelete,
+            element: new.full_name().to_owned(),
+            file: new.parent_file().name(),
+            path: new.path(),
+            message,
+            reader: Reader::Both,
+            scope: Scope::Type(new.full_name().to_owned()),
+        });
+    }
+}
+
+const IDEMPOTENCY_LEVELS: [&str; 3] = ["IDEMPOTENCY_UNKNOWN", "NO_SIDE_EFFECTS", "IDEMPOTENT"];
+
+pub(crate) fn check_services(c: &mut Checker<'_>) {
+    let pairs: Vec<_> = c
+        .old
+        .pool()
+        .services()
+        .filter_map(|old| c.new.pool().get_service_by_name(old.full_name()).map(|new| (old, new)))
+        .collect();
+    for (old_service, new_service) in pairs {
+        for old in old_service.methods() {
+            let Some(new) = new_service.methods().find(|m| m.name() == old.name()) else {
+                continue;
+            };
+            let file = new.parent_file();
+            let file = file.name();
+            let rpc = format!("RPC {:?} on service {:?}", new.name(), new_service.name());
+            let element = new.full_name().to_owned();
+            let emit = |c: &mut Checker<'_>, rule, sub: &[i32], message: String, scope: Scope| {
+                let path = [new.path(), sub].concat();
+                c.emit(Emit {
+                    rule,
+                    element: element.clone(),
+                    file,
+                    path: &path,
+                    message,
+                    reader: Reader::Both,
+                    scope,
+                });
+            };
+            if old.input().full_name() != new.input().full_name() {
+                let message = format!(
+                    "{rpc} changed request type from {:?} to {:?}.",
+                    old.input().full_name(),
+                    new.input().full_name()
+                );
+                emit(c, Rule::RpcSameRequestType, &[METHOD_INPUT], message, Scope::Requests);
+            }
+            if old.output().full_name() != new.output().full_name() {
+                let message = format!(
+                    "{rpc} changed response type from {:?} to {:?}.",
+                    old.output().full_name(),
+                    new.output().full_name()
+                );
+                emit(c, Rule::RpcSameResponseType, &[METHOD_OUTPUT], message, Scope::Responses);
+            }
+            let shape = |streaming: bool| if streaming { "streaming" } else { "unary" };
+            if old.is_client_streaming() != new.is_client_streaming() {
+                let message = format!(
+                    "{rpc} changed from client {} to client {}.",
+                    shape(old.is_client_streaming()),
+                    shape(new.is_client_streaming())
+                );
+                emit(c, Rule::RpcSameClientStreaming, &[], message, Scope::All);
+            }
+            if old.is_server_streaming() != new.is_server_streaming() {
+                let message = format!(
+                    "{rpc} changed from server {} to server {}.",
+                    shape(old.is_server_streaming()),
+                    shape(new.is_server_streaming())
+                );
+                emit(c, Rule::RpcSameServerStreaming, &[], message, Scope::All);
+            }
+            let level = |m: &prost_reflect::MethodDescriptor| {
+                m.method_descriptor_proto()
+                    .options
+                    .as_ref()
+                    .and_then(|o| o.idempotency_level)
+                    .unwrap_or(0)
+            };
+            let (before, after) = (level(&old), level(&new));
+            if before != after {
+                let name = |l: i32| IDEMPOTENCY_LEVELS.get(l as usize).copied().unwrap_or("UNKNOWN");
+                let message = format!(
+                    "{rpc} changed option \"idempotency_level\" from {:?} to {:?}.",
+                    name(before),
+                    name(after)
+                );
+                emit(c, Rule::RpcSameIdempotencyLevel, &[METHOD_OPTIONS, METHOD_OPTIONS_IDEMPOTENCY], message, Scope::All);
+            }
+        }
+    }
+}

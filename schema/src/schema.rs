@@ -1,0 +1,202 @@
+//! [`Schema`]: one loaded descriptor set, with what the checker and validator need
+//! precomputed (fingerprint, source locations, which files are the schema's own).
+
+use crate::fingerprint::{CanonicalError, Fingerprint};
+use crate::location::{Location, SourceIndex};
+use crate::wire::{self, WireType};
+use prost_reflect::DescriptorPool;
+use std::collections::BTreeSet;
+
+/// A compiled or decoded set of `.proto` files.
+///
+/// Cheap to share behind an `Arc`; immutable once built.
+#[derive(Clone, Debug)]
+pub struct Schema {
+    pool: DescriptorPool,
+    own_files: BTreeSet<String>,
+    fingerprint: Fingerprint,
+    sources: SourceIndex,
+}
+
+/// A descriptor set that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Malformed(#[from] CanonicalError),
+    #[error("{}", describe_descriptor_error(.0))]
+    Invalid(#[from] prost_reflect::DescriptorError),
+    #[error("descriptor set holds no files")]
+    Empty,
+}
+
+fn describe_descriptor_error(err: &prost_reflect::DescriptorError) -> String {
+    match (err.file(), err.line(), err.column()) {
+        (Some(file), Some(line), Some(col)) => format!("{file}:{}:{}: {err}", line + 1, col + 1),
+        (Some(file), _, _) => format!("{file}: {err}"),
+        _ => err.to_string(),
+    }
+}
+
+/// The schema's subject could not be inferred from its packages.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot infer a subject: {0}")]
+pub struct SubjectError(String);
+
+// buf images mark imported files with `ImageFileExtension.is_import` (field 1) stored in
+// field 8042 of each FileDescriptorProto.
+const FILE_BUF_IMAGE: u32 = 8042;
+const IMAGE_IS_IMPORT: u32 = 1;
+
+impl Schema {
+    /// Decodes a binary `FileDescriptorSet`, such as `buf build -o x.binpb` or
+    /// `protoc --descriptor_set_out --include_imports` writes.
+    ///
+    /// Files that buf marks as imports are kept (the checker compares them too, as buf does)
+    /// but are not the schema's *own* files. Well-known types that the set imports without
+    /// containing them (`buf build --exclude-imports`) are supplied from the built-in copies.
+    pub fn decode(encoded: &[u8]) -> Result<Schema, DecodeError> {
+        let fingerprint = Fingerprint::of_descriptor_set(encoded)?;
+        let set = wire::fields(encoded)
+            .map_err(|e| CanonicalError::from_wire(e, "FileDescriptorSet"))?;
+        let mut names = BTreeSet::new();
+        let mut own_files = BTreeSet::new();
+        let mut dependencies = BTreeSet::new();
+        for file in set.iter().filter(|f| f.number == 1) {
+            let name = crate::fingerprint::file_name(file.value).unwrap_or_default();
+            let (is_import, deps) = scan_file(file.value);
+            dependencies.extend(deps);
+            if !is_import {
+                own_files.insert(name.clone());
+            }
+            names.insert(name);
+        }
+        if names.is_empty() {
+            return Err(DecodeError::Empty);
+        }
+        let mut pool = DescriptorPool::new();
+        let missing: Vec<_> = dependencies.difference(&names).collect();
+        if !missing.is_empty() {
+            // Supply well-known types the set refers to but does not carry; any other
+            // missing import is reported by the pool below with its name.
+            let global = DescriptorPool::global();
+            let wkt: Vec<_> = global
+                .file_descriptor_protos()
+                .filter(|f| !names.contains(f.name()))
+                .cloned()
+                .collect();
+            pool.add_file_descriptor_protos(wkt)?;
+        }
+        pool.decode_file_descriptor_set(encoded)?;
+        Ok(Schema::assemble(pool, own_files, fingerprint))
+    }
+
+    /// Wraps a pool built elsewhere (for example by `protox`); `own_files` are the files
+    /// that were compiled as the schema rather than pulled in as imports.
+    pub fn from_pool(pool: DescriptorPool, own_files: BTreeSet<String>) -> Result<Schema, DecodeError> {
+        let fingerprint = Fingerprint::of_descriptor_set(&pool.encode_to_vec())?;
+        Ok(Schema::assemble(pool, own_files, fingerprint))
+    }
+
+    fn assemble(pool: DescriptorPool, own_files: BTreeSet<String>, fingerprint: Fingerprint) -> Schema {
+        let sources = SourceIndex::new(&pool);
+        Schema {
+            pool,
+            own_files,
+            fingerprint,
+            sources,
+        }
+    }
+
+    pub fn pool(&self) -> &DescriptorPool {
+        &self.pool
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// Files compiled as this schema (not imports), sorted by name.
+    pub fn own_files(&self) -> impl Iterator<Item = &str> {
+        self.own_files.iter().map(String::as_str)
+    }
+
+    /// The full descriptor set, imports and source info included, as
+    /// `GetRevision` serves it and the filter's snapshot embeds it.
+    pub fn encode(&self) -> Vec<u8> {
+        self.pool.encode_to_vec()
+    }
+
+    /// The 1-based source position of the element at `path` in `file`, or of its nearest
+    /// enclosing element that has one (map entries, for example, have none of their own).
+    pub fn location(&self, file: &str, path: &[i32]) -> Option<Location> {
+        self.sources.find(file, path)
+    }
+
+    /// The packages of the schema's own files.
+    pub fn packages(&self) -> BTreeSet<&str> {
+        self.pool
+            .file_descriptor_protos()
+            .filter(|p| self.own_files.contains(p.name()))
+            .map(|p| p.package())
+            .collect()
+    }
+
+    fn package_of(&self, file: &str) -> &str {
+        self.pool
+            .file_descriptor_protos()
+            .find(|p| p.name() == file)
+            .map(|p| p.package())
+            .unwrap_or("")
+    }
+
+    /// The default subject: the proto package of the schema's own files. When they span
+    /// several packages, the package declaring services wins if it is the only one; any
+    /// other mix is ambiguous and must be named explicitly.
+    pub fn default_subject(&self) -> Result<String, SubjectError> {
+        let packages = self.packages();
+        if packages.len() == 1 {
+            return Ok(packages.into_iter().next().unwrap_or_default().to_owned());
+        }
+        if packages.is_empty() {
+            return Err(SubjectError("the schema has no files of its own".into()));
+        }
+        let with_services: BTreeSet<&str> = self
+            .pool
+            .services()
+            .filter(|s| self.own_files.contains(s.parent_file().name()))
+            .map(|s| self.package_of(s.parent_file().name()))
+            .collect();
+        if with_services.len() == 1 {
+            return Ok(with_services.into_iter().next().unwrap_or_default().to_owned());
+        }
+        Err(SubjectError(format!(
+            "its files declare packages {} and {} of them declare services; \
+             name the subject explicitly (`<subject>@<label>` entry name)",
+            packages.into_iter().collect::<Vec<_>>().join(", "),
+            with_services.len()
+        )))
+    }
+}
+
+/// Reads a file's import marker and its dependency names without a full decode.
+fn scan_file(file: &[u8]) -> (bool, Vec<String>) {
+    let Ok(fields) = wire::fields(file) else {
+        return (false, Vec::new());
+    };
+    let mut is_import = false;
+    let mut deps = Vec::new();
+    for f in &fields {
+        match (f.number, f.wire_type) {
+            (3, WireType::Len) => deps.extend(std::str::from_utf8(f.value).ok().map(str::to_owned)),
+            (FILE_BUF_IMAGE, WireType::Len) => {
+                if let Ok(ext) = wire::fields(f.value) {
+                    is_import = ext
+                        .iter()
+                        .any(|e| e.number == IMAGE_IS_IMPORT && e.value.first() == Some(&1));
+                }
+            }
+            _ => {}
+        }
+    }
+    (is_import, deps)
+}
