@@ -1,1 +1,50 @@
-fn main() {}
+//! `switchyard-sidecar`: see `--help` and sidecar/README.md.
+
+use clap::Parser;
+use switchyard_sidecar::cli::{Cli, Command, LogFormat};
+use switchyard_sidecar::serve::Sidecar;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("switchyard-sidecar: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.config()?;
+            let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let preprocess = match config.runtime.preprocess_threads {
+                0 => cpus,
+                n => n,
+            };
+            // The blocking pool does image pre-processing (and the occasional reload): sized
+            // to the CPUs so it does not crowd out the inference threads.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .worker_threads(cpus.min(4))
+                .max_blocking_threads(preprocess + 1)
+                .thread_name("sidecar")
+                .build()?;
+            runtime.block_on(Sidecar::new(config).run())
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

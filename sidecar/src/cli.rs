@@ -1,0 +1,173 @@
+//! The command line. Every `serve` flag overrides the config file field of the same name;
+//! the merged configuration is validated once, before anything starts.
+
+use crate::config::{Config, ConfigError, Provider};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "switchyard-sidecar",
+    version,
+    about = "Switchyard's sidecar: serves ONNX models over features.v1 gRPC with dynamic batching, side-by-side versions and hot reload",
+    long_about = None,
+)]
+pub struct Cli {
+    /// Log line format on stderr. The level comes from RUST_LOG (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SWITCHYARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the model repository over gRPC (features.v1, grpc.health.v1, reflection) with a
+    /// loopback admin HTTP port (/metrics, /v1/models, /v1/reload, /v1/chaos).
+    Serve(ServeArgs),
+}
+
+/// Flags of `serve`. Each one overrides the config file; see sidecar/README.md for every field.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Config file (.toml, .yaml or .yml). Relative paths in it are relative to its directory.
+    #[arg(short, long, env = "SWITCHYARD_SIDECAR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address [config: listen; default 127.0.0.1:50051].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Admin HTTP listen address, loopback only [config: admin_listen; default 127.0.0.1:9464].
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Model repository directory [config: repository.path; default var/models].
+    #[arg(long)]
+    pub model_repository: Option<PathBuf>,
+    /// Model answering requests that name no model [config: repository.default_model].
+    #[arg(long)]
+    pub default_model: Option<String>,
+    /// Do not watch the repository for changes (reload with SIGHUP or POST /v1/reload)
+    /// [config: repository.watch = false].
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Path of libonnxruntime.so [config: runtime.onnxruntime; default $ORT_DYLIB_PATH, then
+    /// the project's .venv].
+    #[arg(long)]
+    pub onnxruntime: Option<PathBuf>,
+    /// Execution providers to try in order, comma-separated; CPU is the last resort
+    /// [config: runtime.execution_providers; default cpu].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub execution_providers: Option<Vec<Provider>>,
+    /// Fail instead of falling back to CPU when a listed accelerator cannot start
+    /// [config: runtime.require_provider].
+    #[arg(long)]
+    pub require_provider: bool,
+    /// ONNX Runtime intra-op threads per model instance, 0 = ONNX Runtime's choice
+    /// [config: runtime.intra_op_threads; default 0].
+    #[arg(long)]
+    pub intra_op_threads: Option<usize>,
+    /// Threads decoding and pre-processing images, 0 = one per CPU
+    /// [config: runtime.preprocess_threads; default 0].
+    #[arg(long)]
+    pub preprocess_threads: Option<usize>,
+    /// Largest inference batch [config: batching.max_batch_size; default 8].
+    #[arg(long)]
+    pub max_batch_size: Option<usize>,
+    /// Longest wait of the oldest queued request for a batch to fill, in µs
+    /// [config: batching.max_queue_delay_us; default 500].
+    #[arg(long)]
+    pub max_queue_delay_us: Option<u64>,
+    /// Requests admitted per version before RESOURCE_EXHAUSTED
+    /// [config: batching.queue_capacity; default 64].
+    #[arg(long)]
+    pub queue_capacity: Option<usize>,
+    /// Inference threads (sessions) per model version [config: batching.instances; default 1].
+    #[arg(long)]
+    pub instances: Option<usize>,
+    /// Metadata key pinning a model version [config: version_header; default x-model-version].
+    #[arg(long)]
+    pub version_header: Option<String>,
+    /// Largest accepted image, in bytes [config: max_image_bytes; default 16 MiB].
+    #[arg(long)]
+    pub max_image_bytes: Option<usize>,
+    /// How long SIGTERM waits for in-flight requests, in ms [config: drain_timeout_ms; default 10000].
+    #[arg(long)]
+    pub drain_timeout_ms: Option<u64>,
+}
+
+impl ServeArgs {
+    /// The config file (or defaults) with these flags applied, validated.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($flag:ident => $($field:ident).+) => {
+                if let Some(v) = &self.$flag {
+                    c.$($field).+ = v.clone();
+                }
+            };
+        }
+        set!(listen => listen);
+        set!(admin_listen => admin_listen);
+        set!(model_repository => repository.path);
+        set!(version_header => version_header);
+        set!(max_image_bytes => max_image_bytes);
+        set!(drain_timeout_ms => drain_timeout_ms);
+        set!(execution_providers => runtime.execution_providers);
+        set!(intra_op_threads => runtime.intra_op_threads);
+        set!(preprocess_threads => runtime.preprocess_threads);
+        set!(max_batch_size => batching.max_batch_size);
+        set!(max_queue_delay_us => batching.max_queue_delay_us);
+        set!(queue_capacity => batching.queue_capacity);
+        set!(instances => batching.instances);
+        if let Some(m) = &self.default_model {
+            c.repository.default_model = Some(m.clone());
+        }
+        if let Some(p) = &self.onnxruntime {
+            c.runtime.onnxruntime = Some(p.clone());
+        }
+        if self.no_watch {
+            c.repository.watch = false;
+        }
+        if self.require_provider {
+            c.runtime.require_provider = true;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:1\"\n[batching]\nmax_batch_size = 4\n[repository]\npath = \"models\"\n").unwrap();
+        let cli = Cli::parse_from(["x", "serve", "-c", file.to_str().unwrap(), "--max-batch-size", "16", "--execution-providers", "cuda,cpu"]);
+        let Command::Serve(args) = cli.command;
+        let c = args.config().unwrap();
+        assert_eq!(c.batching.max_batch_size, 16);
+        assert_eq!(c.listen.port(), 1);
+        assert_eq!(c.repository.path, dir.path().join("models"));
+        assert_eq!(c.runtime.execution_providers, vec![Provider::Cuda, Provider::Cpu]);
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

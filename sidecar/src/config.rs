@@ -1,0 +1,392 @@
+//! The sidecar's configuration: one serde shape, read from TOML or YAML, overridden by
+//! command-line flags, validated once before anything starts.
+//!
+//! Every field has a default, so an empty file (or none) is a valid configuration. Relative
+//! paths in a file are resolved against that file's directory, so a config can live beside
+//! the model repository it names.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A configuration error naming the field at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn invalid(field: &str, why: impl fmt::Display) -> ConfigError {
+    ConfigError(format!("invalid configuration: `{field}` {why}"))
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// gRPC listen address (features.v1, grpc.health.v1, server reflection).
+    pub listen: SocketAddr,
+    /// Admin HTTP listen address (`/metrics`, reload, chaos, per-version state). Loopback only.
+    pub admin_listen: SocketAddr,
+    /// Request metadata key that pins a model version (`2`, `canary`, `orientation/2`).
+    pub version_header: String,
+    /// Largest accepted `image_data`, in bytes.
+    pub max_image_bytes: usize,
+    /// Largest accepted image side, in pixels (checked from the header, before decoding).
+    pub max_image_side: u32,
+    /// Largest accepted image area, in pixels (checked from the header, before decoding).
+    pub max_image_pixels: u64,
+    /// How long SIGTERM waits for in-flight requests before exiting anyway.
+    pub drain_timeout_ms: u64,
+    pub runtime: RuntimeConfig,
+    pub batching: BatchingConfig,
+    pub repository: RepositoryConfig,
+    /// Per-model serving policy, keyed by model name (the directory in the repository).
+    /// Models in the repository without an entry serve their latest version.
+    pub models: BTreeMap<String, ModelPolicy>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 50051).into(),
+            admin_listen: ([127, 0, 0, 1], 9464).into(),
+            version_header: "x-model-version".into(),
+            max_image_bytes: 16 << 20,
+            max_image_side: 16_384,
+            max_image_pixels: 50_000_000,
+            drain_timeout_ms: 10_000,
+            runtime: RuntimeConfig::default(),
+            batching: BatchingConfig::default(),
+            repository: RepositoryConfig::default(),
+            models: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Path of `libonnxruntime.so`; unset: `$ORT_DYLIB_PATH`, then the project venv.
+    pub onnxruntime: Option<PathBuf>,
+    /// Execution providers to try, in order; CPU is always the last resort.
+    pub execution_providers: Vec<Provider>,
+    /// Fail instead of falling back to CPU when a listed accelerator cannot start.
+    pub require_provider: bool,
+    /// ONNX Runtime intra-op threads per model instance; 0 lets ONNX Runtime choose.
+    pub intra_op_threads: usize,
+    /// Let ONNX Runtime's idle intra-op threads spin (lower latency, burns CPU that
+    /// pre-processing could use on small machines).
+    pub intra_op_spinning: bool,
+    /// Threads decoding and pre-processing images; 0 means one per CPU.
+    pub preprocess_threads: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            onnxruntime: None,
+            execution_providers: vec![Provider::Cpu],
+            require_provider: false,
+            intra_op_threads: 0,
+            intra_op_spinning: false,
+            preprocess_threads: 0,
+        }
+    }
+}
+
+/// An ONNX Runtime execution provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Cpu,
+    Cuda,
+    Tensorrt,
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Provider::Cpu => "cpu",
+            Provider::Cuda => "cuda",
+            Provider::Tensorrt => "tensorrt",
+        })
+    }
+}
+
+/// Dynamic batching, as in Triton's `dynamic_batching`: requests wait at most
+/// `max_queue_delay_us` for others to share a batch of at most `max_batch_size`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchingConfig {
+    pub max_batch_size: usize,
+    /// How long the oldest queued request may wait for a batch to fill, in microseconds.
+    pub max_queue_delay_us: u64,
+    /// Requests admitted per model version (being pre-processed or queued); beyond it,
+    /// `RESOURCE_EXHAUSTED` at once.
+    pub queue_capacity: usize,
+    /// Inference threads per model version, each with its own ONNX Runtime session.
+    pub instances: usize,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self { max_batch_size: 8, max_queue_delay_us: 500, queue_capacity: 64, instances: 1 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepositoryConfig {
+    /// The model repository: `<path>/<model>/<version>/model.onnx`.
+    pub path: PathBuf,
+    /// Reload when files under `path` change.
+    pub watch: bool,
+    /// Quiet time after the last file event before reloading, in milliseconds.
+    pub watch_debounce_ms: u64,
+    /// The model that answers requests whose version header names no model.
+    /// Unset: the only model, or the first in name order.
+    pub default_model: Option<String>,
+}
+
+impl Default for RepositoryConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("var/models"),
+            watch: true,
+            watch_debounce_ms: 300,
+            default_model: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelPolicy {
+    /// Which versions on disk to serve.
+    pub versions: VersionPolicy,
+    /// Names for versions (`stable = 1`), usable in the version header and as health
+    /// service names (`orientation/stable`).
+    pub labels: BTreeMap<String, u64>,
+    /// The version (number or label) answering unpinned requests; unset: the highest served.
+    pub default_version: Option<String>,
+}
+
+/// Triton's version policy. Written as a table with one key, the same in TOML and YAML:
+/// `{ latest = 2 }`, `{ specific = [1, 2] }` or `{ all = true }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "PolicyFields", into = "PolicyFields")]
+pub enum VersionPolicy {
+    /// The N highest version numbers on disk.
+    Latest(usize),
+    /// Exactly these versions.
+    Specific(Vec<u64>),
+    /// Every version on disk.
+    All,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latest: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    specific: Option<Vec<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    all: Option<bool>,
+}
+
+impl TryFrom<PolicyFields> for VersionPolicy {
+    type Error = String;
+    fn try_from(f: PolicyFields) -> Result<Self, String> {
+        match (f.latest, f.specific, f.all) {
+            (Some(n), None, None) => Ok(VersionPolicy::Latest(n)),
+            (None, Some(list), None) => Ok(VersionPolicy::Specific(list)),
+            (None, None, Some(true)) => Ok(VersionPolicy::All),
+            _ => Err("set exactly one of `latest = N`, `specific = [..]` or `all = true`".into()),
+        }
+    }
+}
+
+impl From<VersionPolicy> for PolicyFields {
+    fn from(p: VersionPolicy) -> Self {
+        match p {
+            VersionPolicy::Latest(n) => PolicyFields { latest: Some(n), ..Default::default() },
+            VersionPolicy::Specific(list) => PolicyFields { specific: Some(list), ..Default::default() },
+            VersionPolicy::All => PolicyFields { all: Some(true), ..Default::default() },
+        }
+    }
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy::Latest(1)
+    }
+}
+
+impl VersionPolicy {
+    /// The versions to serve out of those on disk.
+    pub fn select(&self, on_disk: &[u64]) -> Vec<u64> {
+        let mut all = on_disk.to_vec();
+        all.sort_unstable();
+        match self {
+            VersionPolicy::All => all,
+            VersionPolicy::Latest(n) => all.split_off(all.len().saturating_sub(*n)),
+            VersionPolicy::Specific(list) => all.into_iter().filter(|v| list.contains(v)).collect(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML (`.toml`) or YAML (`.yaml`, `.yml`) file; relative paths in it are made
+    /// relative to the file's directory.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let mut config: Config = match ext {
+            "toml" => toml::from_str(&text)
+                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?,
+            "yaml" | "yml" => serde_yaml::from_str(&text)
+                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?,
+            _ => {
+                return Err(ConfigError(format!(
+                    "config file {} must end in .toml, .yaml or .yml",
+                    path.display()
+                )))
+            }
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.repository.path = base.join(&config.repository.path);
+        if let Some(ort) = &config.runtime.onnxruntime {
+            config.runtime.onnxruntime = Some(base.join(ort));
+        }
+        Ok(config)
+    }
+
+    /// Checks every cross-field rule; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.admin_listen.ip().is_loopback() {
+            return Err(invalid(
+                "admin_listen",
+                format!("must be a loopback address (it can inject faults); got {}", self.admin_listen),
+            ));
+        }
+        if self.version_header.is_empty()
+            || !self.version_header.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+            || self.version_header.ends_with("-bin")
+        {
+            return Err(invalid(
+                "version_header",
+                format!("must be a lower-case ASCII metadata key (not `-bin`); got {:?}", self.version_header),
+            ));
+        }
+        if self.max_image_bytes == 0 || self.max_image_bytes > 1 << 30 {
+            return Err(invalid("max_image_bytes", format!("must be in 1..=1 GiB; got {}", self.max_image_bytes)));
+        }
+        if self.max_image_side == 0 {
+            return Err(invalid("max_image_side", "must be at least 1"));
+        }
+        if self.max_image_pixels == 0 {
+            return Err(invalid("max_image_pixels", "must be at least 1"));
+        }
+        let b = &self.batching;
+        if !(1..=1024).contains(&b.max_batch_size) {
+            return Err(invalid("batching.max_batch_size", format!("must be in 1..=1024; got {}", b.max_batch_size)));
+        }
+        if b.queue_capacity == 0 {
+            return Err(invalid("batching.queue_capacity", "must be at least 1"));
+        }
+        if !(1..=64).contains(&b.instances) {
+            return Err(invalid("batching.instances", format!("must be in 1..=64; got {}", b.instances)));
+        }
+        if b.max_queue_delay_us > 10_000_000 {
+            return Err(invalid("batching.max_queue_delay_us", format!("must be at most 10 s; got {}", b.max_queue_delay_us)));
+        }
+        if self.runtime.intra_op_threads > 256 {
+            return Err(invalid("runtime.intra_op_threads", format!("must be at most 256; got {}", self.runtime.intra_op_threads)));
+        }
+        if self.runtime.execution_providers.is_empty() {
+            return Err(invalid("runtime.execution_providers", "must list at least one provider (e.g. [\"cpu\"])"));
+        }
+        if self.repository.path.as_os_str().is_empty() {
+            return Err(invalid("repository.path", "must not be empty"));
+        }
+        for (name, policy) in &self.models {
+            let field = |f: &str| format!("models.{name}.{f}");
+            match &policy.versions {
+                VersionPolicy::Latest(0) => return Err(invalid(&field("versions.latest"), "must be at least 1")),
+                VersionPolicy::Specific(list) if list.is_empty() => {
+                    return Err(invalid(&field("versions.specific"), "must list at least one version"))
+                }
+                _ => {}
+            }
+            for (label, version) in &policy.labels {
+                if label.is_empty() || label.contains('/') || label.parse::<u64>().is_ok() {
+                    return Err(invalid(&field("labels"), format!("label {label:?} must be non-empty, without `/`, and not a number")));
+                }
+                if let VersionPolicy::Specific(list) = &policy.versions {
+                    if !list.contains(version) {
+                        return Err(invalid(
+                            &field(&format!("labels.{label}")),
+                            format!("names version {version}, which `versions.specific` {list:?} does not serve"),
+                        ));
+                    }
+                }
+            }
+            if let Some(default) = &policy.default_version {
+                if default.parse::<u64>().is_err() && !policy.labels.contains_key(default) {
+                    return Err(invalid(
+                        &field("default_version"),
+                        format!("{default:?} is neither a version number nor one of the labels {:?}", policy.labels.keys().collect::<Vec<_>>()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = toml::from_str::<Config>("[batching]\nmax_batch = 4\n").unwrap_err().to_string();
+        assert!(err.contains("max_batch"), "{err}");
+    }
+
+    #[test]
+    fn policy_forms_parse() {
+        let c: Config = toml::from_str(
+            "[models.a]\nversions = { latest = 2 }\n[models.b]\nversions = { specific = [1, 3] }\nlabels = { stable = 1 }\n[models.c]\nversions = { all = true }\n",
+        )
+        .unwrap();
+        assert_eq!(c.models["a"].versions, VersionPolicy::Latest(2));
+        assert_eq!(c.models["b"].versions.select(&[1, 2, 3]), vec![1, 3]);
+        assert_eq!(c.models["a"].versions.select(&[5, 1, 3]), vec![3, 5]);
+        assert_eq!(c.models["c"].versions.select(&[2, 1]), vec![1, 2]);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn yaml_parses() {
+        let c: Config = serde_yaml::from_str("batching:\n  max_batch_size: 4\nmodels:\n  a:\n    versions: {latest: 1}\n").unwrap();
+        assert_eq!(c.batching.max_batch_size, 4);
+        assert_eq!(c.models["a"].versions, VersionPolicy::Latest(1));
+        let err = toml::from_str::<Config>("[models.a]\nversions = { latest = 1, all = true }\n").unwrap_err().to_string();
+        assert!(err.contains("exactly one"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut c = Config::default();
+        c.batching.max_batch_size = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("batching.max_batch_size"));
+        let mut c = Config::default();
+        c.admin_listen = "0.0.0.0:9464".parse().unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("admin_listen"));
+        let c: Config = toml::from_str("[models.m]\nversions = { specific = [1] }\nlabels = { canary = 2 }\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("models.m.labels.canary"));
+    }
+}

@@ -1,0 +1,182 @@
+//! `switchyard-sidecar serve`: wires the parts together and runs until SIGTERM.
+//!
+//! Start-up loads every selected model version before the ports open (a connection that
+//! succeeds is served), then prints one JSON line to stdout with the bound addresses, for
+//! scripts and tests: `{"event":"ready","grpc":"127.0.0.1:50051","admin":"127.0.0.1:9464"}`.
+
+use crate::admin::{self, Admin};
+use crate::chaos::Chaos;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::models::ModelSet;
+use crate::onnx::Runtime;
+use crate::preprocess::Limits;
+use crate::reload::Reloader;
+use crate::service::Extractor;
+use anyhow::{bail, Context, Result};
+use axum::serve::ListenerExt;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_proto::features::v1::feature_extraction_service_server::FeatureExtractionServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A configured sidecar, with room for more gRPC services and admin routes (the schema
+/// registry mounts itself this way).
+pub struct Sidecar {
+    config: Config,
+    grpc: tonic::service::Routes,
+    admin: axum::Router,
+}
+
+impl Sidecar {
+    pub fn new(config: Config) -> Self {
+        Self { config, grpc: tonic::service::Routes::default(), admin: axum::Router::new() }
+    }
+
+    /// Serves more gRPC services on the same port:
+    /// `sidecar.with_grpc_routes(|routes| routes.add_service(MyServer::new(svc)))`.
+    pub fn with_grpc_routes(mut self, add: impl FnOnce(tonic::service::Routes) -> tonic::service::Routes) -> Self {
+        self.grpc = add(self.grpc);
+        self
+    }
+
+    /// Serves more routes on the admin port (they must not clash with the sidecar's own).
+    pub fn with_admin_routes(mut self, routes: axum::Router) -> Self {
+        self.admin = self.admin.merge(routes);
+        self
+    }
+
+    pub async fn run(self) -> Result<()> {
+        let Sidecar { config, grpc, admin: extra_admin } = self;
+        config.validate()?;
+        let config = Arc::new(config);
+        let runtime_config = config.runtime.clone();
+        let runtime = tokio::task::spawn_blocking(move || Runtime::init(&runtime_config))
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        let runtime = Arc::new(runtime);
+        let metrics = Arc::new(Metrics::new());
+        let models = Arc::new(ModelSet::default());
+        let chaos = Arc::new(Chaos::default());
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reloader = Arc::new(Reloader::new(
+            Arc::clone(&runtime),
+            Arc::clone(&config),
+            Arc::clone(&models),
+            Arc::clone(&metrics),
+            health.clone(),
+        ));
+
+        let report = reloader.reload("startup").await;
+        if models.routing().versions.is_empty() {
+            let mut why: Vec<String> = report.errors.clone();
+            why.extend(report.rejected.iter().map(|r| format!("{}: {}", r.name, r.error)));
+            if why.is_empty() {
+                why.push("the repository has no model directories with a config.toml".into());
+            }
+            bail!(
+                "no model version could be loaded from {}:\n  {}",
+                config.repository.path.display(),
+                why.join("\n  ")
+            );
+        }
+
+        let limits = Limits {
+            max_bytes: config.max_image_bytes,
+            max_side: config.max_image_side,
+            max_pixels: config.max_image_pixels,
+        };
+        let extractor = Extractor::new(
+            Arc::clone(&models),
+            Arc::clone(&chaos),
+            Arc::clone(&metrics),
+            limits,
+            config.version_header.clone(),
+        );
+        // Room above the image cap for the other fields, so an oversized image still gets
+        // the precise INVALID_ARGUMENT rather than tonic's generic length error.
+        let max_message = config.max_image_bytes.saturating_mul(2).saturating_add(1 << 20);
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let grpc_router = grpc
+            .add_service(FeatureExtractionServiceServer::new(extractor).max_decoding_message_size(max_message))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .prepare()
+            .into_axum_router();
+        let admin_router = admin::router(Admin {
+            models: Arc::clone(&models),
+            chaos: Arc::clone(&chaos),
+            metrics: Arc::clone(&metrics),
+            reloader: Arc::clone(&reloader),
+        })
+        .merge(extra_admin);
+
+        let grpc_listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (`listen`)", config.listen))?;
+        let admin_listener = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (`admin_listen`)", config.admin_listen))?;
+        let grpc_addr = grpc_listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let grpc_shutdown = stopped(stop_rx.clone());
+        let grpc_server = tokio::spawn(async move {
+            axum::serve(grpc_listener.tap_io(|tcp| drop(tcp.set_nodelay(true))), grpc_router)
+                .with_graceful_shutdown(grpc_shutdown)
+                .await
+        });
+        let admin_shutdown = stopped(stop_rx.clone());
+        let admin_server = tokio::spawn(async move {
+            axum::serve(admin_listener, admin_router).with_graceful_shutdown(admin_shutdown).await
+        });
+        tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "sidecar ready");
+        println!("{}", serde_json::json!({ "event": "ready", "grpc": grpc_addr.to_string(), "admin": admin_addr.to_string() }));
+
+        let _watcher = if config.repository.watch {
+            Some(crate::watch::spawn(&config.repository.path, Duration::from_millis(config.repository.watch_debounce_ms), Arc::clone(&reloader))?)
+        } else {
+            None
+        };
+        crate::watch::reload_on_sighup(Arc::clone(&reloader))?;
+
+        let signal = shutdown_signal().await?;
+        tracing::info!(signal, drain_timeout_ms = config.drain_timeout_ms, "draining: no new connections, finishing in-flight requests");
+        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        health.set_service_status(crate::service::SERVICE_NAME, tonic_health::ServingStatus::NotServing).await;
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(Duration::from_millis(config.drain_timeout_ms), grpc_server).await;
+        match drained {
+            Ok(Ok(Ok(()))) => tracing::info!("drained; exiting"),
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "gRPC server failed while draining"),
+            Ok(Err(e)) => tracing::error!(error = %e, "gRPC server task failed"),
+            Err(_) => tracing::warn!(drain_timeout_ms = config.drain_timeout_ms, "drain timeout reached; exiting with requests in flight"),
+        }
+        admin_server.abort();
+        Ok(())
+    }
+}
+
+/// Waits for SIGTERM or SIGINT and names it.
+async fn shutdown_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

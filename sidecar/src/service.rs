@@ -1,0 +1,245 @@
+//! `features.v1.FeatureExtractionService`: resolve the version, admit, pre-process on the
+//! blocking pool, queue for a batch, answer.
+
+use crate::batch::Job;
+use crate::chaos::Chaos;
+use crate::metrics::{Metrics, VersionMetrics};
+use crate::models::{ModelSet, ModelVersion};
+use crate::preprocess::{self, Format, Limits};
+use futures::{StreamExt, TryStreamExt};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use switchyard_proto::features::v1::{
+    extract_batch_item, extract_realtime_request::ImageFormat, feature_extraction_service_server::FeatureExtractionService,
+    ExtractBatchItem, ExtractBatchResponse, ExtractError, ExtractRealtimeRequest, ExtractRealtimeResponse,
+};
+use tokio::sync::oneshot;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+/// The gRPC service name, also reported by `grpc.health.v1`.
+pub const SERVICE_NAME: &str = "features.v1.FeatureExtractionService";
+
+#[derive(Clone)]
+pub struct Extractor {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    models: Arc<ModelSet>,
+    chaos: Arc<Chaos>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    version_header: String,
+}
+
+/// How a request gets a queue slot.
+#[derive(Clone, Copy)]
+enum Admit {
+    /// Realtime: a full queue is `RESOURCE_EXHAUSTED` at once.
+    Now,
+    /// Bulk: wait for room.
+    Wait,
+}
+
+impl Extractor {
+    pub fn new(models: Arc<ModelSet>, chaos: Arc<Chaos>, metrics: Arc<Metrics>, limits: Limits, version_header: String) -> Self {
+        Self { shared: Arc::new(Shared { models, chaos, metrics, limits, version_header }) }
+    }
+
+    fn resolve<T>(&self, request: &Request<T>) -> Result<Arc<ModelVersion>, Status> {
+        let pin = request.metadata().get(self.shared.version_header.as_str()).map(|v| v.to_str());
+        let pin = match pin {
+            Some(Err(_)) => {
+                let status = Status::invalid_argument(format!("metadata `{}` is not ASCII", self.shared.version_header));
+                self.shared.metrics.unrouted(status.code());
+                return Err(status);
+            }
+            Some(Ok(v)) => Some(v),
+            None => None,
+        };
+        let routing = self.shared.models.routing();
+        routing.resolve(pin).map(Arc::clone).inspect_err(|status| self.shared.metrics.unrouted(status.code()))
+    }
+
+    /// One image, start to finish.
+    async fn extract(
+        &self,
+        version: &Arc<ModelVersion>,
+        request: ExtractRealtimeRequest,
+        deadline: Option<Instant>,
+        admit: Admit,
+    ) -> Result<ExtractRealtimeResponse, Status> {
+        let declared = match request.image_format() {
+            ImageFormat::Unknown => None,
+            ImageFormat::Jpeg => Some(Format::Jpeg),
+            ImageFormat::Png => Some(Format::Png),
+        };
+        let limits = self.shared.limits;
+        // The cheap checks before taking a queue slot.
+        preprocess::check_format(&request.image_data, declared, &limits).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(fault) = self.shared.chaos.get(&version.name) {
+            if fault.latency_ms > 0 {
+                tokio::time::sleep(fault.latency()).await;
+            }
+            if let Some(status) = fault.roll_error() {
+                return Err(status);
+            }
+        }
+        let admission = match admit {
+            Admit::Now => version.queue.try_admit()?,
+            Admit::Wait => version.queue.admit().await?,
+        };
+        let started = Instant::now();
+        let for_prepare = Arc::clone(version);
+        let image = request.image_data;
+        let prepared = tokio::task::spawn_blocking(move || {
+            preprocess::prepare(&image, declared, &limits, &for_prepare.config.input)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("pre-processing task failed: {e}")))?
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        version.metrics.preprocess_seconds.observe(started.elapsed().as_secs_f64());
+        let quality = prepared.quality;
+        let (reply, answer) = oneshot::channel();
+        version.queue.submit(Job { image: prepared, deadline, enqueued: Instant::now(), reply, admission })?;
+        let output = answer.await.map_err(|_| Status::internal(format!("{} stopped before answering", version.name)))??;
+
+        let mut scores = std::collections::HashMap::with_capacity(2 + output.classes.len());
+        scores.insert("blur".to_string(), quality.blur);
+        scores.insert("brightness".to_string(), quality.brightness);
+        for (i, score) in output.classes.iter().enumerate() {
+            let key = version.class_keys.get(i).cloned().unwrap_or_else(|| format!("class/{i}"));
+            scores.insert(key, *score);
+        }
+        Ok(ExtractRealtimeResponse {
+            request_id: request.request_id,
+            model_version: version.name.clone(),
+            feature_vector: output.features,
+            processed_at: Some(SystemTime::now().into()),
+            quality_scores: scores,
+        })
+    }
+
+    /// `extract` under the request's deadline, counted in the metrics whatever happens
+    /// (a dropped future counts as `cancelled`).
+    async fn extract_counted(
+        &self,
+        version: &Arc<ModelVersion>,
+        request: ExtractRealtimeRequest,
+        deadline: Option<Instant>,
+        admit: Admit,
+    ) -> Result<ExtractRealtimeResponse, Status> {
+        let mut outcome = Outcome { metrics: &version.metrics, code: None };
+        let work = self.extract(version, request, deadline, admit);
+        let result = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), work).await {
+                Ok(result) => result,
+                Err(_) => Err(Status::deadline_exceeded(format!("deadline passed while {} was serving the request", version.name))),
+            },
+            None => work.await,
+        };
+        outcome.code = Some(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
+        result
+    }
+}
+
+/// Records the request's status when dropped; a request whose future is dropped before it
+/// finished (the client went away) is `cancelled`.
+struct Outcome<'a> {
+    metrics: &'a VersionMetrics,
+    code: Option<Code>,
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        self.metrics.request(self.code.unwrap_or(Code::Cancelled));
+    }
+}
+
+/// Parses `grpc-timeout` (1–8 digits and a unit among `H M S m u n`).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if !value.is_ascii() {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn deadline_of<T>(request: &Request<T>, received: Instant) -> Option<Instant> {
+    let timeout = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    parse_grpc_timeout(timeout).map(|d| received + d)
+}
+
+#[tonic::async_trait]
+impl FeatureExtractionService for Extractor {
+    async fn extract_realtime(&self, request: Request<ExtractRealtimeRequest>) -> Result<Response<ExtractRealtimeResponse>, Status> {
+        let received = Instant::now();
+        let deadline = deadline_of(&request, received);
+        let version = self.resolve(&request)?;
+        self.extract_counted(&version, request.into_inner(), deadline, Admit::Now).await.map(Response::new)
+    }
+
+    async fn extract_batch(&self, request: Request<Streaming<ExtractRealtimeRequest>>) -> Result<Response<ExtractBatchResponse>, Status> {
+        let received = Instant::now();
+        let deadline = deadline_of(&request, received);
+        let version = self.resolve(&request)?;
+        // Enough images in flight to fill batches, never more than the queue admits.
+        let window = (2 * version.queue.capacity().min(64)).clamp(2, 128);
+        let this = self.clone();
+        let items = request.into_inner().map(move |message| {
+            let this = this.clone();
+            let version = Arc::clone(&version);
+            async move {
+                let request = message?;
+                let request_id = request.request_id.clone();
+                let result = match this.extract_counted(&version, request, deadline, Admit::Wait).await {
+                    Ok(response) => extract_batch_item::Result::Response(response),
+                    Err(status) => extract_batch_item::Result::Error(ExtractError {
+                        request_id,
+                        code: status.code() as i32,
+                        message: status.message().to_string(),
+                    }),
+                };
+                Ok::<_, Status>(ExtractBatchItem { result: Some(result) })
+            }
+        });
+        let items = items.buffered(window).try_collect::<Vec<_>>();
+        let items = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), items)
+                .await
+                .map_err(|_| Status::deadline_exceeded("deadline passed before every image of the batch was served"))??,
+            None => items.await?,
+        };
+        Ok(Response::new(ExtractBatchResponse { items }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(parse_grpc_timeout("123456789m"), None);
+        assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout("10x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+        assert_eq!(parse_grpc_timeout("-1m"), None);
+    }
+}
