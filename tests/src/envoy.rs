@@ -56,7 +56,8 @@ impl EnvoyConfig {
 pub struct Envoy {
     process: Process,
     dir: tempfile::TempDir,
-    config: EnvoyConfig,
+    /// `None` when started from a static config file (no LDS to push to).
+    config: Option<EnvoyConfig>,
     pub admin_port: u16,
     pub listener_port: u16,
     lds_version: u32,
@@ -73,13 +74,28 @@ impl Envoy {
         let mut envoy = Envoy {
             process: spawn(&bootstrap, &dir.path().join("envoy.log"), config.concurrency),
             dir,
-            config,
             admin_port,
             listener_port,
             lds_version: 0,
+            config: Some(config.clone()),
         };
-        let plugin = envoy.config.plugin_config.clone();
-        envoy.write_lds(&plugin);
+        envoy.write_lds(&config.plugin_config);
+        envoy.wait_ready().await;
+        envoy
+    }
+
+    /// Starts Envoy from a static config file (run from the workspace root, so relative
+    /// paths in it resolve), whose admin and listener ports the caller knows.
+    pub async fn start_file(config: &Path, admin_port: u16, listener_port: u16) -> Envoy {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut envoy = Envoy {
+            process: spawn(config, &dir.path().join("envoy.log"), 2),
+            dir,
+            admin_port,
+            listener_port,
+            lds_version: 0,
+            config: None,
+        };
         envoy.wait_ready().await;
         envoy
     }
@@ -96,10 +112,11 @@ impl Envoy {
     /// Replaces the listener with one carrying `plugin_config`, as an LDS update.
     /// Returns without waiting; see [`Envoy::push_listener`] for the waiting form.
     pub fn write_lds(&mut self, plugin_config: &str) {
+        let config = self.config.as_ref().expect("this Envoy was started from a static file, without LDS");
         self.lds_version += 1;
         let lds = json!({
             "version_info": self.lds_version.to_string(),
-            "resources": [listener_json(&self.config, self.listener_port, plugin_config)],
+            "resources": [listener_json(config, self.listener_port, plugin_config)],
         });
         let path = self.dir.path().join("lds.json");
         let tmp = self.dir.path().join("lds.json.tmp");
@@ -198,6 +215,16 @@ impl Envoy {
             .sum()
     }
 
+    /// Waits until Envoy's log contains `needle`, and returns the log.
+    pub async fn wait_log(&self, needle: &str) -> String {
+        let found = crate::eventually(&format!("log line {needle:?}"), Duration::from_secs(10), async || {
+            let log = self.log();
+            log.contains(needle).then_some(log)
+        })
+        .await;
+        found
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -205,9 +232,11 @@ impl Envoy {
 
 fn spawn(bootstrap: &Path, log: &Path, concurrency: u32) -> Process {
     let mut cmd = Command::new(paths::envoy());
-    cmd.arg("-c")
+    cmd.current_dir(paths::root())
+        .arg("-c")
         .arg(bootstrap)
-        .args(["--disable-hot-restart", "-l", "info", "--concurrency"])
+        .args(["--disable-hot-restart", "-l", "info", "--file-flush-interval-msec", "100"])
+        .arg("--concurrency")
         .arg(concurrency.to_string())
         .arg("--log-path")
         .arg(log)

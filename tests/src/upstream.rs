@@ -38,7 +38,12 @@ pub struct Upstream {
 impl Upstream {
     /// Starts the server on a free port of the current tokio runtime.
     pub async fn start(name: &str) -> Upstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        Self::start_on(name, 0).await.expect("bind upstream")
+    }
+
+    /// Starts the server on `127.0.0.1:port` (0: any free port).
+    pub async fn start_on(name: &str, port: u16) -> std::io::Result<Upstream> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let state = Arc::new(State { fail_code: AtomicI32::new(-1), ..State::default() });
         let counting = state.clone();
@@ -59,7 +64,7 @@ impl Upstream {
                 })
                 .await;
         });
-        Upstream { name: name.to_owned(), port: addr.port(), state, _stop: stop }
+        Ok(Upstream { name: name.to_owned(), port: addr.port(), state, _stop: stop })
     }
 
     /// Requests received, all methods.

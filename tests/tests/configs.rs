@@ -1,0 +1,179 @@
+//! Every configuration in the repository is checked by what will read it: Envoy configs
+//! by `envoy --mode validate`, plugin configurations by the JSON Schema and by the
+//! filter's own parser, which must agree.
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use switchyard_filter::config::Config;
+use testbed::paths;
+
+fn yaml_docs(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
+        .collect()
+}
+fn files(dir: &str, ext: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(paths::root().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Finds every Wasm filter `typed_config` in a document.
+fn wasm_filters(v: &Value, out: &mut Vec<Value>) {
+    match v {
+        Value::Object(m) => {
+            if m.get("@type").and_then(Value::as_str)
+                == Some("type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm")
+            {
+                out.push(v.clone());
+            }
+            m.values().for_each(|c| wasm_filters(c, out));
+        }
+        Value::Array(a) => a.iter().for_each(|c| wasm_filters(c, out)),
+        _ => {}
+    }
+}
+
+/// Every plugin configuration in the repository: (where, JSON text).
+fn plugin_configs() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for f in files("filter/examples", "json") {
+        out.push((f.display().to_string(), std::fs::read_to_string(&f).unwrap()));
+    }
+    for f in files("envoy", "yaml").into_iter().chain(files("envoy/istio", "yaml")) {
+        for doc in yaml_docs(&f) {
+            let mut filters = Vec::new();
+            wasm_filters(&doc, &mut filters);
+            for w in filters {
+                let value = w.pointer("/config/configuration/value").and_then(Value::as_str).unwrap();
+                out.push((format!("{} (Wasm filter)", f.display()), value.to_owned()));
+            }
+            if doc["kind"] == "WasmPlugin" {
+                out.push((format!("{} (WasmPlugin)", f.display()), doc["spec"]["pluginConfig"].to_string()));
+            }
+        }
+    }
+    out
+}
+
+fn schema() -> jsonschema::Validator {
+    let text = std::fs::read_to_string(paths::root().join("filter/config.schema.json")).unwrap();
+    jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap()
+}
+
+#[test]
+fn every_plugin_config_passes_schema_and_parser() {
+    let configs = plugin_configs();
+    assert!(configs.len() >= 5, "expected examples, demo and Istio configs, found {configs:?}");
+    let schema = schema();
+    for (at, json) in configs {
+        let value: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{at}: {e}"));
+        let errors: Vec<String> = schema.iter_errors(&value).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{at} fails the schema: {errors:?}");
+        Config::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{at} fails the parser: {e}"));
+    }
+}
+
+#[test]
+fn schema_and_parser_reject_the_same_bad_configs() {
+    let schema = schema();
+    let bad = [
+        r#"{"unknown": 1}"#,
+        r#"{"non_grpc": "drop"}"#,
+        r#"{"group_header": "has space"}"#,
+        r#"{"access": {"deny": ["no-slash"]}}"#,
+        r#"{"routes": [{"name": "r", "match": [], "targets": [{"name": "s", "cluster": "c"}], "default_target": "s"}]}"#,
+        r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [], "default_target": "s"}]}"#,
+        r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c", "weight": -1}], "default_target": "s"}]}"#,
+        r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c", "weight": 1000001}], "default_target": "s"}]}"#,
+        r#"{"routes": [{"name": "r r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c"}], "default_target": "s"}]}"#,
+        r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s"}], "default_target": "s"}]}"#,
+        r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c", "extra": 1}], "default_target": "s"}]}"#,
+        r#"{"stat_prefix": "bad prefix"}"#,
+    ];
+    for json in bad {
+        let value: Value = serde_json::from_str(json).unwrap();
+        assert!(!schema.is_valid(&value), "schema accepts {json}");
+        assert!(Config::from_json(json.as_bytes()).is_err(), "parser accepts {json}");
+    }
+}
+
+#[test]
+fn demo_and_istio_deployments_share_one_plugin_config() {
+    let parsed: Vec<(String, Value)> = plugin_configs()
+        .into_iter()
+        .filter(|(at, _)| at.contains("/envoy/"))
+        .map(|(at, json)| (at, serde_json::from_str(&json).unwrap()))
+        .collect();
+    assert!(parsed.len() >= 3, "{parsed:?}");
+    for (at, v) in &parsed[1..] {
+        assert_eq!(v, &parsed[0].1, "{at} differs from {}", parsed[0].0);
+    }
+}
+
+fn envoy_validate(config: &Path) {
+    let out = Command::new(paths::envoy())
+        .current_dir(paths::root())
+        .args(["--mode", "validate", "-l", "warn", "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "envoy --mode validate {} failed:\n{}{}",
+        config.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_envoy_config_validates() {
+    paths::wasm(); // the demo config loads the built filter
+    let configs = files("envoy", "yaml");
+    assert!(!configs.is_empty());
+    for c in configs {
+        envoy_validate(&c);
+    }
+}
+
+/// The EnvoyFilter's patch is a real Envoy filter config: put it in a listener, point it
+/// at the built `.wasm` and let Envoy validate it (which runs the filter's `on_configure`).
+#[test]
+fn istio_envoyfilter_patch_validates_in_envoy() {
+    let docs = yaml_docs(&paths::root().join("envoy/istio/envoyfilter.yaml"));
+    let patch = &docs[0]["spec"]["configPatches"][0]["patch"]["value"];
+    let mut filter = patch.clone();
+    filter["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] =
+        Value::String(paths::wasm().display().to_string());
+    let bootstrap = serde_json::json!({
+        "static_resources": {
+            "listeners": [{
+                "name": "l",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "l",
+                        "route_config": {"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+                            {"match": {"prefix": "/"}, "route": {"cluster_header": "x-switchyard-cluster"}}]}]},
+                        "http_filters": [filter, {"name": "envoy.filters.http.router", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
+                    }
+                }]}]
+            }]
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("envoyfilter-bootstrap.json");
+    std::fs::write(&path, bootstrap.to_string()).unwrap();
+    envoy_validate(&path);
+}
