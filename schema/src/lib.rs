@@ -2,7 +2,10 @@
 #![forbid(unsafe_code)]
 
 pub mod breaking;
+pub mod compat;
 pub mod fingerprint;
+pub mod metrics;
+pub mod snapshot;
 mod location;
 mod schema;
 mod wire;
@@ -13,3 +16,6 @@ pub use schema::{DecodeError, Schema, SubjectError};
 
 #[cfg(feature = "runtime")]
 pub mod compile;
+pub mod validate;
+#[cfg(feature = "runtime")]
+pub mod registry;

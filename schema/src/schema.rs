@@ -55,9 +55,7 @@ impl Schema {
     /// but are not the schema's *own* files. Well-known types that the set imports without
     /// containing them (`buf build --exclude-imports`) are supplied from the built-in copies.
     pub fn decode(encoded: &[u8]) -> Result<Schema, DecodeError> {
-        let fingerprint = Fingerprint::of_descriptor_set(encoded)?;
-        let set = wire::fields(encoded)
-            .map_err(|e| CanonicalError::from_wire(e, "FileDescriptorSet"))?;
+        let set = wire::fields(encoded).map_err(|e| CanonicalError::from_wire(e, "FileDescriptorSet"))?;
         let mut names = BTreeSet::new();
         let mut own_files = BTreeSet::new();
         let mut dependencies = BTreeSet::new();
@@ -74,24 +72,20 @@ impl Schema {
             return Err(DecodeError::Empty);
         }
         let mut pool = DescriptorPool::new();
-        let missing: Vec<_> = dependencies.difference(&names).collect();
-        if !missing.is_empty() {
-            // Supply well-known types the set refers to but does not carry; any other
-            // missing import is reported by the pool below with its name.
-            let global = DescriptorPool::global();
-            let wkt: Vec<_> = global
-                .file_descriptor_protos()
-                .filter(|f| !names.contains(f.name()))
-                .cloned()
-                .collect();
-            pool.add_file_descriptor_protos(wkt)?;
+        // Supply well-known types the set refers to but does not carry (`buf build
+        // --exclude-imports`); any other missing import is reported by the pool below.
+        let global = DescriptorPool::global();
+        let mut added = BTreeSet::new();
+        for dep in dependencies.difference(&names) {
+            add_with_dependencies(&mut pool, &global, dep, &names, &mut added)?;
         }
         pool.decode_file_descriptor_set(encoded)?;
-        Ok(Schema::assemble(pool, own_files, fingerprint))
+        Schema::from_pool(pool, own_files)
     }
 
     /// Wraps a pool built elsewhere (for example by `protox`); `own_files` are the files
-    /// that were compiled as the schema rather than pulled in as imports.
+    /// that were compiled as the schema rather than pulled in as imports. The fingerprint
+    /// covers every file in the pool, imports included.
     pub fn from_pool(pool: DescriptorPool, own_files: BTreeSet<String>) -> Result<Schema, DecodeError> {
         let fingerprint = Fingerprint::of_descriptor_set(&pool.encode_to_vec())?;
         Ok(Schema::assemble(pool, own_files, fingerprint))
@@ -199,4 +193,26 @@ fn scan_file(file: &[u8]) -> (bool, Vec<String>) {
         }
     }
     (is_import, deps)
+}
+
+/// Adds `name` from `source` (and, first, what it imports) unless the set has it already.
+fn add_with_dependencies(
+    pool: &mut DescriptorPool,
+    source: &DescriptorPool,
+    name: &str,
+    present: &BTreeSet<String>,
+    added: &mut BTreeSet<String>,
+) -> Result<(), DecodeError> {
+    if present.contains(name) || added.contains(name) {
+        return Ok(());
+    }
+    let Some(file) = source.get_file_by_name(name) else {
+        return Ok(());
+    };
+    for dep in file.dependencies() {
+        add_with_dependencies(pool, source, dep.name(), present, added)?;
+    }
+    pool.add_file_descriptor_proto(file.file_descriptor_proto().clone())?;
+    added.insert(name.to_owned());
+    Ok(())
 }

@@ -1,0 +1,184 @@
+//! Payload validation against a message type.
+//!
+//! A decoder answers "does this parse?" with one error; a gateway needs more: *where* in
+//! the message the problem is (`items[2].name`), *what kind* it is (so it can be counted
+//! and alerted on), and checks a decoder skips — proto2 `required` fields, unknown fields,
+//! size caps, the gRPC length prefix. So the validator walks the wire bytes itself, guided
+//! by the `prost-reflect` descriptor, without building a message. It needs no file system
+//! or threads and builds for `wasm32-wasip1`, so the Envoy filter can run it with the
+//! descriptor set from the snapshot.
+//!
+//! Field paths are relative to the validated message: field names joined with `.`,
+//! repeated and map elements by index (`scores[1].value`), unknown fields by number
+//! (`crop.#7`); the empty path is the message itself.
+
+mod frame;
+mod walker;
+
+pub use frame::{validate_grpc_frames, GRPC_FRAME_HEADER};
+
+use prost_reflect::{DescriptorPool, MessageDescriptor};
+use std::fmt;
+
+/// What to do with fields the schema does not know.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownFields {
+    /// Accept silently (what every protobuf decoder does).
+    Allow,
+    /// Accept, but report each unknown field as a warning.
+    #[default]
+    Warn,
+    /// Report each unknown field as a violation.
+    Reject,
+}
+
+impl std::str::FromStr for UnknownFields {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "allow" => Ok(UnknownFields::Allow),
+            "warn" => Ok(UnknownFields::Warn),
+            "reject" => Ok(UnknownFields::Reject),
+            _ => Err(format!("unknown-field policy {s:?}: expected allow, warn or reject")),
+        }
+    }
+}
+
+/// How strict validation is.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    pub unknown_fields: UnknownFields,
+    /// Largest accepted message, in bytes (gRPC's default receive limit is 4 MiB).
+    pub max_bytes: usize,
+    /// Deepest accepted message nesting (protobuf's own decoders stop at 100).
+    pub max_depth: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            unknown_fields: UnknownFields::Warn,
+            max_bytes: 4 * 1024 * 1024,
+            max_depth: 100,
+        }
+    }
+}
+
+macro_rules! kinds {
+    ($( $variant:ident = $id:literal: $doc:literal, )*) => {
+        /// The kinds of problems the validator reports.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ViolationKind { $( #[doc = $doc] $variant, )* }
+
+        impl ViolationKind {
+            pub const ALL: &'static [ViolationKind] = &[ $( ViolationKind::$variant, )* ];
+
+            /// Stable snake_case name, used in metrics labels and JSON.
+            pub fn as_str(self) -> &'static str {
+                match self { $( ViolationKind::$variant => $id, )* }
+            }
+        }
+    };
+}
+
+kinds! {
+    WrongWireType = "wrong_wire_type": "A field arrived with a wire type its declared type cannot have.",
+    Truncated = "truncated": "The payload ends inside a field or a length runs past its end.",
+    BadVarint = "bad_varint": "A varint longer than ten bytes or overflowing 64 bits.",
+    InvalidTag = "invalid_tag": "Field number 0 or beyond 2^29-1.",
+    InvalidUtf8 = "invalid_utf8": "A proto3 `string` that is not valid UTF-8.",
+    GroupMismatch = "group_mismatch": "An end-group marker with no matching start, or a group left open.",
+    MissingRequired = "missing_required": "A proto2 `required` field is absent.",
+    UnknownField = "unknown_field": "A field number the schema does not declare.",
+    TooLarge = "too_large": "The payload is larger than the policy allows.",
+    TooDeep = "too_deep": "Messages nest deeper than the policy allows.",
+    CompressedFrame = "compressed_frame": "A gRPC frame with the compressed flag set.",
+    BadFrame = "bad_frame": "A gRPC frame whose 5-byte prefix is malformed or disagrees with the body.",
+}
+
+impl fmt::Display for ViolationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One problem found in a payload.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Violation {
+    pub kind: ViolationKind,
+    /// Field path relative to the validated message (see the module docs).
+    pub path: String,
+    /// Byte offset in the message (in the frame body for gRPC frames).
+    pub offset: usize,
+    /// For gRPC frame mode: which frame (0-based) the violation is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(frame) = self.frame {
+            write!(f, "frame {frame}: ")?;
+        }
+        let path = if self.path.is_empty() { "(message)" } else { &self.path };
+        write!(f, "{path}: {} [{} at byte {}]", self.message, self.kind, self.offset)
+    }
+}
+
+/// The outcome of validating one payload.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Validation {
+    pub violations: Vec<Violation>,
+    /// Problems the policy tolerates (unknown fields under [`UnknownFields::Warn`]).
+    pub warnings: Vec<Violation>,
+}
+
+impl Validation {
+    pub fn is_valid(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// The message type is not in the schema.
+#[derive(Debug, thiserror::Error)]
+#[error("message type {0:?} is not defined in this schema")]
+pub struct UnknownMessageType(pub String);
+
+/// Validates one encoded message of type `message_type` (full name, e.g.
+/// `features.v1.ExtractRealtimeRequest`; a leading `.` is accepted).
+pub fn validate(
+    pool: &DescriptorPool,
+    message_type: &str,
+    payload: &[u8],
+    policy: &Policy,
+) -> Result<Validation, UnknownMessageType> {
+    let descriptor = find_message(pool, message_type)?;
+    Ok(validate_message(&descriptor, payload, policy))
+}
+
+pub(crate) fn find_message(pool: &DescriptorPool, name: &str) -> Result<MessageDescriptor, UnknownMessageType> {
+    pool.get_message_by_name(name.trim_start_matches('.'))
+        .ok_or_else(|| UnknownMessageType(name.to_owned()))
+}
+
+/// Validates one encoded message against its descriptor.
+pub fn validate_message(descriptor: &MessageDescriptor, payload: &[u8], policy: &Policy) -> Validation {
+    let mut out = Validation::default();
+    if payload.len() > policy.max_bytes {
+        out.violations.push(Violation {
+            kind: ViolationKind::TooLarge,
+            path: String::new(),
+            offset: 0,
+            frame: None,
+            message: format!("payload is {} bytes; the limit is {}", payload.len(), policy.max_bytes),
+        });
+        return out;
+    }
+    walker::Walker::new(policy, &mut out).message(descriptor, payload);
+    out
+}
