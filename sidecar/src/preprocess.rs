@@ -169,6 +169,12 @@ fn decode(format: Format, bytes: &[u8], limits: &Limits, out: &mut Vec<u8>) -> R
             Ok((w, h))
         }
         Format::Png => {
+            // IHDR is the first chunk: check the size before the decoder reads further.
+            if let (Some(w), Some(h)) = (be_u32(bytes, 16), be_u32(bytes, 20)) {
+                if &bytes[12..16] == b"IHDR" {
+                    check_dimensions(w, h, limits)?;
+                }
+            }
             let mut decoder =
                 image::codecs::png::PngDecoder::new(std::io::Cursor::new(bytes)).map_err(|e| corrupt(e.to_string()))?;
             let (w, h) = decoder.dimensions();
@@ -191,6 +197,10 @@ fn decode(format: Format, bytes: &[u8], limits: &Limits, out: &mut Vec<u8>) -> R
             Ok((w, h))
         }
     }
+}
+
+fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    bytes.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// Converts any PNG pixel layout to packed RGB8 (alpha dropped, 16-bit narrowed).

@@ -194,12 +194,16 @@ impl Reloader {
                 return;
             }
         };
+        // A version the policy no longer selects is dropped only once everything selected
+        // in its place has loaded: a bad new file must not leave the model unserved.
+        let mut rejected_any = false;
         for version in policy.versions.select(&model.versions) {
             let key = (model.name.clone(), version);
             let name = format!("{}/{version}", model.name);
             let (bytes, sha256) = match repository::read_verified(model, &manifest, version) {
                 Ok(found) => found,
                 Err(rejection) => {
+                    rejected_any = true;
                     self.reject(model, version, rejection, current, report);
                     if let Some(v) = current.versions.get(&key) {
                         next.versions.insert(key, Arc::clone(v));
@@ -219,10 +223,19 @@ impl Reloader {
                     report.loaded.push(name);
                 }
                 Err(rejection) => {
+                    rejected_any = true;
                     self.reject(model, version, rejection, current, report);
                     if let Some(v) = current.versions.get(&key) {
                         next.versions.insert(key, Arc::clone(v));
                     }
+                }
+            }
+        }
+        if rejected_any {
+            for (key, v) in current.versions.range((model.name.clone(), 0)..=(model.name.clone(), u64::MAX)) {
+                if !next.versions.contains_key(key) {
+                    tracing::warn!(model_version = v.name, "kept serving: a version selected to replace it was rejected");
+                    next.versions.insert(key.clone(), Arc::clone(v));
                 }
             }
         }
