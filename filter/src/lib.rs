@@ -26,8 +26,11 @@
 )]
 
 pub mod bucket;
+pub mod budget;
 pub mod config;
 pub mod grpc;
+pub mod health;
+pub mod latency;
 pub mod pattern;
 pub mod request;
 pub mod route;
