@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 /// The API files to generate code for; their imports are resolved from this directory
 /// and protox's built-in well-known types.
-const FILES: &[&str] = &["features/v1/features.proto"];
+const FILES: &[&str] = &["features/v1/features.proto", "switchyard/registry/v1/registry.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -10,6 +10,15 @@ pub mod features {
     }
 }
 
+/// `switchyard.registry.v1`: the schema registry API.
+pub mod switchyard {
+    pub mod registry {
+        pub mod v1 {
+            tonic::include_proto!("switchyard.registry.v1");
+        }
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every file in this crate, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/switchyard_descriptor.binpb"));

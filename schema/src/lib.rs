@@ -15,7 +15,11 @@ pub use location::Location;
 pub use schema::{DecodeError, Schema, SubjectError};
 
 #[cfg(feature = "runtime")]
+pub mod cli;
+#[cfg(feature = "runtime")]
 pub mod compile;
 pub mod validate;
 #[cfg(feature = "runtime")]
 pub mod registry;
+#[cfg(feature = "grpc")]
+pub mod service;

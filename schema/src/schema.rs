@@ -148,6 +148,13 @@ impl Schema {
     /// other mix is ambiguous and must be named explicitly.
     pub fn default_subject(&self) -> Result<String, SubjectError> {
         let packages = self.packages();
+        if packages.contains("") {
+            return Err(SubjectError(
+                "a file declares no package; give every file a package or name the subject \
+                 explicitly (`<subject>@<label>` entry name)"
+                    .into(),
+            ));
+        }
         if packages.len() == 1 {
             return Ok(packages.into_iter().next().unwrap_or_default().to_owned());
         }
