@@ -52,24 +52,32 @@ impl Schema {
     /// `protoc --descriptor_set_out --include_imports` writes.
     ///
     /// Files that buf marks as imports are kept (the checker compares them too, as buf does)
-    /// but are not the schema's *own* files. Well-known types that the set imports without
+    /// but are not the schema's *own* files; in a plain set without buf's markers, every
+    /// file but the well-known types (`google/protobuf/…`) is. Well-known types that the set imports without
     /// containing them (`buf build --exclude-imports`) are supplied from the built-in copies.
     pub fn decode(encoded: &[u8]) -> Result<Schema, DecodeError> {
         let set = wire::fields(encoded).map_err(|e| CanonicalError::from_wire(e, "FileDescriptorSet"))?;
         let mut names = BTreeSet::new();
         let mut own_files = BTreeSet::new();
         let mut dependencies = BTreeSet::new();
+        let mut marked = false;
         for file in set.iter().filter(|f| f.number == 1) {
             let name = crate::fingerprint::file_name(file.value).unwrap_or_default();
-            let (is_import, deps) = scan_file(file.value);
+            let (marker, deps) = scan_file(file.value);
             dependencies.extend(deps);
-            if !is_import {
+            marked |= marker.is_some();
+            if marker != Some(true) {
                 own_files.insert(name.clone());
             }
             names.insert(name);
         }
         if names.is_empty() {
             return Err(DecodeError::Empty);
+        }
+        if !marked {
+            // A plain FileDescriptorSet does not say which files are imports; the
+            // well-known types never are the schema's own.
+            own_files.retain(|f| !f.starts_with("google/protobuf/"));
         }
         let mut pool = DescriptorPool::new();
         // Supply well-known types the set refers to but does not carry (`buf build
@@ -179,21 +187,23 @@ impl Schema {
     }
 }
 
-/// Reads a file's import marker and its dependency names without a full decode.
-fn scan_file(file: &[u8]) -> (bool, Vec<String>) {
+/// Reads a file's buf import marker (if it has buf image metadata) and its dependency
+/// names, without a full decode.
+fn scan_file(file: &[u8]) -> (Option<bool>, Vec<String>) {
     let Ok(fields) = wire::fields(file) else {
-        return (false, Vec::new());
+        return (None, Vec::new());
     };
-    let mut is_import = false;
+    let mut is_import = None;
     let mut deps = Vec::new();
     for f in &fields {
         match (f.number, f.wire_type) {
             (3, WireType::Len) => deps.extend(std::str::from_utf8(f.value).ok().map(str::to_owned)),
             (FILE_BUF_IMAGE, WireType::Len) => {
                 if let Ok(ext) = wire::fields(f.value) {
-                    is_import = ext
-                        .iter()
-                        .any(|e| e.number == IMAGE_IS_IMPORT && e.value.first() == Some(&1));
+                    is_import = Some(
+                        ext.iter()
+                            .any(|e| e.number == IMAGE_IS_IMPORT && e.value.first() == Some(&1)),
+                    );
                 }
             }
             _ => {}
