@@ -25,8 +25,11 @@ impl fmt::Display for Location {
 /// yield no locations.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SourceIndex {
-    files: Arc<HashMap<String, HashMap<Vec<i32>, (u32, u32)>>>,
+    files: Arc<HashMap<String, Spans>>,
 }
+
+/// 1-based `(line, column)` by source path within one file.
+type Spans = HashMap<Vec<i32>, (u32, u32)>;
 
 impl SourceIndex {
     pub(crate) fn new(pool: &DescriptorPool) -> Self {

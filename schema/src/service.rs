@@ -256,12 +256,15 @@ impl SchemaRegistry for RegistryService {
 
     async fn validate(&self, request: Request<pb::ValidateRequest>) -> Result<Response<pb::ValidateResponse>, Status> {
         let req = request.into_inner();
-        let mut policy = Policy::default();
-        policy.unknown_fields = match pb::UnknownFieldPolicy::try_from(req.unknown_fields) {
+        let unknown_fields = match pb::UnknownFieldPolicy::try_from(req.unknown_fields) {
             Ok(pb::UnknownFieldPolicy::Allow) => UnknownFields::Allow,
             Ok(pb::UnknownFieldPolicy::Reject) => UnknownFields::Reject,
             Ok(pb::UnknownFieldPolicy::Warn) | Ok(pb::UnknownFieldPolicy::Unspecified) => UnknownFields::Warn,
             Err(_) => return Err(Status::invalid_argument("unknown unknown_fields policy")),
+        };
+        let mut policy = Policy {
+            unknown_fields,
+            ..Policy::default()
         };
         if req.max_bytes != 0 {
             policy.max_bytes = req.max_bytes as usize;

@@ -281,7 +281,7 @@ impl<'a> Walker<'a> {
             _ => 0,
         };
         if width > 0 {
-            if bytes.len() % width != 0 {
+            if !bytes.len().is_multiple_of(width) {
                 self.report(
                     ViolationKind::Truncated,
                     Some(segment),
