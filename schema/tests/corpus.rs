@@ -80,3 +80,59 @@ fn findings_point_into_the_new_schema() {
     assert_eq!((loc.file.as_str(), loc.line, loc.column), ("corpus.proto", 5, 3));
     assert!(finding.message.contains("\"int32\" to \"sint32\""), "{}", finding.message);
 }
+
+#[test]
+fn warnings_flag_value_changes_the_category_allows() {
+    use switchyard_schema::breaking::Report;
+    let compile = |text: &str| {
+        let tmp = tempfile::tempdir().unwrap();
+        common::write_tree(tmp.path(), &[("w/v1/w.proto", text)]);
+        compile_dir(tmp.path()).unwrap()
+    };
+    let old = compile(
+        "syntax = \"proto3\";\npackage w.v1;\nenum E { E_UNSPECIFIED = 0; E_RED = 1; }\n\
+         message M {\n  int32 a = 1;\n  int32 b = 2;\n  string c = 3;\n  bool d = 4;\n  int32 e = 5;\n  fixed32 f = 6;\n  string old_name = 7;\n}\n",
+    );
+    let new = compile(
+        "syntax = \"proto3\";\npackage w.v1;\nenum E { E_UNSPECIFIED = 0; E_CRIMSON = 1; }\n\
+         message M {\n  int64 a = 1;\n  uint32 b = 2;\n  bytes c = 3;\n  uint64 d = 4;\n  optional int32 e = 5;\n  sfixed32 f = 6;\n  string new_name = 7;\n}\n",
+    );
+    let rules = |r: &Report| -> Vec<(String, String)> {
+        r.warnings.iter().map(|w| (w.rule.id().to_owned(), w.element.clone())).collect()
+    };
+    let wire = check(&old, &new, Category::Wire);
+    assert!(!wire.is_breaking(), "{:#?}", wire.findings);
+    let mut got = rules(&wire);
+    got.sort();
+    let mut want: Vec<(String, String)> = [
+        ("ENUM_VALUE_JSON_NAME_CHANGED", "w.v1.E.E_CRIMSON"),
+        ("FIELD_JSON_NAME_CHANGED", "w.v1.M.new_name"),
+        ("FIELD_JSON_STRING_BYTES", "w.v1.M.c"),
+        ("FIELD_PRESENCE_CHANGED", "w.v1.M.e"),
+        ("FIELD_VALUE_BOOL_INTEGER_TYPE", "w.v1.M.d"),
+        ("FIELD_VALUE_SIGN_CHANGING_TYPE", "w.v1.M.b"),
+        ("FIELD_VALUE_SIGN_CHANGING_TYPE", "w.v1.M.f"),
+        ("FIELD_VALUE_TRUNCATING_TYPE", "w.v1.M.a"),
+    ]
+    .iter()
+    .map(|(r, e)| (r.to_string(), e.to_string()))
+    .collect();
+    want.sort();
+    assert_eq!(got, want);
+    assert!(wire.warnings.iter().all(|w| w.location.is_some()));
+
+    // Under WIRE_JSON the JSON-visible and width changes are breaking instead; only the
+    // changes it still allows warn.
+    let json = check(&old, &new, Category::WireJson);
+    let mut got = rules(&json);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("FIELD_PRESENCE_CHANGED".to_owned(), "w.v1.M.e".to_owned()),
+            ("FIELD_VALUE_SIGN_CHANGING_TYPE".to_owned(), "w.v1.M.b".to_owned()),
+            ("FIELD_VALUE_SIGN_CHANGING_TYPE".to_owned(), "w.v1.M.f".to_owned()),
+        ]
+    );
+    assert!(json.is_breaking());
+}
