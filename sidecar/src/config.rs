@@ -383,8 +383,7 @@ mod tests {
         let mut c = Config::default();
         c.batching.max_batch_size = 0;
         assert!(c.validate().unwrap_err().to_string().contains("batching.max_batch_size"));
-        let mut c = Config::default();
-        c.admin_listen = "0.0.0.0:9464".parse().unwrap();
+        let c = Config { admin_listen: "0.0.0.0:9464".parse().unwrap(), ..Config::default() };
         assert!(c.validate().unwrap_err().to_string().contains("admin_listen"));
         let c: Config = toml::from_str("[models.m]\nversions = { specific = [1] }\nlabels = { canary = 2 }\n").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("models.m.labels.canary"));

@@ -46,6 +46,9 @@ enum Command {
         /// ONNX Runtime intra-op threads (0 = its choice).
         #[arg(long, default_value_t = 0)]
         intra_op_threads: usize,
+        /// Loops running side by side, each with its own session.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
         #[arg(long)]
         onnxruntime: Option<PathBuf>,
     },
@@ -106,55 +109,82 @@ fn summary(mut latencies_ms: Vec<f64>, elapsed: Duration) -> serde_json::Value {
     })
 }
 
-fn inprocess(
-    model: &Path,
+struct InProcess<'a> {
+    model: &'a Path,
     version: u64,
-    images: &Path,
+    images: &'a Path,
     seconds: f64,
     warmup: f64,
     intra_op_threads: usize,
+    threads: usize,
     onnxruntime: Option<PathBuf>,
-) -> anyhow::Result<serde_json::Value> {
-    let images = load_images(images)?;
-    let runtime = Runtime::init(&RuntimeConfig { onnxruntime, intra_op_threads, ..RuntimeConfig::default() })
-        .map_err(anyhow::Error::msg)?;
-    let config = ModelConfig::read(model).map_err(anyhow::Error::msg)?;
-    let bytes = std::fs::read(model.join(version.to_string()).join(MODEL_FILE))?;
-    let (session, _) = runtime.session(&bytes, "bench").map_err(anyhow::Error::msg)?;
-    let mut engine = Engine::new(session, config.clone()).map_err(anyhow::Error::msg)?;
-    engine.warm_up(1).map_err(anyhow::Error::msg)?;
+}
+
+/// Per-image (decode+pre-process ms, inference ms) for each measured image of one loop.
+type Timings = Vec<(f64, f64)>;
+
+fn inprocess(args: InProcess<'_>) -> anyhow::Result<serde_json::Value> {
+    let images = load_images(args.images)?;
+    let runtime = Runtime::init(&RuntimeConfig {
+        onnxruntime: args.onnxruntime.clone(),
+        intra_op_threads: args.intra_op_threads,
+        ..RuntimeConfig::default()
+    })
+    .map_err(anyhow::Error::msg)?;
+    let config = ModelConfig::read(args.model).map_err(anyhow::Error::msg)?;
+    let bytes = std::fs::read(args.model.join(args.version.to_string()).join(MODEL_FILE))?;
     let limits = Limits { max_bytes: 16 << 20, max_side: 16_384, max_pixels: 50_000_000 };
-    let mut scratch = preprocess::Scratch::default();
-    let mut run = |i: usize| -> anyhow::Result<(f64, f64)> {
-        let (data, _) = &images[i % images.len()];
-        let t0 = Instant::now();
-        let prepared = preprocess::prepare_with(&mut scratch, data, None, &limits, &config.input)?;
-        let t1 = Instant::now();
-        let out = engine.run(&[prepared.rgb.as_slice()]).map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(!out[0].features.is_empty(), "empty feature vector");
-        Ok(((t1 - t0).as_secs_f64() * 1e3, t1.elapsed().as_secs_f64() * 1e3))
-    };
-    let warm_until = Instant::now() + Duration::from_secs_f64(warmup);
-    let mut i = 0;
-    while Instant::now() < warm_until {
-        run(i)?;
-        i += 1;
+    let mut engines = Vec::new();
+    for _ in 0..args.threads.max(1) {
+        let (session, _) = runtime.session(&bytes, "bench").map_err(anyhow::Error::msg)?;
+        let mut engine = Engine::new(session, config.clone()).map_err(anyhow::Error::msg)?;
+        engine.warm_up(1).map_err(anyhow::Error::msg)?;
+        engines.push(engine);
     }
-    let (mut total, mut pre, mut infer) = (Vec::new(), Vec::new(), Vec::new());
-    let start = Instant::now();
-    let until = start + Duration::from_secs_f64(seconds);
-    while Instant::now() < until {
-        let (p, n) = run(i)?;
-        pre.push(p);
-        infer.push(n);
-        total.push(p + n);
-        i += 1;
+    let start = Instant::now() + Duration::from_secs_f64(args.warmup);
+    let until = start + Duration::from_secs_f64(args.seconds);
+    let results: Vec<anyhow::Result<Timings>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = engines
+            .into_iter()
+            .enumerate()
+            .map(|(t, mut engine)| {
+                let (images, config) = (&images, &config);
+                scope.spawn(move || -> anyhow::Result<Timings> {
+                    let mut scratch = preprocess::Scratch::default();
+                    let mut timings = Vec::new();
+                    let mut i = t;
+                    loop {
+                        let (data, _) = &images[i % images.len()];
+                        i += 1;
+                        let t0 = Instant::now();
+                        if t0 >= until {
+                            return Ok(timings);
+                        }
+                        let prepared = preprocess::prepare_with(&mut scratch, data, None, &limits, &config.input)?;
+                        let t1 = Instant::now();
+                        let out = engine.run(&[prepared.rgb.as_slice()]).map_err(anyhow::Error::msg)?;
+                        anyhow::ensure!(!out[0].features.is_empty(), "empty feature vector");
+                        let t2 = Instant::now();
+                        if t0 >= start && t2 <= until {
+                            timings.push(((t1 - t0).as_secs_f64() * 1e3, (t2 - t1).as_secs_f64() * 1e3));
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("bench thread panicked")))).collect()
+    });
+    let mut timings = Vec::new();
+    for r in results {
+        timings.extend(r?);
     }
-    let elapsed = start.elapsed();
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let mut out = summary(total, elapsed);
-    out["decode_preprocess_ms"] = json!(mean(&pre));
-    out["inference_ms"] = json!(mean(&infer));
+    let mean = |f: fn(&(f64, f64)) -> f64| timings.iter().map(f).sum::<f64>() / timings.len().max(1) as f64;
+    let (pre, infer) = (mean(|t| t.0), mean(|t| t.1));
+    let mut out = summary(timings.iter().map(|t| t.0 + t.1).collect(), Duration::from_secs_f64(args.seconds));
+    out["threads"] = json!(args.threads);
+    out["intra_op_threads"] = json!(args.intra_op_threads);
+    out["decode_preprocess_ms"] = json!(pre);
+    out["inference_ms"] = json!(infer);
     Ok(out)
 }
 
@@ -233,8 +263,17 @@ async fn grpc(
 
 fn main() -> anyhow::Result<()> {
     let result = match Cli::parse().command {
-        Command::Inprocess { model, version, images, seconds, warmup_seconds, intra_op_threads, onnxruntime } => {
-            inprocess(&model, version, &images, seconds, warmup_seconds, intra_op_threads, onnxruntime)?
+        Command::Inprocess { model, version, images, seconds, warmup_seconds, intra_op_threads, threads, onnxruntime } => {
+            inprocess(InProcess {
+                model: &model,
+                version,
+                images: &images,
+                seconds,
+                warmup: warmup_seconds,
+                intra_op_threads,
+                threads,
+                onnxruntime,
+            })?
         }
         Command::Grpc { target, images, concurrency, seconds, warmup_seconds, pin } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
