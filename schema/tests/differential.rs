@@ -13,7 +13,7 @@ use switchyard_schema::compile::compile_dir;
 
 /// Random pairs tried in one run; each is one `buf` invocation (~0.1 s). Override with
 /// `SWITCHYARD_DIFF_PAIRS` (and the first seed with `SWITCHYARD_DIFF_SEED`) to explore more.
-const RANDOM_PAIRS: u64 = 150;
+const RANDOM_PAIRS: u64 = 200;
 const SEED: u64 = 0x5EED_2026;
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -99,6 +99,7 @@ fn same_rule_ids_as_buf() {
 
     let mut disagreements = Vec::new();
     let mut breaking_pairs = 0;
+    let mut random_rules: BTreeSet<String> = BTreeSet::new();
     for (pair, verdict) in pairs.iter().zip(verdicts.into_inner().unwrap()) {
         let verdict = verdict.expect("every pair ran");
         let verdict = match verdict {
@@ -110,6 +111,9 @@ fn same_rule_ids_as_buf() {
         };
         if !verdict.wire_json.is_empty() {
             breaking_pairs += 1;
+        }
+        if pair.name.starts_with("seed-") {
+            random_rules.extend(verdict.wire.iter().chain(&verdict.wire_json).cloned());
         }
         for (category, theirs) in [(Category::Wire, &verdict.wire), (Category::WireJson, &verdict.wire_json)] {
             match ours(&pair.old, &pair.new, category) {
@@ -131,10 +135,21 @@ fn same_rule_ids_as_buf() {
         .map(|d| d.split([' ', ':']).next().unwrap_or(""))
         .collect();
     println!(
-        "differential: {}/{} pairs agree with buf on WIRE and WIRE_JSON ({corpus} corpus, {} random; {breaking_pairs} breaking under WIRE_JSON)",
+        "differential: {}/{} pairs agree with buf on WIRE and WIRE_JSON ({corpus} corpus, {} random; \
+         {breaking_pairs} breaking under WIRE_JSON; random pairs hit {} of the 24 rules, not {:?})",
         pairs.len() - disagreeing_pairs.len(),
         pairs.len(),
         pairs.len() - corpus,
+        random_rules.len(),
+        common::WIRE_RULES
+            .iter()
+            .chain(common::WIRE_JSON_ONLY_RULES)
+            .filter(|r| !random_rules.contains(**r))
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        random_rules.len() >= 20,
+        "the random mutations should exercise most rules; they hit only {random_rules:?}"
     );
     if !disagreements.is_empty() {
         // Keep the trees for inspection.

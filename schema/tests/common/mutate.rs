@@ -110,7 +110,7 @@ impl Model {
     /// A random starting schema.
     pub fn generate(rng: &mut Rng) -> Model {
         let mut m = Model {
-            proto2: rng.chance(25),
+            proto2: rng.chance(35),
             package: "fuzz.v1".into(),
             messages: vec![Message::default(); 2 + rng.below(3)],
             enums: vec![Enum::default(); 1 + rng.below(2)],
@@ -122,6 +122,14 @@ impl Model {
             for v in 1..=(1 + rng.below(3)) as i32 {
                 let name = m.fresh(&format!("E{e}_V"));
                 m.enums[e].values.push((name, v));
+            }
+            if rng.chance(40) {
+                let n = 40 + rng.below(5) as i32;
+                m.enums[e].reserved.push((n, n + rng.below(3) as i32));
+            }
+            if rng.chance(30) {
+                let name = m.fresh("GONE");
+                m.enums[e].reserved_names.push(name);
             }
         }
         for i in 0..m.messages.len() {
@@ -372,39 +380,33 @@ impl Model {
                 format!("E{e}: alias for {number}")
             }
             19 => {
-                // Reserved ranges and names: add, drop or shrink.
+                // Reserved ranges and names: drop one when there is one (half the time),
+                // otherwise add a range.
+                let drop_range = rng.chance(50);
                 if rng.chance(50) {
                     let m = &mut self.messages[msg];
-                    match rng.below(3) {
-                        0 if !m.reserved.is_empty() => {
-                            let i = rng.below(m.reserved.len());
-                            m.reserved.remove(i);
-                        }
-                        1 if !m.reserved_names.is_empty() => {
-                            let i = rng.below(m.reserved_names.len());
-                            m.reserved_names.remove(i);
-                        }
-                        _ => {
-                            let n = 50 + rng.below(20) as u32;
-                            m.reserved.push((n, n + rng.below(2) as u32));
-                        }
+                    if drop_range && !m.reserved.is_empty() {
+                        let i = rng.below(m.reserved.len());
+                        m.reserved.remove(i);
+                    } else if !m.reserved_names.is_empty() && rng.chance(50) {
+                        let i = rng.below(m.reserved_names.len());
+                        m.reserved_names.remove(i);
+                    } else {
+                        let n = 50 + rng.below(20) as u32;
+                        m.reserved.push((n, n + rng.below(2) as u32));
                     }
                     format!("M{msg}: reserved edit")
                 } else {
                     let en = &mut self.enums[e];
-                    match rng.below(3) {
-                        0 if !en.reserved.is_empty() => {
-                            let i = rng.below(en.reserved.len());
-                            en.reserved.remove(i);
-                        }
-                        1 if !en.reserved_names.is_empty() => {
-                            let i = rng.below(en.reserved_names.len());
-                            en.reserved_names.remove(i);
-                        }
-                        _ => {
-                            let n = 50 + rng.below(20) as i32;
-                            en.reserved.push((n, n + rng.below(2) as i32));
-                        }
+                    if drop_range && !en.reserved.is_empty() {
+                        let i = rng.below(en.reserved.len());
+                        en.reserved.remove(i);
+                    } else if !en.reserved_names.is_empty() && rng.chance(50) {
+                        let i = rng.below(en.reserved_names.len());
+                        en.reserved_names.remove(i);
+                    } else {
+                        let n = 50 + rng.below(20) as i32;
+                        en.reserved.push((n, n + rng.below(2) as i32));
                     }
                     format!("E{e}: reserved edit")
                 }
@@ -442,7 +444,7 @@ impl Model {
                 self.package = if self.package == "fuzz.v1" { "fuzz.v2".into() } else { "fuzz.v1".into() };
                 "change package".into()
             }
-            24 if rng.chance(30) => {
+            24 => {
                 if self.proto2 {
                     // proto3 has no required fields, defaults or closed-enum quirks.
                     for m in &mut self.messages {
