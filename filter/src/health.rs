@@ -197,6 +197,19 @@ impl Observed {
     pub fn is_empty(&self) -> bool {
         self.requests == 0
     }
+
+    /// Folds in `older` observations (made before this one's) that could not be merged.
+    pub fn absorb(&mut self, older: Observed) {
+        self.requests = self.requests.saturating_add(older.requests);
+        self.errors = self.errors.saturating_add(older.errors);
+        if !self.saw_fast {
+            self.trailing_slow = self.trailing_slow.saturating_add(older.trailing_slow);
+        }
+        self.saw_fast |= older.saw_fast;
+        self.probe_good = self.probe_good.saturating_add(older.probe_good);
+        self.probe_bad = self.probe_bad.saturating_add(older.probe_bad);
+        self.latency.add(&older.latency);
+    }
 }
 
 /// Requests in flight on one worker, as of its last merge.
@@ -634,6 +647,16 @@ mod tests {
         assert_eq!(h.targets[0].in_flight(), 5);
         merge_load(&mut h, 1, 6_000, &[1], &[]);
         assert_eq!(h.targets[0].in_flight(), 1, "worker 2 went quiet and expired");
+    }
+
+    #[test]
+    fn absorbing_older_observations_keeps_the_slow_run() {
+        let mut newer = observe(&[(200, false, false)]);
+        newer.absorb(observe(&[(200, false, false), (200, false, false)]));
+        assert_eq!((newer.requests, newer.trailing_slow, newer.saw_fast), (3, 3, false));
+        let mut newer = observe(&[(5, false, false), (200, false, false)]);
+        newer.absorb(observe(&[(200, false, false)]));
+        assert_eq!((newer.requests, newer.trailing_slow, newer.saw_fast), (3, 1, true));
     }
 
     #[test]

@@ -33,7 +33,9 @@ pub mod health;
 pub mod latency;
 pub mod pattern;
 pub mod request;
+pub mod rng;
 pub mod route;
+pub mod snapshot;
 pub mod stats;
 
 #[cfg(target_arch = "wasm32")]

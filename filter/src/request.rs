@@ -80,6 +80,11 @@ pub struct RequestMeta<'a> {
     pub user_key: Option<&'a str>,
     /// Whether the client sent the internal routing header (which must not survive).
     pub has_cluster_header: bool,
+    /// Declared schema revision (`features.v1@3` or a fingerprint).
+    pub revision: Option<&'a str>,
+    /// Raw latency budget (`grpc-timeout` or the configured header).
+    pub budget: Option<&'a str>,
+    pub priority: Option<&'a str>,
 }
 
 impl<'a> RequestMeta<'a> {
@@ -93,6 +98,9 @@ impl<'a> RequestMeta<'a> {
                 b"content-type" => &mut meta.content_type,
                 n if n == names.group.as_bytes() => &mut meta.group,
                 n if n == names.user_key.as_bytes() => &mut meta.user_key,
+                n if n == names.revision.as_bytes() => &mut meta.revision,
+                n if n == names.budget.as_bytes() => &mut meta.budget,
+                n if n == names.priority.as_bytes() => &mut meta.priority,
                 n if n == names.cluster.as_bytes() => {
                     meta.has_cluster_header = true;
                     continue;
@@ -154,6 +162,9 @@ mod tests {
             ("x-grp", "stable"),
             ("x-user-id", ""),
             ("x-switchyard-cluster", "evil"),
+            ("grpc-timeout", "100m"),
+            ("x-schema-revision", "features.v1@2"),
+            ("x-priority", "low"),
         ]);
         let m = RequestMeta::scan(&cfg.headers, HeaderPairs::new(&buf));
         assert_eq!(m.path, Some("/a.B/C"));
@@ -161,6 +172,9 @@ mod tests {
         assert_eq!(m.user_key, None);
         assert!(m.has_cluster_header);
         assert!(m.is_grpc());
+        assert_eq!(m.budget, Some("100m"));
+        assert_eq!(m.revision, Some("features.v1@2"));
+        assert_eq!(m.priority, Some("low"));
     }
 
     #[test]

@@ -1,62 +1,109 @@
 //! The filter's stats: their names, and counts batched per worker.
 //!
 //! Every stat update through the host is a host call, and host calls are the main cost
-//! of a Wasm filter. So the request path only bumps a plain in-memory counter
-//! ([`Pending`]); the root context flushes the deltas to Envoy on its tick. Stats lag by
-//! at most one tick; the request path makes no stat host calls at all.
+//! of a Wasm filter. So the request path only bumps plain in-memory counters
+//! ([`Pending`]) and buffers latency samples; the root context hands them to Envoy on its
+//! tick. Stats lag by at most one tick; the request path makes no stat host calls.
+//!
+//! Names (all under the configured prefix, `switchyard` by default):
+//!
+//! * counters `requests`, `passthrough`, `unrouted`, `non_grpc_rejected`,
+//!   `reason.<reason>`, one per local-reply kind (`denied`, `fail_fast`, `shed`, …),
+//!   `sidecar.polls`, `sidecar.poll_failures`, `sidecar.snapshots`, `transitions`;
+//! * per target `route.<route>.target.<target>.`: counters `requests`, `probes`,
+//!   `transitions` and one per local-reply kind, gauge `state` (0 healthy, 1 degraded,
+//!   2 probing), histogram `latency_ms`;
+//! * gauges `sidecar.generation` and `sidecar.reachable`.
 
 use crate::config::Config;
-use crate::route::Reason;
+use crate::route::{Reason, ReplyKind};
 use std::cell::Cell;
 
 /// A counter's position in the stat table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CounterId(usize);
 
-/// The stat table of one configuration: every counter's full name, in a fixed order.
+/// A gauge's or histogram's position in its list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricId(pub usize);
+
+/// The stat table of one configuration: every stat's full name, in a fixed order.
 #[derive(Debug)]
 pub struct StatTable {
-    names: Vec<String>,
-    /// Index of each route's first per-target counter.
-    route_base: Vec<usize>,
+    counters: Vec<String>,
+    gauges: Vec<String>,
+    histograms: Vec<String>,
+    /// Per route: index of its first target's first per-target counter.
+    route_counters: Vec<usize>,
+    /// Per route: index of its first target's gauge (and histogram).
+    route_metrics: Vec<usize>,
 }
 
+const GLOBAL: [&str; 8] = [
+    "requests",
+    "passthrough",
+    "unrouted",
+    "non_grpc_rejected",
+    "sidecar.polls",
+    "sidecar.poll_failures",
+    "sidecar.snapshots",
+    "transitions",
+];
 const REQUESTS: usize = 0;
 const PASSTHROUGH: usize = 1;
-const DENIED: usize = 2;
+const UNROUTED: usize = 2;
 const NON_GRPC_REJECTED: usize = 3;
-const UNROUTED: usize = 4;
-const REASON_BASE: usize = 5;
+const SIDECAR_POLLS: usize = 4;
+const SIDECAR_POLL_FAILURES: usize = 5;
+const SIDECAR_SNAPSHOTS: usize = 6;
+const TRANSITIONS: usize = 7;
+const REASON_BASE: usize = GLOBAL.len();
+const REPLY_BASE: usize = REASON_BASE + Reason::ALL.len();
+
+/// Per-target counters: `requests`, `probes`, `transitions`, then one per reply kind.
+const PER_TARGET: usize = 3 + ReplyKind::ALL.len();
+
+const GAUGE_GENERATION: usize = 0;
+const GAUGE_REACHABLE: usize = 1;
+const GAUGE_TARGET_BASE: usize = 2;
 
 impl StatTable {
     pub fn new(cfg: &Config) -> Self {
         let p = &cfg.stat_prefix;
-        let mut names = vec![
-            format!("{p}.requests"),
-            format!("{p}.passthrough"),
-            format!("{p}.denied"),
-            format!("{p}.non_grpc_rejected"),
-            format!("{p}.unrouted"),
-        ];
-        names.extend(Reason::ALL.iter().map(|r| format!("{p}.reason.{}", r.as_str())));
-        let mut route_base = Vec::with_capacity(cfg.routes.len());
+        let mut counters: Vec<String> = GLOBAL.iter().map(|n| format!("{p}.{n}")).collect();
+        counters.extend(Reason::ALL.iter().map(|r| format!("{p}.reason.{}", r.as_str())));
+        counters.extend(ReplyKind::ALL.iter().map(|k| format!("{p}.{}", k.as_str())));
+        let mut gauges = vec![format!("{p}.sidecar.generation"), format!("{p}.sidecar.reachable")];
+        let mut histograms = Vec::new();
+        let mut route_counters = Vec::with_capacity(cfg.routes.len());
+        let mut route_metrics = Vec::with_capacity(cfg.routes.len());
         for route in &cfg.routes {
-            route_base.push(names.len());
-            names.extend(
-                route
-                    .targets
-                    .iter()
-                    .map(|t| format!("{p}.route.{}.target.{}.requests", route.name, t.name)),
-            );
+            route_counters.push(counters.len());
+            route_metrics.push(histograms.len());
+            for t in &route.targets {
+                let base = format!("{p}.route.{}.target.{}", route.name, t.name);
+                counters.push(format!("{base}.requests"));
+                counters.push(format!("{base}.probes"));
+                counters.push(format!("{base}.transitions"));
+                counters.extend(ReplyKind::ALL.iter().map(|k| format!("{base}.{}", k.as_str())));
+                gauges.push(format!("{base}.state"));
+                histograms.push(format!("{base}.latency_ms"));
+            }
         }
-        Self { names, route_base }
+        Self { counters, gauges, histograms, route_counters, route_metrics }
     }
 
-    pub fn names(&self) -> &[String] {
-        &self.names
+    pub fn counters(&self) -> &[String] {
+        &self.counters
+    }
+    pub fn gauges(&self) -> &[String] {
+        &self.gauges
+    }
+    pub fn histograms(&self) -> &[String] {
+        &self.histograms
     }
 
-    /// gRPC requests seen (routed, unrouted or denied).
+    /// gRPC requests seen (routed, unrouted or answered locally).
     pub fn requests(&self) -> CounterId {
         CounterId(REQUESTS)
     }
@@ -64,39 +111,87 @@ impl StatTable {
     pub fn passthrough(&self) -> CounterId {
         CounterId(PASSTHROUGH)
     }
-    pub fn denied(&self) -> CounterId {
-        CounterId(DENIED)
+    pub fn unrouted(&self) -> CounterId {
+        CounterId(UNROUTED)
     }
     pub fn non_grpc_rejected(&self) -> CounterId {
         CounterId(NON_GRPC_REJECTED)
     }
-    pub fn unrouted(&self) -> CounterId {
-        CounterId(UNROUTED)
+    pub fn sidecar_polls(&self) -> CounterId {
+        CounterId(SIDECAR_POLLS)
+    }
+    pub fn sidecar_poll_failures(&self) -> CounterId {
+        CounterId(SIDECAR_POLL_FAILURES)
+    }
+    pub fn sidecar_snapshots(&self) -> CounterId {
+        CounterId(SIDECAR_SNAPSHOTS)
+    }
+    pub fn transitions(&self) -> CounterId {
+        CounterId(TRANSITIONS)
     }
     pub fn reason(&self, r: Reason) -> CounterId {
         CounterId(REASON_BASE + r.index())
     }
-    pub fn target(&self, route: usize, target: usize) -> CounterId {
-        CounterId(self.route_base.get(route).map_or(REQUESTS, |b| b + target))
+    pub fn reply(&self, k: ReplyKind) -> CounterId {
+        CounterId(REPLY_BASE + k.index())
+    }
+
+    fn target_base(&self, route: usize, target: usize) -> Option<usize> {
+        self.route_counters.get(route).map(|b| b + target * PER_TARGET)
+    }
+    pub fn target_requests(&self, route: usize, target: usize) -> Option<CounterId> {
+        self.target_base(route, target).map(CounterId)
+    }
+    pub fn target_probes(&self, route: usize, target: usize) -> Option<CounterId> {
+        self.target_base(route, target).map(|b| CounterId(b + 1))
+    }
+    pub fn target_transitions(&self, route: usize, target: usize) -> Option<CounterId> {
+        self.target_base(route, target).map(|b| CounterId(b + 2))
+    }
+    pub fn target_reply(&self, route: usize, target: usize, k: ReplyKind) -> Option<CounterId> {
+        self.target_base(route, target).map(|b| CounterId(b + 3 + k.index()))
+    }
+
+    pub fn generation_gauge(&self) -> MetricId {
+        MetricId(GAUGE_GENERATION)
+    }
+    pub fn reachable_gauge(&self) -> MetricId {
+        MetricId(GAUGE_REACHABLE)
+    }
+    pub fn state_gauge(&self, route: usize, target: usize) -> Option<MetricId> {
+        self.route_metrics.get(route).map(|b| MetricId(GAUGE_TARGET_BASE + b + target))
+    }
+    pub fn latency_histogram(&self, route: usize, target: usize) -> Option<MetricId> {
+        self.route_metrics.get(route).map(|b| MetricId(b + target))
     }
 }
 
-/// Counts not yet flushed to the host, one cell per stat of a [`StatTable`].
+/// Counts not yet flushed to the host, one cell per counter of a [`StatTable`].
 #[derive(Debug)]
 pub struct Pending(Vec<Cell<u64>>);
 
 impl Pending {
     pub fn new(table: &StatTable) -> Self {
-        Self(table.names.iter().map(|_| Cell::new(0)).collect())
+        Self(table.counters.iter().map(|_| Cell::new(0)).collect())
     }
 
     pub fn bump(&self, id: CounterId) {
-        if let Some(c) = self.0.get(id.0) {
-            c.set(c.get().wrapping_add(1));
+        self.add(id, 1);
+    }
+
+    pub fn bump_opt(&self, id: Option<CounterId>) {
+        if let Some(id) = id {
+            self.bump(id);
         }
     }
 
-    /// Hands each non-zero delta to `flush` (index into the table's names) and resets it.
+    pub fn add(&self, id: CounterId, n: u64) {
+        if let Some(c) = self.0.get(id.0) {
+            c.set(c.get().wrapping_add(n));
+        }
+    }
+
+    /// Hands each non-zero delta to `flush` (index into the table's counters) and resets it.
     pub fn drain(&self, mut flush: impl FnMut(usize, u64)) {
         for (i, c) in self.0.iter().enumerate() {
             let n = c.replace(0);
@@ -119,15 +214,25 @@ mod tests {
         )
         .unwrap();
         let t = StatTable::new(&cfg);
-        assert!(t.names().iter().all(|n| n.starts_with("switchyard.")));
-        assert_eq!(t.names()[t.target(0, 1).0], "switchyard.route.f.target.c.requests");
-        assert_eq!(t.names()[t.reason(Reason::Weight).0], "switchyard.reason.weight");
+        assert!(t.counters().iter().chain(t.gauges()).chain(t.histograms()).all(|n| n.starts_with("switchyard.")));
+        let name = |id: CounterId| t.counters()[id.0].clone();
+        assert_eq!(name(t.target_requests(0, 1).unwrap()), "switchyard.route.f.target.c.requests");
+        assert_eq!(name(t.target_probes(0, 1).unwrap()), "switchyard.route.f.target.c.probes");
+        assert_eq!(name(t.target_reply(0, 1, ReplyKind::Shed).unwrap()), "switchyard.route.f.target.c.shed");
+        assert_eq!(name(t.target_reply(0, 0, ReplyKind::InvalidPayload).unwrap()), "switchyard.route.f.target.s.validation_rejected");
+        assert_eq!(name(t.reason(Reason::Weight)), "switchyard.reason.weight");
+        assert_eq!(name(t.reply(ReplyKind::Denied)), "switchyard.denied");
+        assert_eq!(t.gauges()[t.state_gauge(0, 1).unwrap().0], "switchyard.route.f.target.c.state");
+        assert_eq!(t.histograms()[t.latency_histogram(0, 1).unwrap().0], "switchyard.route.f.target.c.latency_ms");
+        let unique: std::collections::HashSet<_> = t.counters().iter().collect();
+        assert_eq!(unique.len(), t.counters().len());
+
         let p = Pending::new(&t);
         p.bump(t.requests());
         p.bump(t.requests());
-        p.bump(t.target(0, 1));
+        p.bump_opt(t.target_requests(0, 1));
         let mut got = vec![];
-        p.drain(|i, n| got.push((t.names()[i].clone(), n)));
+        p.drain(|i, n| got.push((t.counters()[i].clone(), n)));
         assert_eq!(
             got,
             vec![

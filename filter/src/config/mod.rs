@@ -1,122 +1,24 @@
-//! The plugin configuration: its JSON shape (serde, `deny_unknown_fields`) and the
-//! validated, compiled form the filter runs on.
+//! The plugin configuration: its JSON shape ([`raw`]) and the validated, compiled form
+//! the filter runs on ([`Config`]).
 //!
 //! Envoy hands the JSON to `on_configure`; [`Config::from_json`] either returns a
-//! [`Config`] that the request path can use without further checks, or a
-//! [`ConfigError`] that names the offending field (`routes[0].targets[1].weight: …`).
-//! Envoy then rejects the configuration and the previous one keeps serving.
+//! [`Config`] that the request path uses without further checks, or a [`ConfigError`]
+//! naming the offending field (`routes[0].targets[1].weight: …`). Envoy then rejects
+//! the configuration and the previous one keeps serving.
 //!
-//! `filter/config.schema.json` describes the same shape for editors and CI; a test keeps
-//! the two in agreement over every example configuration in the repository.
+//! `filter/config.schema.json` describes the same shape; a test keeps the two in
+//! agreement over every example configuration in the repository.
+
+pub mod raw;
 
 use crate::bucket;
+use crate::grpc::Code;
+use crate::health::DegradeRules;
 use crate::pattern::MethodPattern;
-use serde::Deserialize;
+pub use raw::{FailMode, Malformed, NonGrpc, UnknownRevision, ValidateMode};
+use raw::{DegradeConfig, FaultConfig, LatencyConfig, PluginConfig, RouteConfig, ValidateConfig};
 use std::collections::HashSet;
 use std::fmt;
-
-/// The plugin configuration as written by the user.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PluginConfig {
-    /// Header naming the A/B group (a target name) explicitly.
-    #[serde(default = "default_group_header")]
-    pub group_header: String,
-    /// Header whose value is hashed into a sticky bucket when no group is given.
-    #[serde(default = "default_user_key_header")]
-    pub user_key_header: String,
-    /// Internal request header that carries the chosen cluster to Envoy's
-    /// `cluster_header` route. Any value a client sends is overwritten or removed.
-    #[serde(default = "default_cluster_header")]
-    pub cluster_header: String,
-    /// Whether to add the decision (`target=…; reason=…`) to responses.
-    #[serde(default)]
-    pub expose_decision: bool,
-    /// Response header carrying the decision when `expose_decision` is on.
-    #[serde(default = "default_decision_header")]
-    pub decision_header: String,
-    /// What to do with requests that are not gRPC.
-    #[serde(default)]
-    pub non_grpc: NonGrpc,
-    /// Method-level access control, applied to every gRPC request.
-    #[serde(default)]
-    pub access: AccessConfig,
-    /// Routes, tried in order; the first whose `match` covers the method wins.
-    #[serde(default)]
-    pub routes: Vec<RouteConfig>,
-    /// Prefix of every stat the filter defines.
-    #[serde(default = "default_stat_prefix")]
-    pub stat_prefix: String,
-}
-
-/// Handling of requests whose `content-type` is not `application/grpc…`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NonGrpc {
-    /// Let them through untouched (only a spoofed internal header is removed).
-    #[default]
-    Pass,
-    /// Answer `415 Unsupported Media Type` locally.
-    Reject,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessConfig {
-    /// If non-empty, only methods matching one of these patterns are allowed.
-    #[serde(default)]
-    pub allow: Vec<String>,
-    /// Methods matching any of these patterns are denied (deny wins over allow).
-    #[serde(default)]
-    pub deny: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Name used in stats and logs.
-    pub name: String,
-    /// Method patterns this route covers.
-    #[serde(rename = "match")]
-    pub methods: Vec<String>,
-    /// The route's targets: a name, the Envoy cluster behind it and a weight.
-    pub targets: Vec<TargetConfig>,
-    /// Target used when a request names no group and carries no user key.
-    pub default_target: String,
-    /// Salt for sticky bucketing; defaults to the route name. Changing it reshuffles
-    /// every user, which is how a new experiment gets independent buckets.
-    #[serde(default)]
-    pub hash_salt: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetConfig {
-    pub name: String,
-    pub cluster: String,
-    /// Relative share of sticky-bucketed users; 0 means reachable by group header only.
-    #[serde(default)]
-    pub weight: u32,
-}
-
-fn default_group_header() -> String {
-    "x-ab-group".into()
-}
-fn default_user_key_header() -> String {
-    "x-user-id".into()
-}
-fn default_cluster_header() -> String {
-    "x-switchyard-cluster".into()
-}
-fn default_decision_header() -> String {
-    "x-switchyard-decision".into()
-}
-fn default_stat_prefix() -> String {
-    "switchyard".into()
-}
-
-/// Upper bound on a single weight, so sums never overflow and typos stand out.
-pub const MAX_WEIGHT: u32 = 1_000_000;
 
 /// A configuration error: where (a JSON path such as `routes[0].default_target`) and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,20 +40,30 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        path: path.into(),
-        message: message.into(),
-    }
+    ConfigError { path: path.into(), message: message.into() }
 }
+
+/// Upper bound on a single weight, so sums never overflow and typos stand out.
+pub const MAX_WEIGHT: u32 = 1_000_000;
 
 /// The validated configuration the filter runs on.
 #[derive(Debug)]
 pub struct Config {
     pub headers: HeaderNames,
+    pub decision_to_filter_state: bool,
     pub non_grpc: NonGrpc,
     pub access: Access,
+    pub unknown_revision: UnknownRevision,
+    pub without_snapshot: FailMode,
+    /// Whether the budget header may carry bare milliseconds (custom headers only).
+    pub budget_bare_millis: bool,
+    pub malformed_budget: Malformed,
+    /// Lower-cased values of the priority header that mark a request low priority.
+    pub low_priority: Vec<String>,
+    pub sidecar: Option<Sidecar>,
     pub routes: Vec<Route>,
     pub stat_prefix: String,
+    pub tick_ms: u32,
 }
 
 /// Lower-cased header names (HTTP/2 header names are lower case on the wire).
@@ -162,6 +74,9 @@ pub struct HeaderNames {
     pub cluster: String,
     /// `Some` when the decision is exposed on responses.
     pub decision: Option<String>,
+    pub revision: String,
+    pub budget: String,
+    pub priority: String,
 }
 
 #[derive(Debug, Default)]
@@ -180,6 +95,16 @@ impl Access {
     }
 }
 
+/// Where the sidecar's snapshot is polled from.
+#[derive(Debug)]
+pub struct Sidecar {
+    pub cluster: String,
+    pub path: String,
+    pub authority: String,
+    pub poll_ms: u32,
+    pub timeout_ms: u32,
+}
+
 #[derive(Debug)]
 pub struct Route {
     pub name: String,
@@ -187,6 +112,13 @@ pub struct Route {
     pub targets: Vec<Target>,
     /// Index into `targets`.
     pub default_target: usize,
+    /// Index into `targets` of the fallback, if any.
+    pub fallback: Option<usize>,
+    /// Degradation rules; disabled degradation is rules that never fire.
+    pub rules: DegradeRules,
+    pub latency: LatencyPolicy,
+    pub validate: Validate,
+    pub faults: Vec<Fault>,
 }
 
 impl Route {
@@ -197,6 +129,11 @@ impl Route {
     pub fn target_index(&self, name: &str) -> Option<usize> {
         self.targets.iter().position(|t| t.name == name)
     }
+
+    /// Whether any target declares the schema revision it serves.
+    pub fn schema_aware(&self) -> bool {
+        self.targets.iter().any(|t| t.revision.is_some())
+    }
 }
 
 #[derive(Debug)]
@@ -206,92 +143,162 @@ pub struct Target {
     pub weight: u32,
     /// This target's bucketing seed under the route's salt (see [`bucket`]).
     pub seed: u64,
+    pub revision: Option<String>,
+    pub model_version: Option<String>,
+    pub latency_prior_us: Option<u64>,
+    pub max_concurrency: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatencyPolicy {
+    pub budget_check: bool,
+    pub percentile: f64,
+    pub min_samples: u64,
+}
+
+/// What to do with fields the schema does not know, when validating payloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownFields {
+    Allow,
+    Warn,
+    Reject,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validate {
+    pub mode: ValidateMode,
+    pub max_body_bytes: u32,
+    pub unknown_fields: UnknownFields,
+}
+
+/// A fault-injection rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fault {
+    /// Applies to requests routed to this target (index)…
+    pub target: Option<usize>,
+    /// …or carrying this group; neither means every request of the route.
+    pub group: Option<String>,
+    pub percent: f64,
+    pub delay_ms: Option<u32>,
+    pub abort: Option<Code>,
 }
 
 impl Config {
     /// Parses and validates the plugin configuration. Empty input means all defaults.
     pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
         let raw: PluginConfig = if json.iter().all(u8::is_ascii_whitespace) {
-            PluginConfig::default_values()
+            PluginConfig::default()
         } else {
             let de = &mut serde_json::Deserializer::from_slice(json);
-            serde_path_to_error::deserialize(de)
-                .map_err(|e| err(e.path().to_string(), e.inner().to_string()))?
+            serde_path_to_error::deserialize(de).map_err(|e| err(e.path().to_string(), e.inner().to_string()))?
         };
         raw.validate()
+    }
+
+    /// Whether the sidecar's snapshot is needed at all.
+    pub fn uses_sidecar(&self) -> bool {
+        self.sidecar.is_some()
     }
 }
 
 impl PluginConfig {
-    /// The configuration with every field at its default (what `{}` means).
-    pub fn default_values() -> Self {
-        Self {
-            group_header: default_group_header(),
-            user_key_header: default_user_key_header(),
-            cluster_header: default_cluster_header(),
-            expose_decision: false,
-            decision_header: default_decision_header(),
-            non_grpc: NonGrpc::Pass,
-            access: AccessConfig::default(),
-            routes: Vec::new(),
-            stat_prefix: default_stat_prefix(),
-        }
-    }
-
-    /// Checks every field and compiles patterns and seeds.
+    /// Checks every field and compiles patterns, seeds and rules.
     pub fn validate(self) -> Result<Config, ConfigError> {
         let group = header_name("group_header", &self.group_header)?;
         let user_key = header_name("user_key_header", &self.user_key_header)?;
         let cluster = header_name("cluster_header", &self.cluster_header)?;
         let decision = header_name("decision_header", &self.decision_header)?;
-        if cluster == group || cluster == user_key {
-            return Err(err(
-                "cluster_header",
-                format!("{cluster:?} is also used as the group or user-key header"),
-            ));
+        let revision = header_name("schema.revision_header", &self.schema.revision_header)?;
+        let budget = header_name("budget.header", &self.budget.header)?;
+        let priority = header_name("priority.header", &self.priority.header)?;
+        for (at, other) in [
+            ("group_header", &group),
+            ("user_key_header", &user_key),
+            ("schema.revision_header", &revision),
+            ("budget.header", &budget),
+            ("priority.header", &priority),
+        ] {
+            if *other == cluster {
+                return Err(err("cluster_header", format!("{cluster:?} is also used as {at}")));
+            }
         }
-        if !self
-            .stat_prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-            || self.stat_prefix.is_empty()
+        if self.stat_prefix.is_empty()
+            || !self.stat_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
         {
-            return Err(err(
-                "stat_prefix",
-                format!("{:?} must be non-empty [A-Za-z0-9_.]", self.stat_prefix),
-            ));
+            return Err(err("stat_prefix", format!("{:?} must be non-empty [A-Za-z0-9_.]", self.stat_prefix)));
+        }
+        if !(10..=10_000).contains(&self.tick_ms) {
+            return Err(err("tick_ms", format!("{} is outside 10..=10000", self.tick_ms)));
         }
         let access = Access {
             allow: patterns("access.allow", &self.access.allow)?,
             deny: patterns("access.deny", &self.access.deny)?,
         };
-        let mut names = HashSet::new();
-        let routes = self
-            .routes
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let route = r.validate(&format!("routes[{i}]"))?;
-                if !names.insert(route.name.clone()) {
-                    return Err(err(
-                        format!("routes[{i}].name"),
-                        format!("duplicate route name {:?}", route.name),
-                    ));
+        let sidecar = match self.sidecar {
+            None => None,
+            Some(s) => {
+                if s.cluster.trim().is_empty() || s.cluster.chars().any(char::is_whitespace) {
+                    return Err(err("sidecar.cluster", format!("{:?} is not an Envoy cluster name", s.cluster)));
                 }
-                Ok(route)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+                if !s.path.starts_with('/') {
+                    return Err(err("sidecar.path", format!("{:?} must start with '/'", s.path)));
+                }
+                if s.poll_ms < 100 {
+                    return Err(err("sidecar.poll_ms", format!("{} is below the minimum of 100", s.poll_ms)));
+                }
+                if s.timeout_ms == 0 {
+                    return Err(err("sidecar.timeout_ms", "must be positive"));
+                }
+                Some(Sidecar {
+                    cluster: s.cluster,
+                    path: s.path,
+                    authority: s.authority,
+                    poll_ms: s.poll_ms,
+                    timeout_ms: s.timeout_ms,
+                })
+            }
+        };
+        let mut names = HashSet::new();
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for (i, r) in self.routes.into_iter().enumerate() {
+            let at = format!("routes[{i}]");
+            let route = r.validate(&at)?;
+            if !names.insert(route.name.clone()) {
+                return Err(err(format!("{at}.name"), format!("duplicate route name {:?}", route.name)));
+            }
+            if route.schema_aware() && sidecar.is_none() {
+                return Err(err(
+                    format!("{at}.targets"),
+                    "targets declare schema revisions, but no `sidecar` is configured to learn compatibility from",
+                ));
+            }
+            if route.validate.mode != ValidateMode::Off && sidecar.is_none() {
+                return Err(err(format!("{at}.validate.mode"), "payload validation needs a `sidecar` (for descriptors)"));
+            }
+            routes.push(route);
+        }
         Ok(Config {
             headers: HeaderNames {
                 group,
                 user_key,
                 cluster,
                 decision: self.expose_decision.then_some(decision),
+                revision,
+                budget,
+                priority,
             },
+            decision_to_filter_state: self.decision_to_filter_state,
             non_grpc: self.non_grpc,
             access,
+            unknown_revision: self.schema.unknown_revision,
+            without_snapshot: self.schema.without_snapshot,
+            budget_bare_millis: !self.budget.header.eq_ignore_ascii_case("grpc-timeout"),
+            malformed_budget: self.budget.malformed,
+            low_priority: self.priority.low.iter().map(|v| v.to_ascii_lowercase()).collect(),
+            sidecar,
             routes,
             stat_prefix: self.stat_prefix,
+            tick_ms: self.tick_ms,
         })
     }
 }
@@ -315,52 +322,163 @@ impl RouteConfig {
                 return Err(err(format!("{tat}.name"), format!("duplicate target name {:?}", t.name)));
             }
             if t.cluster.trim().is_empty() || t.cluster.chars().any(char::is_whitespace) {
-                return Err(err(
-                    format!("{tat}.cluster"),
-                    format!("{:?} is not an Envoy cluster name", t.cluster),
-                ));
+                return Err(err(format!("{tat}.cluster"), format!("{:?} is not an Envoy cluster name", t.cluster)));
             }
             if t.weight > MAX_WEIGHT {
-                return Err(err(
-                    format!("{tat}.weight"),
-                    format!("{} is over the maximum of {MAX_WEIGHT}", t.weight),
-                ));
+                return Err(err(format!("{tat}.weight"), format!("{} is over the maximum of {MAX_WEIGHT}", t.weight)));
+            }
+            if let Some(r) = &t.revision {
+                if r.trim().is_empty() {
+                    return Err(err(format!("{tat}.revision"), "must not be empty (e.g. \"features.v1@2\")"));
+                }
+            }
+            if t.max_concurrency == Some(0) {
+                return Err(err(format!("{tat}.max_concurrency"), "must be positive"));
             }
             targets.push(Target {
                 seed: bucket::target_seed(&salt, &t.name),
                 name: t.name,
                 cluster: t.cluster,
                 weight: t.weight,
+                revision: t.revision,
+                model_version: t.model_version,
+                latency_prior_us: t.latency_prior_ms.map(|ms| u64::from(ms) * 1000),
+                max_concurrency: t.max_concurrency,
             });
         }
-        let default_target = targets
-            .iter()
-            .position(|t| t.name == self.default_target)
-            .ok_or_else(|| {
+        // Resolves a target name given at `path`.
+        let find = |path: String, name: &str| -> Result<usize, ConfigError> {
+            targets.iter().position(|t| t.name == name).ok_or_else(|| {
                 let known: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-                err(
-                    format!("{at}.default_target"),
-                    format!(
-                        "{:?} is not a target of this route (targets: {})",
-                        self.default_target,
-                        known.join(", ")
-                    ),
-                )
-            })?;
-        Ok(Route {
-            name: self.name,
-            methods,
-            targets,
-            default_target,
-        })
+                err(path, format!("{name:?} is not a target of this route (targets: {})", known.join(", ")))
+            })
+        };
+        let default_target = find(format!("{at}.default_target"), &self.default_target)?;
+        let fallback = self.fallback.as_deref().map(|f| find(format!("{at}.fallback"), f)).transpose()?;
+        let latency = latency_policy(&format!("{at}.latency"), &self.latency)?;
+        let rules = degrade_rules(&format!("{at}.degrade"), &self.degrade, &self.latency)?;
+        let validate = validate_policy(&format!("{at}.validate"), &self.validate)?;
+        let faults = self
+            .faults
+            .iter()
+            .enumerate()
+            .map(|(k, f)| fault(&format!("{at}.faults[{k}]"), f, &find))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Route { name: self.name, methods, targets, default_target, fallback, rules, latency, validate, faults })
     }
+}
+
+fn percent(at: &str, v: f64, allow_zero: bool) -> Result<f64, ConfigError> {
+    let ok = v.is_finite() && v <= 100.0 && (v > 0.0 || (allow_zero && v == 0.0));
+    if ok {
+        Ok(v)
+    } else {
+        Err(err(at, format!("{v} must be a percentage in {}..=100", if allow_zero { "0" } else { "(0" })))
+    }
+}
+
+fn latency_policy(at: &str, l: &LatencyConfig) -> Result<LatencyPolicy, ConfigError> {
+    let percentile = percent(&format!("{at}.percentile"), l.percentile, false)?;
+    if l.window_s == 0 {
+        return Err(err(format!("{at}.window_s"), "must be positive"));
+    }
+    Ok(LatencyPolicy { budget_check: l.budget_check, percentile, min_samples: u64::from(l.min_samples.max(1)) })
+}
+
+fn degrade_rules(at: &str, d: &DegradeConfig, l: &LatencyConfig) -> Result<DegradeRules, ConfigError> {
+    let error_rate_pct = percent(&format!("{at}.error_rate_pct"), d.error_rate_pct, true)?;
+    let probe_share_pct = percent(&format!("{at}.probe_share_pct"), d.probe_share_pct, false)?;
+    if d.error_window_s == 0 {
+        return Err(err(format!("{at}.error_window_s"), "must be positive"));
+    }
+    if d.cooldown_ms == 0 {
+        return Err(err(format!("{at}.cooldown_ms"), "must be positive"));
+    }
+    if d.max_cooldown_ms < d.cooldown_ms {
+        return Err(err(
+            format!("{at}.max_cooldown_ms"),
+            format!("{} is below cooldown_ms ({})", d.max_cooldown_ms, d.cooldown_ms),
+        ));
+    }
+    if d.probe_successes == 0 {
+        return Err(err(format!("{at}.probe_successes"), "must be positive"));
+    }
+    let error_codes = d
+        .error_codes
+        .iter()
+        .enumerate()
+        .map(|(i, v)| grpc_code(&format!("{at}.error_codes[{i}]"), v).map(|c| c as u32))
+        .collect::<Result<Vec<_>, _>>()?;
+    let on = d.enabled;
+    Ok(DegradeRules {
+        slow_consecutive: if on { d.slow_consecutive } else { 0 },
+        slow_threshold_us: u64::from(d.slow_threshold_ms) * 1000,
+        error_rate_pct: if on { error_rate_pct } else { 0.0 },
+        error_window_ms: u64::from(d.error_window_s) * 1000,
+        error_min_requests: d.error_min_requests,
+        error_codes,
+        cooldown_ms: u64::from(d.cooldown_ms),
+        max_cooldown_ms: u64::from(d.max_cooldown_ms),
+        probe_share_pct,
+        probe_successes: d.probe_successes,
+        follow_sidecar: on && d.follow_sidecar,
+        latency_window_ms: u64::from(l.window_s) * 1000,
+    })
+}
+
+fn validate_policy(at: &str, v: &ValidateConfig) -> Result<Validate, ConfigError> {
+    let unknown_fields = match v.unknown_fields.to_ascii_lowercase().as_str() {
+        "allow" => UnknownFields::Allow,
+        "warn" => UnknownFields::Warn,
+        "reject" => UnknownFields::Reject,
+        other => {
+            return Err(err(
+                format!("{at}.unknown_fields"),
+                format!("{other:?} is not one of allow, warn, reject"),
+            ))
+        }
+    };
+    if v.max_body_bytes == 0 {
+        return Err(err(format!("{at}.max_body_bytes"), "must be positive"));
+    }
+    Ok(Validate { mode: v.mode, max_body_bytes: v.max_body_bytes, unknown_fields })
+}
+
+fn fault(
+    at: &str,
+    f: &FaultConfig,
+    find: &dyn Fn(String, &str) -> Result<usize, ConfigError>,
+) -> Result<Fault, ConfigError> {
+    let percent = percent(&format!("{at}.percent"), f.percent, true)?;
+    if f.target.is_some() && f.group.is_some() {
+        return Err(err(at, "set `target` or `group`, not both"));
+    }
+    let target = f.target.as_deref().map(|t| find(format!("{at}.target"), t)).transpose()?;
+    let abort = f.abort.as_ref().map(|v| grpc_code(&format!("{at}.abort"), v)).transpose()?;
+    if abort == Some(Code::Ok) {
+        return Err(err(format!("{at}.abort"), "OK is not a fault"));
+    }
+    if f.delay_ms.is_none() && abort.is_none() {
+        return Err(err(at, "a fault needs `delay_ms`, `abort`, or both"));
+    }
+    if f.delay_ms.is_some_and(|d| d > 60_000) {
+        return Err(err(format!("{at}.delay_ms"), "must be at most 60000"));
+    }
+    Ok(Fault { target, group: f.group.clone(), percent, delay_ms: f.delay_ms, abort })
+}
+
+fn grpc_code(at: &str, v: &serde_json::Value) -> Result<Code, ConfigError> {
+    let code = match v {
+        serde_json::Value::String(s) => Code::from_name(s),
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()).and_then(Code::from_u32),
+        _ => None,
+    };
+    code.ok_or_else(|| err(at, format!("{v} is not a gRPC status code (a name like \"UNAVAILABLE\" or 0-16)")))
 }
 
 fn header_name(at: &str, name: &str) -> Result<String, ConfigError> {
     let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !valid {
         return Err(err(at, format!("{name:?} is not a valid HTTP header name")));
     }
@@ -371,9 +489,7 @@ fn header_name(at: &str, name: &str) -> Result<String, ConfigError> {
 fn stat_name(at: &str, name: &str) -> Result<(), ConfigError> {
     let valid = !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if valid {
         Ok(())
     } else {
@@ -390,89 +506,4 @@ fn patterns(at: &str, sources: &[String]) -> Result<Vec<MethodPattern>, ConfigEr
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(json: &str) -> Result<Config, String> {
-        Config::from_json(json.as_bytes()).map_err(|e| e.to_string())
-    }
-
-    const GOOD: &str = r#"{
-        "routes": [{
-            "name": "features",
-            "match": ["/features.v1.FeatureExtractionService/*"],
-            "targets": [
-                {"name": "stable", "cluster": "stable", "weight": 90},
-                {"name": "canary", "cluster": "canary", "weight": 10}
-            ],
-            "default_target": "stable"
-        }]
-    }"#;
-
-    #[test]
-    fn defaults() {
-        let c = parse("").unwrap();
-        assert_eq!(c.headers.group, "x-ab-group");
-        assert_eq!(c.headers.user_key, "x-user-id");
-        assert_eq!(c.headers.cluster, "x-switchyard-cluster");
-        assert_eq!(c.headers.decision, None);
-        assert_eq!(c.stat_prefix, "switchyard");
-        assert!(parse("{}").unwrap().routes.is_empty());
-    }
-
-    #[test]
-    fn good_config() {
-        let c = parse(GOOD).unwrap();
-        assert_eq!(c.routes[0].default_target, 0);
-        assert!(c.routes[0].covers("/features.v1.FeatureExtractionService/ExtractRealtime"));
-    }
-
-    #[test]
-    fn header_names_are_lowercased() {
-        let c = parse(r#"{"group_header": "X-Group", "expose_decision": true}"#).unwrap();
-        assert_eq!(c.headers.group, "x-group");
-        assert_eq!(c.headers.decision.as_deref(), Some("x-switchyard-decision"));
-    }
-
-    #[test]
-    fn errors_name_the_field() {
-        let cases = [
-            (r#"{"routes": [{"name": "r", "match": ["/a/*"], "targets": [{"name": "s", "cluster": "c", "wieght": 1}], "default_target": "s"}]}"#,
-             "routes[0].targets[0].wieght: unknown field `wieght`"),
-            (r#"{"routes": [{"name": "r", "match": ["/a/*"], "targets": [{"name": "s", "cluster": "c"}], "default_target": "x"}]}"#,
-             "routes[0].default_target: \"x\" is not a target of this route (targets: s)"),
-            (r#"{"routes": [{"name": "r", "match": ["a"], "targets": [{"name": "s", "cluster": "c"}], "default_target": "s"}]}"#,
-             "routes[0].match[0]: method pattern"),
-            (r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c", "weight": -1}], "default_target": "s"}]}"#,
-             "routes[0].targets[0].weight: invalid value: integer `-1`"),
-            (r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c", "weight": 2000000}], "default_target": "s"}]}"#,
-             "routes[0].targets[0].weight: 2000000 is over the maximum"),
-            (r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c"}, {"name": "s", "cluster": "d"}], "default_target": "s"}]}"#,
-             "routes[0].targets[1].name: duplicate target name"),
-            (r#"{"routes": [{"name": "r r", "match": ["/a"], "targets": [], "default_target": "s"}]}"#,
-             "routes[0].name: \"r r\" must be"),
-            (r#"{"routes": [{"name": "r", "match": [], "targets": [], "default_target": "s"}]}"#,
-             "routes[0].match: needs at least one"),
-            (r#"{"group_header": "bad header"}"#, "group_header: \"bad header\" is not a valid HTTP header name"),
-            (r#"{"cluster_header": "x-ab-group"}"#, "cluster_header: \"x-ab-group\" is also used"),
-            (r#"{"non_grpc": "drop"}"#, "non_grpc: unknown variant `drop`"),
-            (r#"{"access": {"deny": ["nope"]}}"#, "access.deny[0]: method pattern"),
-            (r#"{"routes": 3}"#, "routes: invalid type: integer `3`, expected a sequence"),
-            ("{\"routes\": [", "EOF while parsing"),
-        ];
-        for (json, want) in cases {
-            let got = parse(json).unwrap_err();
-            assert!(got.contains(want), "for {json}\n  got:  {got}\n  want: {want}");
-        }
-    }
-
-    #[test]
-    fn access_deny_wins_and_empty_allow_allows_all() {
-        let c = parse(r#"{"access": {"allow": ["/a.S/*"], "deny": ["/a.S/Admin*"]}}"#).unwrap();
-        assert!(c.access.permits("/a.S/Get"));
-        assert!(!c.access.permits("/a.S/AdminReset"));
-        assert!(!c.access.permits("/b.S/Get"));
-        let open = parse("{}").unwrap();
-        assert!(open.access.permits("/anything/Goes"));
-    }
-}
+mod tests;

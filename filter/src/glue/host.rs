@@ -25,13 +25,28 @@ fn check(status: u32) -> HostResult<()> {
 pub enum Map {
     RequestHeaders = 0,
     ResponseHeaders = 2,
+    ResponseTrailers = 3,
+    HttpCallResponseHeaders = 6,
 }
 
 #[derive(Clone, Copy)]
 #[repr(u32)]
-enum Buffer {
+pub enum Buffer {
+    RequestBody = 0,
+    HttpCallResponseBody = 4,
     PluginConfiguration = 7,
 }
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum MetricKind {
+    Counter = 0,
+    Gauge = 1,
+    Histogram = 2,
+}
+
+const NOT_FOUND: u32 = 1;
+const CAS_MISMATCH: u32 = 8;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u32)]
@@ -83,7 +98,27 @@ extern "C" {
     ) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(id: u32, value: u64) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
+    fn proxy_get_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *mut *mut u8,
+        value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_shared_data(
+        key: *const u8,
+        key_size: usize,
+        value: *mut *mut u8,
+        value_size: *mut usize,
+        cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(key: *const u8, key_size: usize, value: *const u8, value_size: usize, cas: u32) -> u32;
+    fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
 }
 
 /// Takes ownership of a host-allocated buffer. The host allocates through the SDK's
@@ -188,10 +223,94 @@ pub fn plugin_configuration(size: usize) -> HostResult<Vec<u8>> {
     }
 }
 
-pub fn define_counter(name: &str) -> HostResult<u32> {
+pub fn define_metric(kind: MetricKind, name: &str) -> HostResult<u32> {
     let mut id = 0;
-    check(unsafe { proxy_define_metric(0, name.as_ptr(), name.len(), &mut id) })?;
+    check(unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) })?;
     Ok(id)
+}
+
+/// Sets a gauge or records a histogram sample.
+pub fn record_metric(id: u32, value: u64) -> HostResult<()> {
+    check(unsafe { proxy_record_metric(id, value) })
+}
+
+/// Wall-clock time in nanoseconds since the Unix epoch (the same clock on every worker).
+pub fn now_ns() -> u64 {
+    let mut t = 0u64;
+    match unsafe { proxy_get_current_time_nanoseconds(&mut t) } {
+        0 => t,
+        _ => 0,
+    }
+}
+
+pub fn now_ms() -> u64 {
+    now_ns() / 1_000_000
+}
+
+/// One header's value, if present.
+pub fn header(map: Map, name: &str) -> HostResult<Option<Vec<u8>>> {
+    let mut data = null_mut();
+    let mut size = 0;
+    match unsafe { proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size) } {
+        0 => Ok(Some(unsafe { owned(data, size) })),
+        NOT_FOUND => Ok(None),
+        s => Err(HostError(s)),
+    }
+}
+
+/// Bytes `[0, size)` of a buffer (request body, HTTP call response body).
+pub fn buffer(kind: Buffer, size: usize) -> HostResult<Vec<u8>> {
+    if size == 0 {
+        return Ok(Vec::new());
+    }
+    let mut data = null_mut();
+    let mut len = 0;
+    match unsafe { proxy_get_buffer_bytes(kind as u32, 0, size, &mut data, &mut len) } {
+        0 => Ok(unsafe { owned(data, len) }),
+        NOT_FOUND => Ok(Vec::new()),
+        s => Err(HostError(s)),
+    }
+}
+
+/// A shared-data value (shared by every worker of this VM id) and its CAS token.
+pub fn shared_data(key: &str) -> HostResult<(Option<Vec<u8>>, u32)> {
+    let mut data = null_mut();
+    let mut size = 0;
+    let mut cas = 0;
+    match unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) } {
+        0 => Ok((Some(unsafe { owned(data, size) }), cas)),
+        NOT_FOUND => Ok((None, 0)),
+        s => Err(HostError(s)),
+    }
+}
+
+/// Outcome of a compare-and-swap write to shared data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    Yes,
+    /// Another worker wrote first: read again and retry.
+    Conflict,
+}
+
+/// Writes shared data if it still has CAS token `cas` (0: unconditionally).
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> HostResult<Written> {
+    match unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) } {
+        0 => Ok(Written::Yes),
+        CAS_MISMATCH => Ok(Written::Conflict),
+        s => Err(HostError(s)),
+    }
+}
+
+/// Sets a stream property; a single-segment path becomes filter state `wasm.<path>`.
+pub fn set_property(path: &str, value: &[u8]) -> HostResult<()> {
+    check(unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) })
+}
+
+/// Resumes a paused request from outside its own callbacks (e.g. after an injected delay).
+/// Fails quietly if the stream is already gone.
+pub fn resume_request(context_id: u32) -> HostResult<()> {
+    check(unsafe { proxy_set_effective_context(context_id) })?;
+    check(unsafe { proxy_continue_stream(0) })
 }
 
 pub fn increment_metric(id: u32, by: u64) -> HostResult<()> {

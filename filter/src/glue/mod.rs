@@ -1,95 +1,48 @@
 //! proxy-wasm glue: Envoy's callbacks in, the core's verdicts out. Deliberately thin;
 //! everything that decides lives in plain Rust modules and is tested natively.
+//!
+//! * [`host`]: the host calls, declared against the ABI so none of them can panic;
+//! * [`plugin`]: one configuration's per-worker state and the tick that merges it
+//!   with the other workers;
+//! * [`sidecar`]: polling the sidecar's snapshot and sharing it between workers;
+//! * [`stream`]: one HTTP stream.
 
 mod host;
+mod plugin;
+mod sidecar;
+mod stream;
 
 use crate::config::Config;
-use crate::grpc::Code;
-use crate::request::{serialize_pairs, HeaderPairs, RequestMeta};
-use crate::route::{Decision, Reason, Verdict};
-use crate::stats::{Pending, StatTable};
-use host::{Level, Map};
+use host::{Buffer, Level, Map};
+use plugin::Plugin;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use proxy_wasm::types::ContextType;
 use std::rc::Rc;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root { id, plugin: None }) });
 }}
 
-/// How often each worker flushes its batched stats to Envoy.
-const STATS_FLUSH_MS: u32 = 1_000;
+/// Tick period while a stream waits out an injected delay (its resolution).
+pub const DELAY_TICK_MS: u32 = 5;
 
-/// Everything one configuration needs at request time, shared by the root context and
-/// the streams it creates. A new configuration makes a new `Plugin`; streams in flight
-/// keep the one they started with.
-struct Plugin {
-    config: Config,
-    stats: StatTable,
-    metric_ids: Vec<u32>,
-    pending: Pending,
-    /// Decision header values, `[route][target][reason]`, rendered once.
-    decision_values: Vec<Vec<Vec<String>>>,
-    /// Trailers-only reply headers for local gRPC answers.
-    grpc_reply_headers: Vec<u8>,
-}
-
-impl Plugin {
-    fn new(config: Config) -> Result<Self, String> {
-        let stats = StatTable::new(&config);
-        let metric_ids = stats
-            .names()
-            .iter()
-            .map(|n| host::define_counter(n).map_err(|e| format!("defining stat {n}: host status {}", e.0)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let decision_values = config
-            .routes
-            .iter()
-            .map(|r| {
-                r.targets
-                    .iter()
-                    .map(|t| {
-                        Reason::ALL
-                            .iter()
-                            .map(|why| format!("target={}; reason={}", t.name, why.as_str()))
-                            .collect()
-                    })
-                    .collect()
-            })
-            .collect();
-        Ok(Self {
-            pending: Pending::new(&stats),
-            stats,
-            metric_ids,
-            decision_values,
-            grpc_reply_headers: serialize_pairs(&[("content-type", "application/grpc")]),
-            config,
-        })
-    }
-
-    fn flush_stats(&self) {
-        self.pending.drain(|i, n| {
-            if let Some(&id) = self.metric_ids.get(i) {
-                let _ = host::increment_metric(id, n);
-            }
-        });
-    }
-
-    fn decision_value(&self, d: &Decision) -> Option<&str> {
-        self.decision_values
-            .get(d.route)?
-            .get(d.target)?
-            .get(d.reason.index())
-            .map(String::as_str)
-    }
-}
-
-#[derive(Default)]
 struct Root {
+    id: u32,
     plugin: Option<Rc<Plugin>>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let Some(p) = &self.plugin else { return };
+        let Some(poller) = p.poller.as_ref().filter(|poller| poller.owns(token)) else { return };
+        let status = host::header(Map::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok());
+        let body = host::buffer(Buffer::HttpCallResponseBody, body_size).unwrap_or_default();
+        poller.answered(p, status, &body);
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
@@ -109,8 +62,10 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let routes = config.routes.len();
-        match Plugin::new(config) {
+        let summary = summary(&config);
+        let tick_ms = config.tick_ms;
+        let seed = host::now_ns() ^ (u64::from(self.id) << 32) ^ u64::from(self.id);
+        match Plugin::new(config, seed) {
             Ok(plugin) => {
                 if let Some(old) = &self.plugin {
                     old.flush_stats();
@@ -123,15 +78,15 @@ impl RootContext for Root {
             }
         }
         if host::log_level() <= Level::Info {
-            host::log(Level::Info, &format!("switchyard: configured ({routes} routes)"));
+            host::log(Level::Info, &format!("switchyard: configured: {summary}"));
         }
-        let _ = host::set_tick_period_ms(STATS_FLUSH_MS);
+        let _ = host::set_tick_period_ms(tick_ms);
         true
     }
 
     fn on_tick(&mut self) {
         if let Some(p) = &self.plugin {
-            p.flush_stats();
+            p.tick();
         }
     }
 
@@ -139,95 +94,36 @@ impl RootContext for Root {
         Some(ContextType::HttpContext)
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let plugin = self.plugin.clone()?;
-        Some(Box::new(Stream { plugin, decision: None }))
+        Some(Box::new(stream::Stream::new(plugin, context_id)))
     }
 }
 
-/// One HTTP stream.
-struct Stream {
-    plugin: Rc<Plugin>,
-    decision: Option<Decision>,
-}
-
-impl Context for Stream {}
-
-impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let Ok(buf) = host::header_pairs(Map::RequestHeaders) else {
-            return Action::Continue;
-        };
-        let p = &*self.plugin;
-        let cfg = &p.config;
-        let req = RequestMeta::scan(&cfg.headers, HeaderPairs::new(&buf));
-        let verdict = cfg.decide(&req);
-        let stats = &p.stats;
-        if !matches!(verdict, Verdict::PassNonGrpc | Verdict::RejectNonGrpc) {
-            p.pending.bump(stats.requests());
-        }
-        match verdict {
-            Verdict::Route(d) => {
-                let cluster = cfg
-                    .routes
-                    .get(d.route)
-                    .and_then(|r| r.targets.get(d.target))
-                    .map(|t| t.cluster.as_str());
-                if let Some(cluster) = cluster {
-                    // Overwrites any value the client sent.
-                    let _ = host::replace_header(Map::RequestHeaders, &cfg.headers.cluster, cluster);
-                    p.pending.bump(stats.target(d.route, d.target));
-                    p.pending.bump(stats.reason(d.reason));
-                    self.decision = Some(d);
-                }
-                Action::Continue
-            }
-            Verdict::PassNonGrpc | Verdict::Unrouted => {
-                p.pending.bump(if matches!(verdict, Verdict::Unrouted) {
-                    stats.unrouted()
-                } else {
-                    stats.passthrough()
-                });
-                if req.has_cluster_header {
-                    let _ = host::remove_header(Map::RequestHeaders, &cfg.headers.cluster);
-                }
-                Action::Continue
-            }
-            Verdict::Deny => {
-                p.pending.bump(stats.denied());
-                let message = format!(
-                    "switchyard: method {} is not allowed by this proxy's access policy",
-                    req.path.unwrap_or("")
-                );
-                let _ = host::send_local_response(
-                    200,
-                    "switchyard_method_denied",
-                    &message,
-                    &p.grpc_reply_headers,
-                    Some(Code::PermissionDenied as u32),
-                );
-                Action::Pause
-            }
-            Verdict::RejectNonGrpc => {
-                p.pending.bump(stats.non_grpc_rejected());
-                let _ = host::send_local_response(
-                    415,
-                    "switchyard_non_grpc_rejected",
-                    "switchyard: only gRPC requests are accepted here\n",
-                    &[],
-                    None,
-                );
-                Action::Pause
-            }
-        }
-    }
-
-    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        if let (Some(d), Some(name)) = (&self.decision, &self.plugin.config.headers.decision) {
-            if let Some(value) = self.plugin.decision_value(d) {
-                let _ = host::add_header(Map::ResponseHeaders, name, value);
-            }
-        }
-        Action::Continue
-    }
+/// One line describing a configuration and its thresholds (logged once at load).
+fn summary(c: &Config) -> String {
+    let routes: Vec<String> = c
+        .routes
+        .iter()
+        .map(|r| {
+            let targets: Vec<String> = r.targets.iter().map(|t| format!("{}={}", t.name, t.weight)).collect();
+            let rules = &r.rules;
+            format!(
+                "{} [{}] fallback={} degrade: {}x>{}ms, errors>{}% in {}s (min {}), cool-down {}..{}ms, probes {}%x{}",
+                r.name,
+                targets.join(" "),
+                r.fallback.and_then(|f| r.targets.get(f)).map_or("none", |t| t.name.as_str()),
+                rules.slow_consecutive,
+                rules.slow_threshold_us / 1000,
+                rules.error_rate_pct,
+                rules.error_window_ms / 1000,
+                rules.error_min_requests,
+                rules.cooldown_ms,
+                rules.max_cooldown_ms,
+                rules.probe_share_pct,
+                rules.probe_successes
+            )
+        })
+        .collect();
+    format!("{} routes; {}", c.routes.len(), routes.join("; "))
 }

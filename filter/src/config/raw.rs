@@ -1,0 +1,349 @@
+//! The plugin configuration as users write it: serde shapes with their defaults.
+//!
+//! Every struct denies unknown fields, so a typo is an error naming the field rather than
+//! a silently ignored setting. A struct's `Default` is the one place its defaults live
+//! (serde fills missing fields from it). `filter/config.schema.json` describes the same
+//! shape for editors and CI.
+
+use serde::Deserialize;
+
+/// The plugin configuration (the JSON Envoy hands to `on_configure`).
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Header naming the A/B group (a target name) explicitly.
+    pub group_header: String,
+    /// Header hashed into a sticky bucket when no group is given.
+    pub user_key_header: String,
+    /// Internal request header carrying the chosen cluster to Envoy's `cluster_header`
+    /// route. Any value a client sends is overwritten or removed.
+    pub cluster_header: String,
+    /// Add the decision (`target=…; reason=…`) to responses.
+    pub expose_decision: bool,
+    pub decision_header: String,
+    /// Put the decision into Envoy filter state, for access logs.
+    pub decision_to_filter_state: bool,
+    pub non_grpc: NonGrpc,
+    pub access: AccessConfig,
+    pub schema: SchemaConfig,
+    pub budget: BudgetConfig,
+    pub priority: PriorityConfig,
+    pub sidecar: Option<SidecarConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub stat_prefix: String,
+    /// How often each worker merges shared health, flushes stats and polls (ms).
+    pub tick_ms: u32,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        Self {
+            group_header: "x-ab-group".into(),
+            user_key_header: "x-user-id".into(),
+            cluster_header: "x-switchyard-cluster".into(),
+            expose_decision: false,
+            decision_header: "x-switchyard-decision".into(),
+            decision_to_filter_state: true,
+            non_grpc: NonGrpc::Pass,
+            access: AccessConfig::default(),
+            schema: SchemaConfig::default(),
+            budget: BudgetConfig::default(),
+            priority: PriorityConfig::default(),
+            sidecar: None,
+            routes: Vec::new(),
+            stat_prefix: "switchyard".into(),
+            tick_ms: 100,
+        }
+    }
+}
+
+/// Handling of requests whose `content-type` is not `application/grpc…`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NonGrpc {
+    /// Let them through untouched (only a spoofed internal header is removed).
+    #[default]
+    Pass,
+    /// Answer `415 Unsupported Media Type` locally.
+    Reject,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessConfig {
+    /// If non-empty, only methods matching one of these patterns are allowed.
+    pub allow: Vec<String>,
+    /// Methods matching any of these patterns are denied (deny wins).
+    pub deny: Vec<String>,
+}
+
+/// Schema-revision routing.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchemaConfig {
+    /// Header in which a client declares its revision (`features.v1@3` or a fingerprint).
+    pub revision_header: String,
+    /// A revision that is absent or unknown to the registry.
+    pub unknown_revision: UnknownRevision,
+    /// Until the first snapshot arrives from the sidecar: route by A/B only (`open`), or
+    /// refuse requests whose route needs a schema check with UNAVAILABLE (`closed`).
+    pub without_snapshot: FailMode,
+}
+
+impl Default for SchemaConfig {
+    fn default() -> Self {
+        Self {
+            revision_header: "x-schema-revision".into(),
+            unknown_revision: UnknownRevision::DefaultTarget,
+            without_snapshot: FailMode::Open,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownRevision {
+    /// Route to the route's default target.
+    #[default]
+    DefaultTarget,
+    /// Refuse with FAILED_PRECONDITION.
+    Reject,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    #[default]
+    Open,
+    Closed,
+}
+
+/// Where the latency budget comes from.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// `grpc-timeout`, or a custom header (which may also carry bare milliseconds).
+    pub header: String,
+    /// A value that cannot be parsed: `ignore` it (no budget) or `reject` the request
+    /// with INVALID_ARGUMENT.
+    pub malformed: Malformed,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self { header: "grpc-timeout".into(), malformed: Malformed::Ignore }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Malformed {
+    #[default]
+    Ignore,
+    Reject,
+}
+
+/// Which requests are low priority (shed first).
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PriorityConfig {
+    pub header: String,
+    /// Header values (case-insensitive) that mark a request low priority.
+    pub low: Vec<String>,
+}
+
+impl Default for PriorityConfig {
+    fn default() -> Self {
+        Self { header: "x-priority".into(), low: vec!["low".into()] }
+    }
+}
+
+/// The sidecar whose snapshot (schema revisions, compatibility, model health) is polled.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarConfig {
+    /// Envoy cluster of the sidecar's admin port (HTTP/1.1).
+    pub cluster: String,
+    #[serde(default = "snapshot_path")]
+    pub path: String,
+    #[serde(default = "authority")]
+    pub authority: String,
+    #[serde(default = "poll_ms")]
+    pub poll_ms: u32,
+    #[serde(default = "poll_timeout_ms")]
+    pub timeout_ms: u32,
+}
+
+fn snapshot_path() -> String {
+    "/v1/snapshot".into()
+}
+fn authority() -> String {
+    "switchyard-sidecar".into()
+}
+fn poll_ms() -> u32 {
+    1_000
+}
+fn poll_timeout_ms() -> u32 {
+    500
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in stats and logs.
+    pub name: String,
+    /// Method patterns this route covers.
+    #[serde(rename = "match")]
+    pub methods: Vec<String>,
+    pub targets: Vec<TargetConfig>,
+    /// Target for requests with neither group nor user key.
+    pub default_target: String,
+    /// Where a degraded or too-slow target's traffic goes first.
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// Salt of the sticky hash; defaults to the route name.
+    #[serde(default)]
+    pub hash_salt: Option<String>,
+    #[serde(default)]
+    pub degrade: DegradeConfig,
+    #[serde(default)]
+    pub latency: LatencyConfig,
+    #[serde(default)]
+    pub validate: ValidateConfig,
+    #[serde(default)]
+    pub faults: Vec<FaultConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub name: String,
+    pub cluster: String,
+    /// Relative share of sticky-bucketed users; 0 means reachable by group header only.
+    #[serde(default)]
+    pub weight: u32,
+    /// Schema revision this target serves (`features.v1@2` or a fingerprint).
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// The sidecar's model version behind this target (`orientation/2`), for health.
+    #[serde(default)]
+    pub model_version: Option<String>,
+    /// Latency assumed until enough responses have been seen.
+    #[serde(default)]
+    pub latency_prior_ms: Option<u32>,
+    /// Requests in flight (all workers) above which low-priority requests are shed.
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+}
+
+/// Automatic degradation rules (see `health`).
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DegradeConfig {
+    pub enabled: bool,
+    /// Consecutive slow responses that degrade a target (0 disables the rule).
+    pub slow_consecutive: u32,
+    pub slow_threshold_ms: u32,
+    /// Error rate in percent over the window (0 disables the rule).
+    pub error_rate_pct: f64,
+    pub error_window_s: u32,
+    pub error_min_requests: u32,
+    /// gRPC status codes (names or numbers) that count as errors.
+    pub error_codes: Vec<serde_json::Value>,
+    pub cooldown_ms: u32,
+    pub max_cooldown_ms: u32,
+    /// Share of a probing target's traffic sent to it, in percent.
+    pub probe_share_pct: f64,
+    /// Good probes that restore a target.
+    pub probe_successes: u32,
+    /// Degrade a target whose model version the sidecar reports unhealthy.
+    pub follow_sidecar: bool,
+}
+
+impl Default for DegradeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            slow_consecutive: 5,
+            slow_threshold_ms: 800,
+            error_rate_pct: 5.0,
+            error_window_s: 60,
+            error_min_requests: 20,
+            error_codes: ["UNKNOWN", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"]
+                .iter()
+                .map(|s| serde_json::Value::String((*s).into()))
+                .collect(),
+            cooldown_ms: 10_000,
+            max_cooldown_ms: 300_000,
+            probe_share_pct: 5.0,
+            probe_successes: 5,
+            follow_sidecar: true,
+        }
+    }
+}
+
+/// Latency estimation and deadline checks.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LatencyConfig {
+    /// Reroute or refuse requests whose budget the chosen target cannot meet.
+    pub budget_check: bool,
+    /// Percentile used as a target's latency estimate.
+    pub percentile: f64,
+    pub window_s: u32,
+    /// Responses needed before the estimate replaces the target's prior.
+    pub min_samples: u32,
+}
+
+impl Default for LatencyConfig {
+    fn default() -> Self {
+        Self { budget_check: true, percentile: 90.0, window_s: 10, min_samples: 5 }
+    }
+}
+
+/// Request payload validation.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidateConfig {
+    pub mode: ValidateMode,
+    /// Larger request bodies are refused with RESOURCE_EXHAUSTED (never buffered).
+    pub max_body_bytes: u32,
+    /// `allow`, `warn` or `reject` fields the schema does not know.
+    pub unknown_fields: String,
+}
+
+impl Default for ValidateConfig {
+    fn default() -> Self {
+        Self { mode: ValidateMode::Off, max_body_bytes: 4 * 1024 * 1024, unknown_fields: "warn".into() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidateMode {
+    #[default]
+    Off,
+    /// In the filter, with the descriptor set from the sidecar's snapshot.
+    Filter,
+    /// By a call to the sidecar's validator.
+    Sidecar,
+}
+
+/// Fault injection for canary rehearsal.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultConfig {
+    /// Applies to requests routed to this target…
+    #[serde(default)]
+    pub target: Option<String>,
+    /// …or carrying this A/B group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Share of matching requests affected, in percent.
+    pub percent: f64,
+    #[serde(default)]
+    pub delay_ms: Option<u32>,
+    /// gRPC status (name or number) to abort with.
+    #[serde(default)]
+    pub abort: Option<serde_json::Value>,
+}
