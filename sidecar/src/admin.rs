@@ -22,6 +22,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
 
+/// More metric families for `/metrics` (e.g. the schema registry's), in the same text format.
+pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Everything the admin handlers read.
 #[derive(Clone)]
 pub struct Admin {
@@ -29,6 +32,7 @@ pub struct Admin {
     pub chaos: Arc<Chaos>,
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
+    pub extra_metrics: Vec<ExtraMetrics>,
 }
 
 pub fn router(admin: Admin) -> Router {
@@ -42,11 +46,20 @@ pub fn router(admin: Admin) -> Router {
 }
 
 async fn metrics(State(admin): State<Admin>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        admin.metrics.encode(),
-    )
-        .into_response()
+    let mut text = admin.metrics.encode();
+    if !admin.extra_metrics.is_empty() {
+        // OpenMetrics ends with `# EOF`: the extra families go before it.
+        let end = text.rfind("# EOF").unwrap_or(text.len());
+        let eof = text.split_off(end);
+        for extra in &admin.extra_metrics {
+            text.push_str(&extra());
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        text.push_str(&eof);
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 
 async fn models(State(admin): State<Admin>) -> Json<crate::models::ModelsSnapshot> {

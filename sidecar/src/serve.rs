@@ -25,13 +25,23 @@ use tokio::sync::watch;
 /// registry mounts itself this way).
 pub struct Sidecar {
     config: Config,
+    models: Arc<ModelSet>,
+    chaos: Arc<Chaos>,
     grpc: tonic::service::Routes,
     admin: axum::Router,
+    extra_metrics: Vec<admin::ExtraMetrics>,
 }
 
 impl Sidecar {
     pub fn new(config: Config) -> Self {
-        Self { config, grpc: tonic::service::Routes::default(), admin: axum::Router::new() }
+        Self {
+            config,
+            models: Arc::new(ModelSet::default()),
+            chaos: Arc::new(Chaos::default()),
+            grpc: tonic::service::Routes::default(),
+            admin: axum::Router::new(),
+            extra_metrics: Vec::new(),
+        }
     }
 
     /// Serves more gRPC services on the same port:
@@ -47,8 +57,20 @@ impl Sidecar {
         self
     }
 
+    /// A handle on the served versions, usable before `run` (e.g. by an admin route that
+    /// merges the per-version state into a larger snapshot).
+    pub fn versions(&self) -> Versions {
+        Versions { models: Arc::clone(&self.models), chaos: Arc::clone(&self.chaos) }
+    }
+
+    /// Appends more metric families to `/metrics` on every scrape.
+    pub fn with_metrics(mut self, render: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        self.extra_metrics.push(Arc::new(render));
+        self
+    }
+
     pub async fn run(self) -> Result<()> {
-        let Sidecar { config, grpc, admin: extra_admin } = self;
+        let Sidecar { config, models, chaos, grpc, admin: extra_admin, extra_metrics } = self;
         config.validate()?;
         let config = Arc::new(config);
         let runtime_config = config.runtime.clone();
@@ -57,8 +79,6 @@ impl Sidecar {
             .map_err(anyhow::Error::msg)?;
         let runtime = Arc::new(runtime);
         let metrics = Arc::new(Metrics::new());
-        let models = Arc::new(ModelSet::default());
-        let chaos = Arc::new(Chaos::default());
         let (health, health_service) = tonic_health::server::health_reporter();
         let reloader = Arc::new(Reloader::new(
             Arc::clone(&runtime),
@@ -67,6 +87,17 @@ impl Sidecar {
             Arc::clone(&metrics),
             health.clone(),
         ));
+
+        // Signal handlers and the watcher exist before anything can be observed from outside,
+        // so a SIGHUP or a file change right after the ready line is never lost.
+        let shutdown = shutdown_signal()?;
+        crate::watch::reload_on_sighup(Arc::clone(&reloader))?;
+        let _watcher = if config.repository.watch {
+            let debounce = Duration::from_millis(config.repository.watch_debounce_ms);
+            Some(crate::watch::spawn(&config.repository.path, debounce, Arc::clone(&reloader))?)
+        } else {
+            None
+        };
 
         let report = reloader.reload("startup").await;
         if models.routing().versions.is_empty() {
@@ -117,6 +148,7 @@ impl Sidecar {
             chaos: Arc::clone(&chaos),
             metrics: Arc::clone(&metrics),
             reloader: Arc::clone(&reloader),
+            extra_metrics,
         })
         .merge(extra_admin);
 
@@ -146,14 +178,7 @@ impl Sidecar {
         tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "sidecar ready");
         println!("{}", serde_json::json!({ "event": "ready", "grpc": grpc_addr.to_string(), "admin": admin_addr.to_string() }));
 
-        let _watcher = if config.repository.watch {
-            Some(crate::watch::spawn(&config.repository.path, Duration::from_millis(config.repository.watch_debounce_ms), Arc::clone(&reloader))?)
-        } else {
-            None
-        };
-        crate::watch::reload_on_sighup(Arc::clone(&reloader))?;
-
-        let signal = shutdown_signal().await?;
+        let signal = shutdown.await;
         tracing::info!(signal, drain_timeout_ms = config.drain_timeout_ms, "draining: no new connections, finishing in-flight requests");
         health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
         health.set_service_status(crate::service::SERVICE_NAME, tonic_health::ServingStatus::NotServing).await;
@@ -170,13 +195,29 @@ impl Sidecar {
     }
 }
 
-/// Waits for SIGTERM or SIGINT and names it.
-async fn shutdown_signal() -> Result<&'static str> {
+/// The served model versions, cheap to clone.
+#[derive(Clone)]
+pub struct Versions {
+    models: Arc<ModelSet>,
+    chaos: Arc<Chaos>,
+}
+
+impl Versions {
+    /// What `GET /v1/models` returns.
+    pub fn snapshot(&self) -> crate::models::ModelsSnapshot {
+        self.models.snapshot(&self.chaos.list())
+    }
+}
+
+/// Registers for SIGTERM and SIGINT now; the future resolves with the first one's name.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = &'static str>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     })
 }

@@ -182,21 +182,34 @@ impl Sidecar {
         FeatureExtractionServiceClient::with_origin(http, origin).max_decoding_message_size(64 << 20)
     }
 
-    /// Plain HTTP/1.1 to the admin port: (status, body).
+    /// Plain HTTP/1.1 to the admin port: (status, body). Retries a connection that fails
+    /// mid-way (the body is idempotent or the caller checks the outcome).
     pub fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(self.admin).expect("connect admin");
-        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            match self.try_http(method, path, body) {
+                Ok(answer) => return answer,
+                Err(e) => last_error = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{method} {path} on the admin port failed: {last_error}\n{}", self.log());
+    }
+
+    fn try_http(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+        let mut stream = TcpStream::connect(self.admin)?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         write!(
             stream,
             "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
+        )?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        let response = String::from_utf8_lossy(&raw);
         let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        (status, body)
+        Ok((status, body))
     }
 
     pub fn metrics(&self) -> String {
