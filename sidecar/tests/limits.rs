@@ -165,3 +165,20 @@ fn missing_onnxruntime_and_repository_fail_clearly() {
     };
     assert!(err.contains("cannot read model repository") && err.contains("cargo xtask setup"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accelerator_that_cannot_start_falls_back_to_cpu_unless_required() {
+    // The venv's onnxruntime is the CPU build: CUDA cannot start here.
+    let repo = Repo::with(&[("orientation-lite", &[1])]);
+    let sidecar = Sidecar::start(repo.path(), "[runtime]\nexecution_providers = [\"cuda\", \"cpu\"]\nintra_op_threads = 1\n[repository]\nwatch = false\n");
+    assert!(sidecar.log().contains("execution provider could not start"), "{}", sidecar.log());
+    assert_eq!(sidecar.models()["versions"][0]["provider"], "cpu");
+    let r = sidecar.client().extract_realtime(request(page(180, "jpg"), ImageFormat::Jpeg)).await.unwrap().into_inner();
+    assert_eq!(predicted_class(&r.quality_scores), "180");
+
+    let err = match Sidecar::try_start(repo.path(), &config(""), &["--execution-providers", "cuda", "--require-provider"]) {
+        Ok(_) => panic!("started on CPU although CUDA was required"),
+        Err(e) => e,
+    };
+    assert!(err.contains("execution provider `cuda` could not start and `runtime.require_provider` is set"), "{err}");
+}
