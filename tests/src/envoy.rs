@@ -37,6 +37,8 @@ pub struct EnvoyConfig {
     pub cluster_header: String,
     /// Worker threads; more than one exercises per-worker VMs.
     pub concurrency: u32,
+    /// HTTP/1.1 clusters (name, port), e.g. the sidecar's admin port the filter polls.
+    pub http1_clusters: Vec<Cluster>,
 }
 
 impl EnvoyConfig {
@@ -48,6 +50,7 @@ impl EnvoyConfig {
             default_cluster,
             cluster_header: "x-switchyard-cluster".into(),
             concurrency: 2,
+            http1_clusters: Vec::new(),
         }
     }
 }
@@ -257,7 +260,8 @@ fn bootstrap_json(cfg: &EnvoyConfig, admin_port: u16, lds: &PathBuf) -> Value {
         "dynamic_resources": {
             "lds_config": {"path_config_source": {"path": lds}, "resource_api_version": "V3"}
         },
-        "static_resources": {"clusters": cfg.clusters.iter().map(cluster_json).collect::<Vec<_>>()},
+        "static_resources": {"clusters": cfg.clusters.iter().map(cluster_json)
+            .chain(cfg.http1_clusters.iter().map(http1_cluster_json)).collect::<Vec<_>>()},
     })
 }
 
@@ -277,6 +281,20 @@ pub fn cluster_json(c: &Cluster) -> Value {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": {"http2_protocol_options": {}}
             }
+        }
+    })
+}
+
+/// A plain HTTP/1.1 cluster (the sidecar's admin port).
+pub fn http1_cluster_json(c: &Cluster) -> Value {
+    json!({
+        "name": c.name,
+        "type": "STATIC",
+        "connect_timeout": "0.5s",
+        "load_assignment": {
+            "cluster_name": c.name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": c.port}}}}]}]
         }
     })
 }

@@ -11,7 +11,10 @@ pub mod client;
 pub mod envoy;
 pub mod paths;
 pub mod process;
+pub mod traffic;
 pub mod upstream;
+
+pub use traffic::Traffic;
 
 /// A free TCP port on 127.0.0.1 (bound and released; the OS will not hand it out again
 /// immediately).
@@ -51,6 +54,11 @@ pub struct AbStack {
 
 impl AbStack {
     pub async fn start(plugin_config: &str) -> AbStack {
+        Self::start_with(plugin_config, 2).await
+    }
+
+    /// With `workers` Envoy worker threads.
+    pub async fn start_with(plugin_config: &str, workers: u32) -> AbStack {
         let stable = upstream::Upstream::start("stable").await;
         let canary = upstream::Upstream::start("canary").await;
         let fallback = upstream::Upstream::start("fallback").await;
@@ -58,7 +66,9 @@ impl AbStack {
             .iter()
             .map(|u| envoy::Cluster::new(&u.name, u.port))
             .collect();
-        let envoy = envoy::Envoy::start(envoy::EnvoyConfig::new(clusters, plugin_config)).await;
+        let mut config = envoy::EnvoyConfig::new(clusters, plugin_config);
+        config.concurrency = workers;
+        let envoy = envoy::Envoy::start(config).await;
         AbStack { envoy, stable, canary, fallback }
     }
 

@@ -1,0 +1,88 @@
+//! Steady background traffic through Envoy, recording who answered each request and when,
+//! so a test can watch routing change over time.
+
+use crate::client::{connect, extract};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// One answer: when it arrived and who served it (or `error:<code>`).
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub at: Instant,
+    pub served_by: String,
+    pub decision: Option<String>,
+}
+
+/// Clients sending back-to-back requests until dropped.
+pub struct Traffic {
+    answers: Arc<Mutex<Vec<Answer>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Traffic {
+    /// Starts `concurrency` clients (each on its own connection) sending `headers`.
+    pub async fn start_url(url: &str, headers: &[(&str, &str)], concurrency: usize) -> Traffic {
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let mut client = connect(url).await;
+            let answers = answers.clone();
+            let headers = headers.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    let (served_by, decision) = match extract(&mut client, &h).await {
+                        Ok(a) => {
+                            let d = a.decision();
+                            (a.served_by, d)
+                        }
+                        Err(s) => (format!("error:{:?}", s.code()), None),
+                    };
+                    answers.lock().unwrap().push(Answer { at: Instant::now(), served_by, decision });
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }));
+        }
+        Traffic { answers, tasks }
+    }
+
+    pub async fn start(stack: &crate::AbStack, headers: &[(&str, &str)], concurrency: usize) -> Traffic {
+        Self::start_url(&stack.envoy.url(), headers, concurrency).await
+    }
+
+    /// Waits (up to 20 s) for an answer arriving from now on that satisfies `pred`;
+    /// returns its arrival time.
+    pub async fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> Instant {
+        let from = Instant::now();
+        crate::eventually(what, Duration::from_secs(20), async || {
+            self.answers.lock().unwrap().iter().find(|a| a.at >= from && pred(&a.served_by)).map(|a| a.at)
+        })
+        .await
+    }
+
+    /// Waits (up to 30 s) until the last `n` answers all satisfy `pred`.
+    pub async fn wait_all_recent(&self, what: &str, pred: impl Fn(&str) -> bool, n: usize) {
+        let from = Instant::now();
+        crate::eventually(what, Duration::from_secs(30), async || {
+            let answers = self.answers.lock().unwrap();
+            let recent: Vec<&Answer> = answers.iter().filter(|a| a.at >= from).collect();
+            (recent.len() >= n && recent[recent.len() - n..].iter().all(|a| pred(&a.served_by))).then_some(())
+        })
+        .await
+    }
+
+    /// Every answer so far.
+    pub fn answers(&self) -> Vec<Answer> {
+        self.answers.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
