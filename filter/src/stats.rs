@@ -11,7 +11,8 @@
 //!   `reason.<reason>`, one per local-reply kind (`denied`, `fail_fast`, `shed`, …),
 //!   `sidecar.polls`, `sidecar.poll_failures`, `sidecar.snapshots`, `transitions`;
 //! * per target `route.<route>.target.<target>.`: counters `requests`, `probes`,
-//!   `transitions` and one per local-reply kind, gauge `state` (0 healthy, 1 degraded,
+//!   `transitions` and one per local reply made after choosing it (`fail_fast`, `shed`,
+//!   `schema_rejected`, `validation_rejected`, …), gauge `state` (0 healthy, 1 degraded,
 //!   2 probing), histogram `latency_ms`;
 //! * gauges `sidecar.generation` and `sidecar.reachable`.
 
@@ -60,8 +61,19 @@ const TRANSITIONS: usize = 7;
 const REASON_BASE: usize = GLOBAL.len();
 const REPLY_BASE: usize = REASON_BASE + Reason::ALL.len();
 
-/// Per-target counters: `requests`, `probes`, `transitions`, then one per reply kind.
-const PER_TARGET: usize = 3 + ReplyKind::ALL.len();
+/// Reply kinds that happen after a target was chosen, so they count per target too.
+const TARGET_REPLIES: [ReplyKind; 7] = [
+    ReplyKind::NoSnapshot,
+    ReplyKind::UnknownRevision,
+    ReplyKind::SchemaRejected,
+    ReplyKind::FailFast,
+    ReplyKind::Shed,
+    ReplyKind::FaultAbort,
+    ReplyKind::InvalidPayload,
+];
+
+/// Per-target counters: `requests`, `probes`, `transitions`, then one per target reply.
+const PER_TARGET: usize = 3 + TARGET_REPLIES.len();
 
 const GAUGE_GENERATION: usize = 0;
 const GAUGE_REACHABLE: usize = 1;
@@ -85,7 +97,7 @@ impl StatTable {
                 counters.push(format!("{base}.requests"));
                 counters.push(format!("{base}.probes"));
                 counters.push(format!("{base}.transitions"));
-                counters.extend(ReplyKind::ALL.iter().map(|k| format!("{base}.{}", k.as_str())));
+                counters.extend(TARGET_REPLIES.iter().map(|k| format!("{base}.{}", k.as_str())));
                 gauges.push(format!("{base}.state"));
                 histograms.push(format!("{base}.latency_ms"));
             }
@@ -149,7 +161,8 @@ impl StatTable {
         self.target_base(route, target).map(|b| CounterId(b + 2))
     }
     pub fn target_reply(&self, route: usize, target: usize, k: ReplyKind) -> Option<CounterId> {
-        self.target_base(route, target).map(|b| CounterId(b + 3 + k.index()))
+        let offset = TARGET_REPLIES.iter().position(|r| *r == k)?;
+        self.target_base(route, target).map(|b| CounterId(b + 3 + offset))
     }
 
     pub fn generation_gauge(&self) -> MetricId {
@@ -222,6 +235,7 @@ mod tests {
         assert_eq!(name(t.target_reply(0, 0, ReplyKind::InvalidPayload).unwrap()), "switchyard.route.f.target.s.validation_rejected");
         assert_eq!(name(t.reason(Reason::Weight)), "switchyard.reason.weight");
         assert_eq!(name(t.reply(ReplyKind::Denied)), "switchyard.denied");
+        assert_eq!(t.target_reply(0, 0, ReplyKind::Denied), None);
         assert_eq!(t.gauges()[t.state_gauge(0, 1).unwrap().0], "switchyard.route.f.target.c.state");
         assert_eq!(t.histograms()[t.latency_histogram(0, 1).unwrap().0], "switchyard.route.f.target.c.latency_ms");
         let unique: std::collections::HashSet<_> = t.counters().iter().collect();

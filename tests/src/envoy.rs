@@ -89,10 +89,10 @@ impl Envoy {
 
     /// Starts Envoy from a static config file (run from the workspace root, so relative
     /// paths in it resolve), whose admin and listener ports the caller knows.
-    pub async fn start_file(config: &Path, admin_port: u16, listener_port: u16) -> Envoy {
+    pub async fn start_file(config: &Path, admin_port: u16, listener_port: u16, concurrency: u32) -> Envoy {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut envoy = Envoy {
-            process: spawn(config, &dir.path().join("envoy.log"), 2),
+            process: spawn(config, &dir.path().join("envoy.log"), concurrency),
             dir,
             admin_port,
             listener_port,
@@ -105,6 +105,17 @@ impl Envoy {
 
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// CPU time (user + system) Envoy has used so far, from `/proc/<pid>/stat`.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are 14th and 15th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+        // USER_HZ is 100 on Linux.
+        Duration::from_millis(ticks * 10)
     }
 
     /// `http://127.0.0.1:<listener>` for gRPC clients.
@@ -209,13 +220,21 @@ impl Envoy {
         std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
     }
 
-    /// The Wasm VM failure counters: non-zero means the filter crashed.
+    /// Signs of a crashed filter: a trapped VM (a Rust panic aborts, which traps) shows in
+    /// Envoy's log as a failed callback, and a failed VM is reloaded (`vm_reload_*` stats).
     pub fn wasm_failures(&self) -> u64 {
-        self.stats()
+        let log = self.log();
+        let trapped = log
+            .lines()
+            .filter(|l| l.contains("Uncaught RuntimeError") || l.contains("panicked at") || (l.contains("Function: proxy_on_") && l.contains("failed")))
+            .count() as u64;
+        let reloads: u64 = self
+            .stats()
             .iter()
-            .filter(|(k, _)| k.starts_with("wasm.") && (k.ends_with(".failed") || k.contains("runtime_error")))
+            .filter(|(k, _)| k.starts_with("wasm.") && k.contains(".vm_reload"))
             .map(|(_, v)| *v)
-            .sum()
+            .sum();
+        trapped + reloads
     }
 
     /// Waits until Envoy's log contains `needle`, and returns the log.
@@ -323,7 +342,7 @@ pub fn wasm_filter_json(wasm: &Path, plugin_config: &str) -> Value {
     })
 }
 
-fn listener_json(cfg: &EnvoyConfig, port: u16, plugin_config: &str) -> Value {
+pub fn listener_json(cfg: &EnvoyConfig, port: u16, plugin_config: &str) -> Value {
     json!({
         "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
         "name": "switchyard",

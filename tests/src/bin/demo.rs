@@ -25,7 +25,7 @@ async fn main() -> Result<()> {
             .with_context(|| format!("port {port} is in use; the demo's Envoy needs it"))?;
     }
     let config = testbed::paths::root().join("envoy/envoy.yaml");
-    let envoy = Envoy::start_file(&config, ADMIN, LISTENER).await;
+    let envoy = Envoy::start_file(&config, ADMIN, LISTENER, 2).await;
     println!("Switchyard demo");
     println!("  Envoy      127.0.0.1:{LISTENER} (admin 127.0.0.1:{ADMIN}), config envoy/envoy.yaml");
     println!("  filter     {}", testbed::paths::wasm().display());
