@@ -243,50 +243,10 @@ pub fn quality(rgb: &[u8], width: usize, height: usize) -> Quality {
 /// vectorises both passes (it costs ~0.2 ms for 640x480).
 pub fn quality_with(luma: &mut Vec<u8>, rgb: &[u8], width: usize, height: usize) -> Quality {
     let pixels = width * height;
-    luma.clear();
-    // BT.601 luma in 8-bit fixed point; the sum fits u16 (at most 65408).
-    luma.extend(rgb[..pixels * 3].chunks_exact(3).map(|p| {
-        ((77 * u16::from(p[0]) + 150 * u16::from(p[1]) + 29 * u16::from(p[2]) + 128) >> 8) as u8
-    }));
+    luma.resize(pixels, 0);
+    to_luma(&rgb[..pixels * 3], luma);
     let luma_sum: u64 = luma.chunks(4096).map(|c| c.iter().map(|&v| u32::from(v)).sum::<u32>() as u64).sum();
-    let (mut lap_sum, mut lap_sq) = (0i64, 0i64);
-    if width > 2 && height > 2 {
-        for y in 1..height - 1 {
-            let up = &luma[(y - 1) * width..y * width];
-            let mid = &luma[y * width..(y + 1) * width];
-            let down = &luma[(y + 1) * width..(y + 2) * width];
-            // i16 lanes and i32 sums (chunks keep them from overflowing): SSE2 has the
-            // multiply-add for that, not for i64.
-            let (mut s, mut sq) = (0i32, 0i64);
-            let row = |start: usize, end: usize| {
-                let (mut s, mut sq) = (0i32, 0i32);
-                for ((((u, d), l), r), c) in up[start + 1..end + 1]
-                    .iter()
-                    .zip(&down[start + 1..end + 1])
-                    .zip(&mid[start..end])
-                    .zip(&mid[start + 2..end + 2])
-                    .zip(&mid[start + 1..end + 1])
-                {
-                    let v = i16::from(*u) + i16::from(*d) + i16::from(*l) + i16::from(*r) - 4 * i16::from(*c);
-                    s += i32::from(v);
-                    sq += i32::from(v) * i32::from(v);
-                }
-                (s, sq)
-            };
-            let inner = width - 2;
-            let mut start = 0;
-            while start < inner {
-                // 2048 * 1020^2 < 2^31
-                let end = (start + 2048).min(inner);
-                let (a, b) = row(start, end);
-                s += a;
-                sq += i64::from(b);
-                start = end;
-            }
-            lap_sum += i64::from(s);
-            lap_sq += sq;
-        }
-    }
+    let (lap_sum, lap_sq) = laplacian_sums(luma, width, height);
     let lap_n = (width.saturating_sub(2) * height.saturating_sub(2)) as f64;
     let blur = if lap_n == 0.0 {
         0.0
@@ -295,6 +255,88 @@ pub fn quality_with(luma: &mut Vec<u8>, rgb: &[u8], width: usize, height: usize)
         (lap_sq as f64 / lap_n - mean * mean).max(0.0)
     };
     Quality { blur: blur as f32, brightness: (luma_sum as f64 / pixels.max(1) as f64 / 255.0) as f32 }
+}
+
+/// Sum and sum of squares of the 4-neighbour Laplacian over the interior of `luma`.
+fn laplacian_sums(luma: &[u8], width: usize, height: usize) -> (i64, i64) {
+    #[inline(always)]
+    fn sums(luma: &[u8], width: usize, height: usize) -> (i64, i64) {
+        let (mut lap_sum, mut lap_sq) = (0i64, 0i64);
+        if width > 2 && height > 2 {
+            for y in 1..height - 1 {
+                let up = &luma[(y - 1) * width..y * width];
+                let mid = &luma[y * width..(y + 1) * width];
+                let down = &luma[(y + 1) * width..(y + 2) * width];
+                // i16 lanes and i32 sums (chunks keep them from overflowing): SSE2 has the
+                // multiply-add for that, not for i64.
+                let (mut s, mut sq) = (0i32, 0i64);
+                let row = |start: usize, end: usize| {
+                    let (mut s, mut sq) = (0i32, 0i32);
+                    for ((((u, d), l), r), c) in up[start + 1..end + 1]
+                        .iter()
+                        .zip(&down[start + 1..end + 1])
+                        .zip(&mid[start..end])
+                        .zip(&mid[start + 2..end + 2])
+                        .zip(&mid[start + 1..end + 1])
+                    {
+                        let v = i16::from(*u) + i16::from(*d) + i16::from(*l) + i16::from(*r) - 4 * i16::from(*c);
+                        s += i32::from(v);
+                        sq += i32::from(v) * i32::from(v);
+                    }
+                    (s, sq)
+                };
+                let inner = width - 2;
+                let mut start = 0;
+                while start < inner {
+                    // 2048 * 1020^2 < 2^31
+                    let end = (start + 2048).min(inner);
+                    let (a, b) = row(start, end);
+                    s += a;
+                    sq += i64::from(b);
+                    start = end;
+                }
+                lap_sum += i64::from(s);
+                lap_sq += sq;
+            }
+        }
+        (lap_sum, lap_sq)
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        fn sums_avx2(luma: &[u8], width: usize, height: usize) -> (i64, i64) {
+            sums(luma, width, height)
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { sums_avx2(luma, width, height) };
+        }
+    }
+    sums(luma, width, height)
+}
+
+/// BT.601 luma in 8-bit fixed point (the weighted sum fits u16: at most 65408). The loop is
+/// compiled twice, and the AVX2 copy (chosen at run time) vectorises the 3-byte stride.
+fn to_luma(rgb: &[u8], luma: &mut [u8]) {
+    #[inline(always)]
+    fn convert(rgb: &[u8], luma: &mut [u8]) {
+        for (l, p) in luma.iter_mut().zip(rgb.chunks_exact(3)) {
+            *l = ((77 * u16::from(p[0]) + 150 * u16::from(p[1]) + 29 * u16::from(p[2]) + 128) >> 8) as u8;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        fn convert_avx2(rgb: &[u8], luma: &mut [u8]) {
+            convert(rgb, luma)
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            unsafe { convert_avx2(rgb, luma) };
+            return;
+        }
+    }
+    convert(rgb, luma)
 }
 
 /// The source rectangle that, scaled to `width`×`height`, equals "resize the shorter side to
