@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// Model answering requests that name no model [config: repository.default_model].
     #[arg(long)]
     pub default_model: Option<String>,
+    /// Version answering unpinned requests, as `<model>/<version or label>` (sets
+    /// repository.default_model and models.<model>.default_version), e.g. `orientation/canary`
+    /// to run a sidecar process per target.
+    #[arg(long)]
+    pub default_version: Option<String>,
     /// Do not watch the repository for changes (reload with SIGHUP or POST /v1/reload)
     /// [config: repository.watch = false].
     #[arg(long)]
@@ -133,6 +138,13 @@ impl ServeArgs {
         if let Some(m) = &self.default_model {
             c.repository.default_model = Some(m.clone());
         }
+        if let Some(pin) = &self.default_version {
+            let Some((model, version)) = pin.split_once('/').filter(|(m, v)| !m.is_empty() && !v.is_empty()) else {
+                return Err(ConfigError(format!("`--default-version` must be `<model>/<version or label>`; got {pin:?}")));
+            };
+            c.repository.default_model = Some(model.to_string());
+            c.models.entry(model.to_string()).or_default().default_version = Some(version.to_string());
+        }
         if let Some(p) = &self.onnxruntime {
             c.runtime.onnxruntime = Some(p.clone());
         }
@@ -155,14 +167,27 @@ mod tests {
     fn flags_override_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:1\"\n[batching]\nmax_batch_size = 4\n[repository]\npath = \"models\"\n").unwrap();
-        let cli = Cli::parse_from(["x", "serve", "-c", file.to_str().unwrap(), "--max-batch-size", "16", "--execution-providers", "cuda,cpu"]);
+        std::fs::write(&file, "listen = \"127.0.0.1:1\"\n[batching]\nmax_batch_size = 4\n[repository]\npath = \"models\"\n[models.m]\nlabels = { canary = 2 }\n").unwrap();
+        let cli = Cli::parse_from([
+            "x",
+            "serve",
+            "-c",
+            file.to_str().unwrap(),
+            "--max-batch-size",
+            "16",
+            "--execution-providers",
+            "cuda,cpu",
+            "--default-version",
+            "m/canary",
+        ]);
         let Command::Serve(args) = cli.command;
         let c = args.config().unwrap();
         assert_eq!(c.batching.max_batch_size, 16);
         assert_eq!(c.listen.port(), 1);
         assert_eq!(c.repository.path, dir.path().join("models"));
         assert_eq!(c.runtime.execution_providers, vec![Provider::Cuda, Provider::Cpu]);
+        assert_eq!(c.repository.default_model.as_deref(), Some("m"));
+        assert_eq!(c.models["m"].default_version.as_deref(), Some("canary"));
     }
 
     #[test]
