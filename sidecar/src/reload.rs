@@ -183,11 +183,12 @@ impl Reloader {
         let (config, manifest) = match config_and_manifest {
             Ok(found) => found,
             Err(e) => {
-                for &version in &policy.versions.select(&model.versions) {
+                let selected = policy.versions.select(&model.versions);
+                for &version in &selected {
                     self.reject(model, version, Rejection::Config(e.clone()), current, report);
                 }
-                if policy.versions.select(&model.versions).is_empty() {
-                    report.errors.push(e);
+                if selected.is_empty() {
+                    tracing::warn!(model = model.name, error = %e, "model directory is unusable (and has no version to serve)");
                 }
                 keep_current(next);
                 self.finish_model(model, policy, next);
