@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// to run a sidecar process per target.
     #[arg(long)]
     pub default_version: Option<String>,
+    /// Extra gRPC listener answering unpinned requests with one version, as
+    /// `<version>=<address>` (repeatable; replaces the config's `endpoints`), e.g.
+    /// `--endpoint orientation/canary=127.0.0.1:50052`.
+    #[arg(long = "endpoint", value_parser = parse_endpoint)]
+    pub endpoints: Vec<crate::config::Endpoint>,
     /// Do not watch the repository for changes (reload with SIGHUP or POST /v1/reload)
     /// [config: repository.watch = false].
     #[arg(long)]
@@ -148,6 +153,9 @@ impl ServeArgs {
         if let Some(p) = &self.onnxruntime {
             c.runtime.onnxruntime = Some(p.clone());
         }
+        if !self.endpoints.is_empty() {
+            c.endpoints = self.endpoints.clone();
+        }
         if self.no_watch {
             c.repository.watch = false;
         }
@@ -157,6 +165,12 @@ impl ServeArgs {
         c.validate()?;
         Ok(c)
     }
+}
+
+fn parse_endpoint(value: &str) -> Result<crate::config::Endpoint, String> {
+    let (version, listen) = value.rsplit_once('=').ok_or("expected `<version>=<address>`")?;
+    let listen = listen.parse().map_err(|e| format!("{listen:?} is not an address: {e}"))?;
+    Ok(crate::config::Endpoint { listen, default_version: version.to_string() })
 }
 
 #[cfg(test)]

@@ -43,6 +43,18 @@ pub struct Config {
     /// Per-model serving policy, keyed by model name (the directory in the repository).
     /// Models in the repository without an entry serve their latest version.
     pub models: BTreeMap<String, ModelPolicy>,
+    /// More gRPC listeners, each answering unpinned requests with its own version: one
+    /// address per routing target (Envoy cluster) from a single process.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// A gRPC listener whose unpinned requests go to `default_version`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub listen: SocketAddr,
+    /// A version header value: `orientation/canary`, `orientation-lite`, `2`, ...
+    pub default_version: String,
 }
 
 impl Default for Config {
@@ -59,6 +71,7 @@ impl Default for Config {
             batching: BatchingConfig::default(),
             repository: RepositoryConfig::default(),
             models: BTreeMap::new(),
+            endpoints: Vec::new(),
         }
     }
 }
@@ -310,6 +323,14 @@ impl Config {
         }
         if self.repository.path.as_os_str().is_empty() {
             return Err(invalid("repository.path", "must not be empty"));
+        }
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            if endpoint.default_version.trim().is_empty() {
+                return Err(invalid(&format!("endpoints[{i}].default_version"), "must name a version"));
+            }
+            if endpoint.listen.port() != 0 && (endpoint.listen == self.listen || endpoint.listen == self.admin_listen) {
+                return Err(invalid(&format!("endpoints[{i}].listen"), format!("{} is already `listen` or `admin_listen`", endpoint.listen)));
+            }
         }
         for (name, policy) in &self.models {
             let field = |f: &str| format!("models.{name}.{f}");

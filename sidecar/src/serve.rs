@@ -136,13 +136,24 @@ impl Sidecar {
             .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
-        let grpc_router = grpc
-            .add_service(FeatureExtractionServiceServer::new(extractor).max_decoding_message_size(max_message))
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .prepare()
-            .into_axum_router();
+        for (i, endpoint) in config.endpoints.iter().enumerate() {
+            if let Err(status) = models.routing().resolve(Some(&endpoint.default_version)) {
+                bail!("`endpoints[{i}].default_version`: {}", status.message());
+            }
+        }
+        // One router per listener: the same services, a different default version.
+        let router = |extractor: Extractor| {
+            grpc.clone()
+                .add_service(FeatureExtractionServiceServer::new(extractor).max_decoding_message_size(max_message))
+                .add_service(health_service.clone())
+                .add_service(reflection_v1.clone())
+                .add_service(reflection_v1alpha.clone())
+                .prepare()
+                .into_axum_router()
+        };
+        let endpoint_routers: Vec<_> =
+            config.endpoints.iter().map(|e| router(extractor.with_default(&e.default_version))).collect();
+        let grpc_router = router(extractor);
         let admin_router = admin::router(Admin {
             models: Arc::clone(&models),
             chaos: Arc::clone(&chaos),
@@ -158,6 +169,13 @@ impl Sidecar {
         let admin_listener = TcpListener::bind(config.admin_listen)
             .await
             .with_context(|| format!("cannot listen on {} (`admin_listen`)", config.admin_listen))?;
+        let mut endpoint_listeners = Vec::new();
+        for (i, endpoint) in config.endpoints.iter().enumerate() {
+            let listener = TcpListener::bind(endpoint.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (`endpoints[{i}].listen`)", endpoint.listen))?;
+            endpoint_listeners.push(listener);
+        }
         let grpc_addr = grpc_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
@@ -165,29 +183,54 @@ impl Sidecar {
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let grpc_shutdown = stopped(stop_rx.clone());
-        let grpc_server = tokio::spawn(async move {
-            axum::serve(grpc_listener.tap_io(|tcp| drop(tcp.set_nodelay(true))), grpc_router)
-                .with_graceful_shutdown(grpc_shutdown)
-                .await
-        });
+        let serve_grpc = |listener: TcpListener, router: axum::Router| {
+            let shutdown = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                axum::serve(listener.tap_io(|tcp| drop(tcp.set_nodelay(true))), router).with_graceful_shutdown(shutdown).await
+            })
+        };
+        let mut endpoints = Vec::new();
+        let mut grpc_servers = vec![serve_grpc(grpc_listener, grpc_router)];
+        for ((endpoint, listener), router) in config.endpoints.iter().zip(endpoint_listeners).zip(endpoint_routers) {
+            endpoints.push(serde_json::json!({ "default_version": endpoint.default_version, "grpc": listener.local_addr()?.to_string() }));
+            grpc_servers.push(serve_grpc(listener, router));
+        }
         let admin_shutdown = stopped(stop_rx.clone());
         let admin_server = tokio::spawn(async move {
             axum::serve(admin_listener, admin_router).with_graceful_shutdown(admin_shutdown).await
         });
-        tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "sidecar ready");
-        println!("{}", serde_json::json!({ "event": "ready", "grpc": grpc_addr.to_string(), "admin": admin_addr.to_string() }));
+        tracing::info!(grpc = %grpc_addr, admin = %admin_addr, endpoints = endpoints.len(), "sidecar ready");
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "ready",
+                "grpc": grpc_addr.to_string(),
+                "admin": admin_addr.to_string(),
+                "endpoints": endpoints,
+            })
+        );
 
         let signal = shutdown.await;
         tracing::info!(signal, drain_timeout_ms = config.drain_timeout_ms, "draining: no new connections, finishing in-flight requests");
         health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
         health.set_service_status(crate::service::SERVICE_NAME, tonic_health::ServingStatus::NotServing).await;
         let _ = stop_tx.send(true);
-        let drained = tokio::time::timeout(Duration::from_millis(config.drain_timeout_ms), grpc_server).await;
+        let drained = tokio::time::timeout(
+            Duration::from_millis(config.drain_timeout_ms),
+            futures::future::join_all(grpc_servers),
+        )
+        .await;
         match drained {
-            Ok(Ok(Ok(()))) => tracing::info!("drained; exiting"),
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "gRPC server failed while draining"),
-            Ok(Err(e)) => tracing::error!(error = %e, "gRPC server task failed"),
+            Ok(results) => {
+                for result in results {
+                    match result {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!(error = %e, "gRPC server failed while draining"),
+                        Err(e) => tracing::error!(error = %e, "gRPC server task failed"),
+                    }
+                }
+                tracing::info!("drained; exiting");
+            }
             Err(_) => tracing::warn!(drain_timeout_ms = config.drain_timeout_ms, "drain timeout reached; exiting with requests in flight"),
         }
         admin_server.abort();

@@ -22,6 +22,8 @@ pub const SERVICE_NAME: &str = "features.v1.FeatureExtractionService";
 #[derive(Clone)]
 pub struct Extractor {
     shared: Arc<Shared>,
+    /// The version for requests without the version header (`None`: the default model's).
+    default_pin: Option<Arc<str>>,
 }
 
 struct Shared {
@@ -43,7 +45,12 @@ enum Admit {
 
 impl Extractor {
     pub fn new(models: Arc<ModelSet>, chaos: Arc<Chaos>, metrics: Arc<Metrics>, limits: Limits, version_header: String) -> Self {
-        Self { shared: Arc::new(Shared { models, chaos, metrics, limits, version_header }) }
+        Self { shared: Arc::new(Shared { models, chaos, metrics, limits, version_header }), default_pin: None }
+    }
+
+    /// The same service, answering unpinned requests with `pin` (a version header value).
+    pub fn with_default(&self, pin: &str) -> Self {
+        Self { shared: Arc::clone(&self.shared), default_pin: Some(pin.into()) }
     }
 
     fn resolve<T>(&self, request: &Request<T>) -> Result<Arc<ModelVersion>, Status> {
@@ -54,8 +61,8 @@ impl Extractor {
                 self.shared.metrics.unrouted(status.code());
                 return Err(status);
             }
-            Some(Ok(v)) => Some(v),
-            None => None,
+            Some(Ok(v)) if !v.trim().is_empty() => Some(v),
+            Some(Ok(_)) | None => self.default_pin.as_deref(),
         };
         let routing = self.shared.models.routing();
         routing.resolve(pin).map(Arc::clone).inspect_err(|status| self.shared.metrics.unrouted(status.code()))

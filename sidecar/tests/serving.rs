@@ -182,3 +182,32 @@ async fn chaos_injects_errors_and_latency_into_one_version() {
     assert_eq!(status, 400);
     assert!(body.contains("target"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_give_each_target_its_own_address() {
+    let repo = Repo::with(&[("orientation", &[1, 2]), ("orientation-lite", &[1])]);
+    let config = format!(
+        "{}\n[[endpoints]]\nlisten = \"127.0.0.1:0\"\ndefault_version = \"orientation/canary\"\n\n\
+         [[endpoints]]\nlisten = \"127.0.0.1:0\"\ndefault_version = \"orientation-lite\"\n",
+        demo_like()
+    );
+    let sidecar = Sidecar::start(repo.path(), &config);
+    for (client, expected) in [
+        (sidecar.client(), "orientation/1"),
+        (sidecar.endpoint_client("orientation/canary"), "orientation/2"),
+        (sidecar.endpoint_client("orientation-lite"), "orientation-lite/1"),
+    ] {
+        let mut client = client;
+        let r = client.extract_realtime(request(page(270, "jpg"), ImageFormat::Jpeg)).await.unwrap().into_inner();
+        assert_eq!(r.model_version, expected);
+        assert_eq!(predicted_class(&r.quality_scores), "270");
+        // The header still pins.
+        let r = client.extract_realtime(pinned(request(page(0, "jpg"), ImageFormat::Jpeg), "orientation/stable")).await.unwrap().into_inner();
+        assert_eq!(r.model_version, "orientation/1");
+    }
+    let err = match Sidecar::try_start(repo.path(), &format!("{}\n[[endpoints]]\nlisten = \"127.0.0.1:0\"\ndefault_version = \"orientation/9\"\n", demo_like()), &[]) {
+        Ok(_) => panic!("started with an endpoint for a version that is not served"),
+        Err(e) => e,
+    };
+    assert!(err.contains("`endpoints[0].default_version`"), "{err}");
+}

@@ -112,6 +112,8 @@ pub struct Sidecar {
     child: Child,
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
+    /// `(default_version, address)` of each extra endpoint.
+    pub endpoints: Vec<(String, SocketAddr)>,
     log: PathBuf,
     _config_dir: tempfile::TempDir,
 }
@@ -153,8 +155,19 @@ impl Sidecar {
                 Ok(line) => {
                     let Ok(ready) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
                     if ready["event"] == "ready" {
-                        let addr = |k: &str| ready[k].as_str().and_then(|s| s.parse().ok()).expect("address in ready line");
-                        return Ok(Sidecar { child, grpc: addr("grpc"), admin: addr("admin"), log, _config_dir: dir });
+                        let addr = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse().ok()).expect("address in ready line");
+                        let endpoints = ready["endpoints"]
+                            .as_array()
+                            .map(|list| list.iter().map(|e| (e["default_version"].as_str().unwrap_or("").to_string(), addr(&e["grpc"]))).collect())
+                            .unwrap_or_default();
+                        return Ok(Sidecar {
+                            child,
+                            grpc: addr(&ready["grpc"]),
+                            admin: addr(&ready["admin"]),
+                            endpoints,
+                            log,
+                            _config_dir: dir,
+                        });
                     }
                 }
                 Err(_) => {
@@ -175,10 +188,20 @@ impl Sidecar {
     }
 
     pub fn client(&self) -> Client {
+        Self::client_for(self.grpc)
+    }
+
+    /// A client of one extra endpoint, by its default version.
+    pub fn endpoint_client(&self, default_version: &str) -> Client {
+        let (_, addr) = self.endpoints.iter().find(|(v, _)| v == default_version).expect("endpoint in ready line");
+        Self::client_for(*addr)
+    }
+
+    fn client_for(grpc: SocketAddr) -> Client {
         let mut http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
         http.http2_only(true);
         let http = http.build_http();
-        let origin: tonic::codegen::http::Uri = format!("http://{}", self.grpc).parse().unwrap();
+        let origin: tonic::codegen::http::Uri = format!("http://{grpc}").parse().unwrap();
         FeatureExtractionServiceClient::with_origin(http, origin).max_decoding_message_size(64 << 20)
     }
 
