@@ -88,13 +88,33 @@ pub struct Scratch {
     resizer: fr::Resizer,
 }
 
+impl Scratch {
+    /// Buffers kept between images are capped, so one huge image does not pin its memory
+    /// to the thread for good (64 MiB holds a 20-megapixel decode).
+    const KEEP: usize = 64 << 20;
+
+    fn trim(&mut self) {
+        if self.decoded.capacity() > Self::KEEP {
+            self.decoded = Vec::new();
+        }
+        if self.luma.capacity() > Self::KEEP / 3 {
+            self.luma = Vec::new();
+        }
+    }
+}
+
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 /// Decodes and pre-processes with this thread's [`Scratch`].
 pub fn prepare(bytes: &[u8], declared: Option<Format>, limits: &Limits, spec: &InputSpec) -> Result<Prepared, ImageError> {
-    SCRATCH.with(|s| prepare_with(&mut s.borrow_mut(), bytes, declared, limits, spec))
+    SCRATCH.with(|s| {
+        let mut scratch = s.borrow_mut();
+        let prepared = prepare_with(&mut scratch, bytes, declared, limits, spec);
+        scratch.trim();
+        prepared
+    })
 }
 
 pub fn prepare_with(
