@@ -155,6 +155,8 @@ pub struct Outcome {
     pub error: bool,
     /// Whether the request was sent as a probe of a `Probing` target.
     pub probe: bool,
+    /// Already counted slow while in flight (see `inflight`): not counted again.
+    pub counted_slow: bool,
 }
 
 /// What one worker saw of one target since its last merge.
@@ -180,7 +182,9 @@ impl Observed {
             self.latency.record_us(o.latency_us);
         }
         if slow {
-            self.trailing_slow = self.trailing_slow.saturating_add(1);
+            if !o.counted_slow {
+                self.trailing_slow = self.trailing_slow.saturating_add(1);
+            }
         } else if !o.error {
             self.saw_fast = true;
             self.trailing_slow = 0;
@@ -196,6 +200,11 @@ impl Observed {
 
     pub fn is_empty(&self) -> bool {
         self.requests == 0
+    }
+
+    /// Counts `n` requests still in flight past the slow threshold as slow responses.
+    pub fn overdue(&mut self, n: u32) {
+        self.trailing_slow = self.trailing_slow.saturating_add(n);
     }
 
     /// Folds in `older` observations (made before this one's) that could not be merged.
@@ -537,7 +546,7 @@ mod tests {
     fn observe(outcomes: &[(u64, bool, bool)]) -> Observed {
         let mut o = Observed::default();
         for &(ms, error, probe) in outcomes {
-            o.record(Outcome { latency_us: ms * 1000, error, probe }, &rules());
+            o.record(Outcome { latency_us: ms * 1000, error, probe, counted_slow: false }, &rules());
         }
         o
     }

@@ -30,6 +30,7 @@ pub mod budget;
 pub mod config;
 pub mod grpc;
 pub mod health;
+pub mod inflight;
 pub mod latency;
 pub mod pattern;
 pub mod request;

@@ -22,6 +22,10 @@ pub struct Fault {
     /// gRPC status name for injected errors, e.g. `UNAVAILABLE` (the default).
     #[serde(default = "default_code")]
     pub error_code: String,
+    /// Report the version unhealthy in `/v1/models` and the filter's snapshot (while it
+    /// keeps answering), to rehearse the filter degrading a version the sidecar flags.
+    #[serde(default)]
+    pub unhealthy: bool,
 }
 
 fn default_code() -> String {

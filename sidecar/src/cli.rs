@@ -34,6 +34,9 @@ pub enum Command {
     /// Serve the model repository over gRPC (features.v1, grpc.health.v1, reflection) with a
     /// loopback admin HTTP port (/metrics, /v1/models, /v1/reload, /v1/chaos).
     Serve(ServeArgs),
+    /// Schema tools with buf's shape: `schema breaking <new> --against <old>` (exit 100 on
+    /// breaking changes), `schema validate`, `schema ls`.
+    Schema(switchyard_schema::cli::SchemaArgs),
 }
 
 /// Flags of `serve`. Each one overrides the config file; see sidecar/README.md for every field.

@@ -46,6 +46,9 @@ pub struct Config {
     /// More gRPC listeners, each answering unpinned requests with its own version: one
     /// address per routing target (Envoy cluster) from a single process.
     pub endpoints: Vec<Endpoint>,
+    /// The schema registry (`[schema]`): watched descriptor directory, compatibility mode
+    /// and rule category (see schema/README.md). Absent: no registry is served.
+    pub schema: Option<switchyard_schema::registry::RegistryConfig>,
 }
 
 /// A gRPC listener whose unpinned requests go to `default_version`.
@@ -72,6 +75,7 @@ impl Default for Config {
             repository: RepositoryConfig::default(),
             models: BTreeMap::new(),
             endpoints: Vec::new(),
+            schema: None,
         }
     }
 }
@@ -272,6 +276,10 @@ impl Config {
         config.repository.path = base.join(&config.repository.path);
         if let Some(ort) = &config.runtime.onnxruntime {
             config.runtime.onnxruntime = Some(base.join(ort));
+        }
+        if let Some(schema) = &mut config.schema {
+            schema.dir = schema.dir.as_ref().map(|d| base.join(d));
+            schema.state_dir = schema.state_dir.as_ref().map(|d| base.join(d));
         }
         Ok(config)
     }

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod models;
 pub mod onnx;
 pub mod preprocess;
+pub mod registry;
 pub mod reload;
 pub mod repository;
 pub mod serve;

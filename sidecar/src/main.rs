@@ -2,11 +2,15 @@
 
 use clap::Parser;
 use switchyard_sidecar::cli::{Cli, Command, LogFormat};
+use switchyard_sidecar::registry;
 use switchyard_sidecar::serve::Sidecar;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    if let Command::Schema(args) = cli.command {
+        return switchyard_schema::cli::run(args);
+    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -34,8 +38,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .max_blocking_threads(preprocess + 1)
                 .thread_name("sidecar")
                 .build()?;
-            runtime.block_on(Sidecar::new(config).run())
+            // The registry loads (and starts watching) its directory before anything serves.
+            let registry = match &config.schema {
+                Some(schema) => Some(switchyard_schema::registry::Registry::open(schema.clone())?),
+                None => None,
+            };
+            let _watch = match &registry {
+                Some(r) if r.config().dir.is_some() => Some(runtime.block_on(async { r.watch() })?),
+                _ => None,
+            };
+            let sidecar = registry::mount(Sidecar::new(config), registry);
+            runtime.block_on(sidecar.run())
         }
+        // Handled before logging is set up for serving.
+        Command::Schema(_) => Ok(()),
     }
 }
 

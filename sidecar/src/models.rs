@@ -120,22 +120,24 @@ impl ModelSet {
         let versions = routing
             .versions
             .values()
-            .map(|v| VersionState {
+            .map(|v| {
+                let fault = faults.iter().find(|f| f.target == v.name).cloned();
+                VersionState {
                 name: v.name.clone(),
                 model: v.model.clone(),
                 version: v.version,
                 labels: routing.labels_of(&v.model, v.version),
                 default: routing.defaults.get(&v.model) == Some(&v.version),
                 state: ServingState::Serving,
-                healthy: true,
+                healthy: !fault.as_ref().is_some_and(|f| f.unhealthy),
                 health_service: v.name.clone(),
                 sha256: v.sha256.clone(),
                 provider: v.provider.to_string(),
                 loaded_at_unix_ms: unix_ms(v.loaded_at),
                 queue_depth: v.queue.depth(),
                 queue_capacity: v.queue.capacity(),
-                fault: faults.iter().find(|f| f.target == v.name).cloned(),
-            })
+                fault,
+            }})
             .collect();
         let rejected = self.rejections.lock().map(|r| r.values().cloned().collect()).unwrap_or_default();
         ModelsSnapshot { generation: routing.generation, default_model: routing.default_model.clone(), versions, rejected }

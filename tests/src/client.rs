@@ -35,10 +35,16 @@ impl Answer {
     }
 }
 
-/// Calls `ExtractRealtime` with the given request metadata.
+/// Calls `ExtractRealtime` with the given request metadata and an empty image.
 pub async fn extract(client: &mut Client, headers: &[(&str, &str)]) -> Result<Answer, tonic::Status> {
+    extract_image(client, headers, Vec::new()).await
+}
+
+/// Calls `ExtractRealtime` with an image (format sniffed by the server).
+pub async fn extract_image(client: &mut Client, headers: &[(&str, &str)], image: Vec<u8>) -> Result<Answer, tonic::Status> {
     let mut req = tonic::Request::new(ExtractRealtimeRequest {
         request_id: "t".into(),
+        image_data: image,
         ..Default::default()
     });
     for (k, v) in headers {

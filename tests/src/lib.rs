@@ -11,6 +11,7 @@ pub mod client;
 pub mod envoy;
 pub mod paths;
 pub mod process;
+pub mod sidecar;
 pub mod traffic;
 pub mod upstream;
 
@@ -95,4 +96,91 @@ pub fn ab_config(canary_weight: u32) -> String {
         }]
     })
     .to_string()
+}
+
+/// The real sidecar (three model versions on three ports, a schema registry with three
+/// revisions of `features.v1`) behind an Envoy running the filter, which polls the
+/// sidecar's snapshot through the `sidecar_admin` cluster.
+///
+/// Registry revisions: 1 = `proto/` as is; 2 = a compatible new field; 3 = a breaking
+/// change loaded with `+force`. Targets serve: stable @1, canary @3, fallback @2.
+pub struct SidecarStack {
+    pub envoy: envoy::Envoy,
+    pub sidecar: sidecar::Sidecar,
+    pub schema_dir: tempfile::TempDir,
+}
+
+impl SidecarStack {
+    /// Starts everything; `route_extra` is spliced into the route (e.g. `"degrade": {...}`),
+    /// `top_extra` into the top level of the plugin configuration.
+    pub async fn start(route_extra: &str, top_extra: &str) -> SidecarStack {
+        Self::start_with(&Self::plugin_config(route_extra, top_extra)).await
+    }
+
+    /// Like [`SidecarStack::start`], but the targets declare no schema revision (every
+    /// target serves every client), for tests about health and latency only.
+    pub async fn start_without_revisions(route_extra: &str, top_extra: &str) -> SidecarStack {
+        let config = Self::plugin_config(route_extra, top_extra);
+        let config = [r#", "revision": "features.v1@1""#, r#", "revision": "features.v1@3""#, r#", "revision": "features.v1@2""#]
+            .iter()
+            .fold(config, |c, r| c.replace(r, ""));
+        Self::start_with(&config).await
+    }
+
+    async fn start_with(plugin_config: &str) -> SidecarStack {
+        let schema_dir = tempfile::tempdir().expect("temp dir");
+        sidecar::revisions::write(schema_dir.path(), "001-features", &sidecar::revisions::current());
+        sidecar::revisions::write(schema_dir.path(), "002-features", &sidecar::revisions::with_new_field());
+        sidecar::revisions::write(schema_dir.path(), "003-features+force", &sidecar::revisions::breaking());
+        let sidecar = sidecar::Sidecar::start(Some(schema_dir.path())).await;
+        let envoy = Self::envoy(&sidecar, plugin_config).await;
+        let stack = SidecarStack { envoy, sidecar, schema_dir };
+        stack.wait_for_snapshot().await;
+        stack
+    }
+
+    /// An Envoy in front of `sidecar` with `plugin_config`.
+    pub async fn envoy(sidecar: &sidecar::Sidecar, plugin_config: &str) -> envoy::Envoy {
+        let clusters = ["stable", "canary", "fallback"]
+            .iter()
+            .map(|t| envoy::Cluster::new(t, sidecar.ports[*t]))
+            .collect();
+        let mut config = envoy::EnvoyConfig::new(clusters, plugin_config);
+        config.http1_clusters = vec![envoy::Cluster::new("sidecar_admin", sidecar.admin)];
+        envoy::Envoy::start(config).await
+    }
+
+    pub fn plugin_config(route_extra: &str, top_extra: &str) -> String {
+        format!(
+            r#"{{ {top_extra}
+                "expose_decision": true, "tick_ms": 50,
+                "sidecar": {{"cluster": "sidecar_admin", "poll_ms": 200, "timeout_ms": 500}},
+                "routes": [{{
+                    "name": "features", "match": ["/features.v1.FeatureExtractionService/*"],
+                    "targets": [
+                        {{"name": "stable", "cluster": "stable", "weight": 90, "model_version": "orientation/stable", "revision": "features.v1@1"}},
+                        {{"name": "canary", "cluster": "canary", "weight": 10, "model_version": "orientation/canary", "revision": "features.v1@3"}},
+                        {{"name": "fallback", "cluster": "fallback", "model_version": "orientation-lite/fallback", "revision": "features.v1@2"}}
+                    ],
+                    "default_target": "stable", "fallback": "fallback" {route_extra}
+                }}]
+            }}"#
+        )
+    }
+
+    /// Waits until every worker has a snapshot with all three revisions.
+    pub async fn wait_for_snapshot(&self) {
+        self.envoy.wait_filter_stat("switchyard.sidecar.snapshots", |n| n >= 2).await;
+        let generation = self.envoy.stat("wasmcustom.switchyard.sidecar.generation").unwrap_or(0);
+        assert!(generation > 0, "no snapshot generation recorded");
+    }
+
+    pub async fn client(&self) -> client::Client {
+        client::connect(&self.envoy.url()).await
+    }
+
+    /// Requests Envoy sent to a cluster (its upstream counter).
+    pub fn upstream_requests(&self, cluster: &str) -> u64 {
+        self.envoy.stat(&format!("cluster.{cluster}.upstream_rq_total")).unwrap_or(0)
+    }
 }

@@ -1,7 +1,7 @@
 //! Steady background traffic through Envoy, recording who answered each request and when,
 //! so a test can watch routing change over time.
 
-use crate::client::{connect, extract};
+use crate::client::{connect, extract_image};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -23,29 +23,42 @@ pub struct Traffic {
 impl Traffic {
     /// Starts `concurrency` clients (each on its own connection) sending `headers`.
     pub async fn start_url(url: &str, headers: &[(&str, &str)], concurrency: usize) -> Traffic {
+        Self::start_with_image(url, headers, concurrency, Vec::new()).await
+    }
+
+    /// Like [`Traffic::start_url`], each request carrying `image`.
+    ///
+    /// Open loop: a request leaves every 10 ms whatever happened to earlier ones, so a
+    /// slow target does not hold the traffic back and a change of route shows as soon as
+    /// it happens. `connections` connections are used in turn.
+    pub async fn start_with_image(url: &str, headers: &[(&str, &str)], connections: usize, image: Vec<u8>) -> Traffic {
         let answers = Arc::new(Mutex::new(Vec::new()));
         let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut tasks = Vec::new();
-        for _ in 0..concurrency {
-            let mut client = connect(url).await;
-            let answers = answers.clone();
-            let headers = headers.clone();
-            tasks.push(tokio::spawn(async move {
-                loop {
+        let mut clients = Vec::new();
+        for _ in 0..connections.max(1) {
+            clients.push(connect(url).await);
+        }
+        let sink = answers.clone();
+        let pacer = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            for i in 0usize.. {
+                tick.tick().await;
+                let mut client = clients[i % clients.len()].clone();
+                let (headers, image, sink) = (headers.clone(), image.clone(), sink.clone());
+                tokio::spawn(async move {
                     let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                    let (served_by, decision) = match extract(&mut client, &h).await {
+                    let (served_by, decision) = match extract_image(&mut client, &h, image).await {
                         Ok(a) => {
                             let d = a.decision();
                             (a.served_by, d)
                         }
                         Err(s) => (format!("error:{:?}", s.code()), None),
                     };
-                    answers.lock().unwrap().push(Answer { at: Instant::now(), served_by, decision });
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }));
-        }
-        Traffic { answers, tasks }
+                    sink.lock().unwrap().push(Answer { at: Instant::now(), served_by, decision });
+                });
+            }
+        });
+        Traffic { answers, tasks: vec![pacer] }
     }
 
     pub async fn start(stack: &crate::AbStack, headers: &[(&str, &str)], concurrency: usize) -> Traffic {

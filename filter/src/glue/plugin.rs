@@ -6,6 +6,7 @@ use super::host::{self, Level, MetricKind, Written};
 use super::sidecar::Poller;
 use crate::config::Config;
 use crate::health::{Merge, Observed, RouteHealth, Transition};
+use crate::inflight::InFlight;
 use crate::route::{Decision, Reason, TargetState};
 use crate::rng::Rng;
 use crate::snapshot::{Revision, SnapshotView};
@@ -34,7 +35,7 @@ pub struct Plugin {
     /// `[route][target]`: outcomes since the last merge.
     pub observed: RefCell<Vec<Vec<Observed>>>,
     /// `[route][target]`: this worker's requests in flight.
-    pub in_flight: Vec<Vec<Cell<u32>>>,
+    in_flight: RefCell<Vec<Vec<InFlight>>>,
     /// Latency samples for Envoy histograms: (histogram, milliseconds).
     samples: RefCell<Vec<(MetricId, u64)>>,
     /// Last state gauge value recorded per `[route][target]`.
@@ -97,7 +98,7 @@ impl Plugin {
             rng: RefCell::new(Rng::new(seed)),
             states: RefCell::new(per_target(&config, TargetState::default)),
             observed: RefCell::new(per_target(&config, Observed::default)),
-            in_flight: config.routes.iter().map(|r| r.targets.iter().map(|_| Cell::new(0)).collect()).collect(),
+            in_flight: RefCell::new(per_target(&config, InFlight::default)),
             samples: RefCell::new(Vec::new()),
             recorded_state: RefCell::new(per_target(&config, || None)),
             snapshot: RefCell::new(None),
@@ -132,10 +133,8 @@ impl Plugin {
     }
 
     /// Records a finished request of `d` (from the stream's log callback).
-    pub fn record_outcome(&self, d: &Decision, outcome: crate::health::Outcome) {
-        if let Some(c) = self.in_flight.get(d.route).and_then(|r| r.get(d.target)) {
-            c.set(c.get().saturating_sub(1));
-        }
+    pub fn record_outcome(&self, stream: u32, d: &Decision, mut outcome: crate::health::Outcome) {
+        outcome.counted_slow = self.finish(stream, d);
         let Some(route) = self.config.routes.get(d.route) else { return };
         if let Ok(mut observed) = self.observed.try_borrow_mut() {
             if let Some(o) = observed.get_mut(d.route).and_then(|r| r.get_mut(d.target)) {
@@ -151,11 +150,22 @@ impl Plugin {
         }
     }
 
-    /// Marks a request of `d` as in flight (undone by [`Plugin::record_outcome`]).
-    pub fn start(&self, d: &Decision) {
-        if let Some(c) = self.in_flight.get(d.route).and_then(|r| r.get(d.target)) {
-            c.set(c.get().saturating_add(1));
+    /// Marks a request of `d` as in flight, from `now_ns`.
+    pub fn start(&self, stream: u32, d: &Decision, now_ns: u64) {
+        if let Ok(mut f) = self.in_flight.try_borrow_mut() {
+            if let Some(f) = f.get_mut(d.route).and_then(|r| r.get_mut(d.target)) {
+                f.start(stream, now_ns / 1_000_000);
+            }
         }
+    }
+
+    /// Ends a request's time in flight; returns whether it was already counted slow.
+    pub fn finish(&self, stream: u32, d: &Decision) -> bool {
+        self.in_flight
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut f| f.get_mut(d.route).and_then(|r| r.get_mut(d.target)).map(|f| f.finish(stream)))
+            .unwrap_or(false)
     }
 
     /// The root context's tick. Resumes delayed streams every time; merges health, polls
@@ -225,11 +235,9 @@ impl Plugin {
         let snapshot = self.snapshot.try_borrow().ok().and_then(|s| s.clone());
         for (ri, route) in self.config.routes.iter().enumerate() {
             let Some(key) = self.health_keys.get(ri) else { continue };
-            let observed = match self.observed.try_borrow_mut() {
-                Ok(mut o) => o.get_mut(ri).map(|r| r.iter_mut().map(std::mem::take).collect::<Vec<_>>()).unwrap_or_default(),
-                Err(_) => continue,
+            let Some((observed, in_flight)) = self.take_observations(ri, now, route.rules.slow_threshold_us / 1000) else {
+                continue;
             };
-            let in_flight: Vec<u32> = self.in_flight.get(ri).map(|r| r.iter().map(Cell::get).collect()).unwrap_or_default();
             let unhealthy: Vec<bool> = (0..route.targets.len())
                 .map(|t| snapshot.as_ref().and_then(|s| s.facts(ri, t)).is_some_and(|f| f.unhealthy))
                 .collect();
@@ -274,6 +282,19 @@ impl Plugin {
                 }
             }
         }
+    }
+
+    /// This worker's observations of route `ri` since the last merge (taken, so they are
+    /// merged once) and its requests in flight per target. Requests waiting past the slow
+    /// threshold are counted slow now rather than when they answer.
+    fn take_observations(&self, ri: usize, now: u64, threshold_ms: u64) -> Option<(Vec<Observed>, Vec<u32>)> {
+        let mut observed = self.observed.try_borrow_mut().ok()?;
+        let mut in_flight = self.in_flight.try_borrow_mut().ok()?;
+        let (observed, in_flight) = (observed.get_mut(ri)?, in_flight.get_mut(ri)?);
+        for (o, f) in observed.iter_mut().zip(in_flight.iter_mut()) {
+            o.overdue(f.mark_overdue(now, threshold_ms));
+        }
+        Some((observed.iter_mut().map(std::mem::take).collect(), in_flight.iter().map(InFlight::len).collect()))
     }
 
     fn refresh_states(&self, ri: usize, health: &RouteHealth, now: u64) {

@@ -58,9 +58,7 @@ impl Stream {
         }
         // A stream answered locally after routing no longer counts as in flight.
         if let Some(d) = self.decision.take() {
-            if let Some(c) = p.in_flight.get(d.route).and_then(|r| r.get(d.target)) {
-                c.set(c.get().saturating_sub(1));
-            }
+            p.finish(self.context_id, &d);
         }
         let _ = host::send_local_response(
             200,
@@ -172,7 +170,7 @@ impl Stream {
             // No grpc-status at all: reset, timeout or a non-gRPC answer.
             None => true,
         };
-        p.record_outcome(&d, Outcome { latency_us, error, probe: d.probe });
+        p.record_outcome(self.context_id, &d, Outcome { latency_us, error, probe: d.probe, counted_slow: false });
     }
 }
 
@@ -258,7 +256,7 @@ impl HttpContext for Stream {
                     let _ = host::replace_header(Map::RequestHeaders, &cfg.headers.budget, &value);
                 }
                 self.started_ns = host::now_ns();
-                p.start(&d);
+                p.start(self.context_id, &d, self.started_ns);
                 self.decision = Some(d);
                 if d.validate && !end_of_stream {
                     self.declared = Some((req.revision.map(str::to_owned), req.path.unwrap_or("").to_owned()));

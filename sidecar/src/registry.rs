@@ -1,0 +1,184 @@
+//! The schema registry inside the sidecar, and the snapshot the Envoy filter polls.
+//!
+//! | method | path | what |
+//! |--------|------|------|
+//! | GET  | `/v1/snapshot` | [`SidecarSnapshot`]: schema revisions and compatibility, per-version health. `?descriptors=1` adds each revision's descriptor set (for validating in the filter). Answers `304` to `If-None-Match: <generation>`. |
+//! | POST | `/v1/validate?method=/pkg.Service/Method&revision=features.v1@2` | validates the body (gRPC frames) against the method's input type; `{valid, message, violations, warnings}` |
+//!
+//! The gRPC `switchyard.registry.v1.SchemaRegistry` service is served on the gRPC port and
+//! the registry's counters are appended to `/metrics`.
+
+use crate::serve::{Sidecar, Versions};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use switchyard_filter::snapshot::{ModelHealth, SidecarSnapshot};
+use switchyard_schema::registry::{Registry, RegistryState};
+use switchyard_schema::validate::Policy;
+
+/// Mounts the registry (if configured) and the snapshot and validation routes.
+pub fn mount(sidecar: Sidecar, registry: Option<Arc<Registry>>) -> Sidecar {
+    let state = Arc::new(Snapshots {
+        registry: registry.clone(),
+        versions: sidecar.versions(),
+        epoch: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+            .saturating_mul(1000),
+        last: Mutex::new((0, 0)),
+    });
+    let routes = Router::new()
+        .route("/v1/snapshot", get(snapshot))
+        .route("/v1/validate", post(validate))
+        .with_state(state);
+    let sidecar = sidecar.with_admin_routes(routes);
+    match registry {
+        None => sidecar,
+        Some(reg) => {
+            let metrics = reg.clone();
+            sidecar
+                .with_grpc_routes(|routes| routes.add_service(switchyard_schema::service::server(reg)))
+                .with_metrics(move || metrics.metrics().render_prometheus("switchyard_"))
+        }
+    }
+}
+
+struct Snapshots {
+    registry: Option<Arc<Registry>>,
+    versions: Versions,
+    /// Generations start from the start-up time, so a restarted sidecar never repeats one
+    /// a filter has already seen with different content.
+    epoch: u64,
+    /// (digest of the last content, how many distinct contents were served).
+    last: Mutex<(u64, u64)>,
+}
+
+impl Snapshots {
+    /// The current snapshot; its generation changes exactly when its content does.
+    fn current(&self, descriptors: bool) -> SidecarSnapshot {
+        let schema = self.registry.as_ref().map(|r| r.state().snapshot(false)).unwrap_or_default();
+        let mut models = BTreeMap::new();
+        for v in self.versions.snapshot().versions {
+            let health = ModelHealth { healthy: v.healthy, revision: None };
+            for label in &v.labels {
+                models.insert(format!("{}/{label}", v.model), health.clone());
+            }
+            if v.default {
+                models.insert(v.model.clone(), health.clone());
+            }
+            models.insert(v.name, health);
+        }
+        let mut snapshot = SidecarSnapshot { generation: 0, schema, models };
+        let digest = fnv(&serde_json::to_vec(&snapshot).unwrap_or_default());
+        snapshot.generation = match self.last.lock() {
+            Ok(mut last) => {
+                if last.0 != digest || last.1 == 0 {
+                    *last = (digest, last.1 + 1);
+                }
+                self.epoch + last.1
+            }
+            Err(_) => self.epoch,
+        };
+        if descriptors {
+            if let Some(r) = &self.registry {
+                snapshot.schema = r.state().snapshot(true);
+            }
+        }
+        snapshot
+    }
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+#[derive(Deserialize)]
+struct SnapshotQuery {
+    #[serde(default)]
+    descriptors: Option<String>,
+}
+
+async fn snapshot(State(s): State<Arc<Snapshots>>, Query(q): Query<SnapshotQuery>, headers: HeaderMap) -> Response {
+    let descriptors = q.descriptors.as_deref().is_some_and(|v| v == "1" || v == "true");
+    let snapshot = s.current(descriptors);
+    let etag = snapshot.generation.to_string();
+    let seen = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"'));
+    if seen == Some(etag.as_str()) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    (StatusCode::OK, [(header::ETAG, etag)], Json(snapshot)).into_response()
+}
+
+#[derive(Deserialize)]
+struct ValidateQuery {
+    method: String,
+    #[serde(default)]
+    revision: Option<String>,
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn validate(State(s): State<Arc<Snapshots>>, Query(q): Query<ValidateQuery>, body: axum::body::Bytes) -> Response {
+    let Some(registry) = &s.registry else {
+        return bad_request("no schema registry is configured ([schema] in the sidecar config)".into());
+    };
+    let state = registry.state();
+    let Some((service, method)) = q.method.trim_start_matches('/').split_once('/') else {
+        return bad_request(format!("method {:?} is not /package.Service/Method", q.method));
+    };
+    let declared = q.revision.as_deref().filter(|r| !r.is_empty());
+    let Some((subject, revision)) = resolve(&state, declared, service) else {
+        return bad_request(format!("schema revision {:?} is unknown to the registry", declared.unwrap_or(service)));
+    };
+    let Ok(rev) = registry.revision(&subject, Some(revision)) else {
+        return bad_request(format!("{subject}@{revision} is unknown"));
+    };
+    let input = rev
+        .schema
+        .pool()
+        .get_service_by_name(service)
+        .and_then(|svc| svc.methods().find(|m| m.name() == method))
+        .map(|m| m.input().full_name().to_owned());
+    let Some(input) = input else {
+        return bad_request(format!("{subject}@{revision} has no method {}", q.method));
+    };
+    match registry.validate(&subject, Some(revision), &input, &body, true, &Policy::default()) {
+        Ok(v) => {
+            let message = v.violations.first().map(|first| {
+                let more = v.violations.len() - 1;
+                format!(
+                    "invalid {input} for {subject}@{revision}: {first}{}",
+                    if more > 0 { format!(" (and {more} more)") } else { String::new() }
+                )
+            });
+            Json(serde_json::json!({
+                "valid": v.is_valid(),
+                "message": message,
+                "violations": v.violations,
+                "warnings": v.warnings,
+            }))
+            .into_response()
+        }
+        Err(e) => bad_request(e.to_string()),
+    }
+}
+
+/// `subject@N`, `subject@sha256:…` or a bare fingerprint; without one, the current
+/// revision of the subject named by the service's package.
+fn resolve(state: &RegistryState, declared: Option<&str>, service: &str) -> Option<(String, u32)> {
+    let snapshot = state.snapshot(false);
+    match declared {
+        Some(d) => snapshot.resolve(d).map(|(s, r)| (s.to_owned(), r)),
+        None => {
+            let package = service.rsplit_once('.').map_or(service, |(p, _)| p);
+            state.subject(package).map(|s| (s.name.clone(), s.current().number))
+        }
+    }
+}
