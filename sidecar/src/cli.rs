@@ -33,7 +33,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve the model repository over gRPC (features.v1, grpc.health.v1, reflection) with a
     /// loopback admin HTTP port (/metrics, /v1/models, /v1/reload, /v1/chaos).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Schema tools with buf's shape: `schema breaking <new> --against <old>` (exit 100 on
     /// breaking changes), `schema validate`, `schema ls`.
     Schema(switchyard_schema::cli::SchemaArgs),
@@ -197,7 +197,7 @@ mod tests {
             "--default-version",
             "m/canary",
         ]);
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
         let c = args.config().unwrap();
         assert_eq!(c.batching.max_batch_size, 16);
         assert_eq!(c.listen.port(), 1);
