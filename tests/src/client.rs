@@ -68,3 +68,65 @@ pub async fn call_path(url: &str, path: &str) -> Result<(), tonic::Status> {
         .await
         .map(|_| ())
 }
+
+/// Sends `message` (already-encoded protobuf bytes, possibly invalid on purpose) as one
+/// gRPC frame to `path`, with metadata; returns the raw response message bytes.
+pub async fn call_raw(
+    url: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    message: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
+    let channel = Channel::from_shared(url.to_owned()).expect("url").connect().await.expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut req = tonic::Request::new(message);
+    for (k, v) in headers {
+        let key = tonic::metadata::MetadataKey::from_bytes(k.as_bytes()).expect("header name");
+        req.metadata_mut().insert(key, MetadataValue::try_from(*v).expect("header value"));
+    }
+    let path = http::uri::PathAndQuery::try_from(path).expect("path");
+    grpc.unary(req, path, raw::RawCodec).await.map(|r| r.into_inner())
+}
+
+/// A codec that passes message bytes through untouched.
+mod raw {
+    use bytes::{Buf, BufMut};
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::Status;
+
+    #[derive(Default)]
+    pub struct RawCodec;
+
+    impl Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = RawCodec;
+        type Decoder = RawCodec;
+        fn encoder(&mut self) -> Self::Encoder {
+            RawCodec
+        }
+        fn decoder(&mut self) -> Self::Decoder {
+            RawCodec
+        }
+    }
+
+    impl Encoder for RawCodec {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for RawCodec {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+            let mut out = vec![0; src.remaining()];
+            src.copy_to_slice(&mut out);
+            Ok(Some(out))
+        }
+    }
+}

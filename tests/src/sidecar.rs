@@ -169,6 +169,17 @@ default_version = "{FALLBACK}"
         serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("snapshot: {e}: {}", reply.body))
     }
 
+    /// Requests the sidecar has answered, all versions and statuses (its own counter).
+    pub fn requests_answered(&self) -> u64 {
+        let reply = admin::get(self.admin, "/metrics").expect("sidecar admin");
+        reply
+            .body
+            .lines()
+            .filter(|l| l.starts_with("switchyard_sidecar_requests_total"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sidecar.log")).unwrap_or_default()
     }

@@ -70,14 +70,11 @@ impl Stream {
         Action::Pause
     }
 
-    /// Once the request may go upstream: apply an injected delay, else continue.
-    fn proceed(&mut self, d: &Decision, resume: bool) -> Action {
+    /// Once the headers may go upstream: apply an injected delay, else continue.
+    fn proceed(&mut self, d: &Decision) -> Action {
         if d.delay_ms > 0 {
             self.plugin.delay(self.context_id, d.delay_ms);
             return Action::Pause;
-        }
-        if resume {
-            let _ = host::resume_request(self.context_id);
         }
         Action::Continue
     }
@@ -202,8 +199,8 @@ impl Context for Stream {
             self.reply(&r);
             return;
         }
-        // Valid, or the validator could not answer: go on.
-        let _ = self.proceed(&d, true);
+        // Valid, or the validator could not answer: release the held body.
+        let _ = host::resume_request(self.context_id);
     }
 }
 
@@ -259,11 +256,12 @@ impl HttpContext for Stream {
                 p.start(self.context_id, &d, self.started_ns);
                 self.decision = Some(d);
                 if d.validate && !end_of_stream {
+                    // The body is checked as it arrives (see on_http_request_body). The
+                    // headers must go on: a Wasm filter that pauses on headers receives no
+                    // body until it resumes.
                     self.declared = Some((req.revision.map(str::to_owned), req.path.unwrap_or("").to_owned()));
-                    // Wait for the body (Envoy buffers it for us).
-                    return Action::Pause;
                 }
-                self.proceed(&d, false)
+                self.proceed(&d)
             }
             Verdict::PassNonGrpc | Verdict::Unrouted => {
                 p.bump(if matches!(verdict, Verdict::Unrouted) { p.stats.unrouted() } else { p.stats.passthrough() });
@@ -309,21 +307,18 @@ impl HttpContext for Stream {
             return self.reply(&r);
         }
         if !end_of_stream {
-            // Keep buffering.
+            // Hold the body back (Envoy buffers it) until the whole message is here.
             return Action::Pause;
         }
         let Ok(body) = host::buffer(Buffer::RequestBody, body_size) else {
-            return self.proceed(&d, false);
+            return Action::Continue;
         };
         match route.validate.mode {
             ValidateMode::Filter => match self.validate_here(&body) {
                 Some(r) => self.reply(&r),
-                None => self.proceed(&d, false),
+                None => Action::Continue,
             },
-            ValidateMode::Sidecar => match self.validate_remote(&body) {
-                Some(action) => action,
-                None => self.proceed(&d, false),
-            },
+            ValidateMode::Sidecar => self.validate_remote(&body).unwrap_or(Action::Continue),
             ValidateMode::Off => Action::Continue,
         }
     }
