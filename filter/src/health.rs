@@ -417,9 +417,11 @@ impl RouteHealth {
         out
     }
 
-    /// The compact binary form kept in Envoy's shared data.
+    /// The compact binary form kept in Envoy's shared data. Sparse: only error-window
+    /// slots with requests and latency buckets with counts are written, so a quiet route's
+    /// record is a few hundred bytes (every worker reads it on every tick).
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(16 + self.targets.len() * 2800);
+        let mut w = Vec::with_capacity(16 + self.targets.len() * 96);
         w.extend_from_slice(MAGIC);
         w.extend_from_slice(&(self.targets.len() as u16).to_le_bytes());
         for t in &self.targets {
@@ -433,14 +435,25 @@ impl RouteHealth {
             w.extend_from_slice(&t.cooldown_ms.to_le_bytes());
             w.extend_from_slice(&t.consecutive_slow.to_le_bytes());
             w.extend_from_slice(&t.probe_good.to_le_bytes());
-            for (e, r, x) in &t.errors {
+            let errors: Vec<(usize, &(u64, u32, u32))> =
+                t.errors.iter().enumerate().filter(|(_, (_, r, _))| *r > 0).collect();
+            w.push(errors.len() as u8);
+            for (i, (e, r, x)) in errors {
+                w.push(i as u8);
                 w.extend_from_slice(&e.to_le_bytes());
                 w.extend_from_slice(&r.to_le_bytes());
                 w.extend_from_slice(&x.to_le_bytes());
             }
-            for (e, h) in &t.latency.slots {
+            let slots: Vec<(usize, &(u64, Histogram))> =
+                t.latency.slots.iter().enumerate().filter(|(_, (_, h))| !h.is_empty()).collect();
+            w.push(slots.len() as u8);
+            for (i, (e, h)) in slots {
+                w.push(i as u8);
                 w.extend_from_slice(&e.to_le_bytes());
-                for c in &h.0 {
+                let buckets: Vec<(usize, &u32)> = h.0.iter().enumerate().filter(|(_, c)| **c > 0).collect();
+                w.push(buckets.len() as u8);
+                for (b, c) in buckets {
+                    w.push(b as u8);
                     w.extend_from_slice(&c.to_le_bytes());
                 }
             }
@@ -469,15 +482,19 @@ impl RouteHealth {
             let cooldown_ms = r.u64()?;
             let consecutive_slow = r.u32()?;
             let probe_good = r.u32()?;
-            let mut errors = Vec::with_capacity(ERROR_SLOTS);
-            for _ in 0..ERROR_SLOTS {
-                errors.push((r.u64()?, r.u32()?, r.u32()?));
+            let mut errors = vec![(0, 0, 0); ERROR_SLOTS];
+            for _ in 0..r.u8()? {
+                let slot = errors.get_mut(usize::from(r.u8()?))?;
+                *slot = (r.u64()?, r.u32()?, r.u32()?);
             }
             let mut latency = LatencyWindow::new();
-            for slot in latency.slots.iter_mut() {
+            for _ in 0..r.u8()? {
+                let slot = latency.slots.get_mut(usize::from(r.u8()?))?;
                 slot.0 = r.u64()?;
-                for c in slot.1 .0.iter_mut() {
-                    *c = r.u32()?;
+                for _ in 0..r.u8()? {
+                    let bucket = usize::from(r.u8()?);
+                    let count = r.u32()?;
+                    *slot.1 .0.get_mut(bucket)? = count;
                 }
             }
             let n = r.u8()?;
@@ -501,7 +518,7 @@ impl RouteHealth {
     }
 }
 
-const MAGIC: &[u8] = b"SYH1";
+const MAGIC: &[u8] = b"SYH2";
 
 struct Reader<'a>(&'a [u8]);
 
@@ -678,5 +695,8 @@ mod tests {
         assert_eq!(RouteHealth::decode(&bytes, 3), None);
         assert_eq!(RouteHealth::decode(&bytes[..bytes.len() - 1], 2), None);
         assert_eq!(RouteHealth::decode(b"garbage", 2), None);
+        // Quiet routes stay small: every worker reads this on every tick.
+        assert!(RouteHealth::new(3).encode().len() < 120, "{}", RouteHealth::new(3).encode().len());
+        assert!(bytes.len() < 200, "{}", bytes.len());
     }
 }

@@ -90,9 +90,15 @@ impl Envoy {
     /// Starts Envoy from a static config file (run from the workspace root, so relative
     /// paths in it resolve), whose admin and listener ports the caller knows.
     pub async fn start_file(config: &Path, admin_port: u16, listener_port: u16, concurrency: u32) -> Envoy {
+        Self::start_file_on(config, admin_port, listener_port, concurrency, None).await
+    }
+
+    /// Like [`Envoy::start_file`], with every Envoy thread pinned to `cpu` (benchmarks: the
+    /// load generator and upstream run elsewhere, so Envoy's CPU time is its own).
+    pub async fn start_file_on(config: &Path, admin_port: u16, listener_port: u16, concurrency: u32, cpu: Option<u32>) -> Envoy {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut envoy = Envoy {
-            process: spawn(config, &dir.path().join("envoy.log"), concurrency),
+            process: spawn_on(config, &dir.path().join("envoy.log"), concurrency, cpu),
             dir,
             admin_port,
             listener_port,
@@ -253,7 +259,18 @@ impl Envoy {
 }
 
 fn spawn(bootstrap: &Path, log: &Path, concurrency: u32) -> Process {
-    let mut cmd = Command::new(paths::envoy());
+    spawn_on(bootstrap, log, concurrency, None)
+}
+
+fn spawn_on(bootstrap: &Path, log: &Path, concurrency: u32, cpu: Option<u32>) -> Process {
+    let mut cmd = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string()]).arg(paths::envoy());
+            c
+        }
+        None => Command::new(paths::envoy()),
+    };
     cmd.current_dir(paths::root())
         .arg("-c")
         .arg(bootstrap)

@@ -97,6 +97,22 @@ fn schema_and_parser_reject_the_same_bad_configs() {
         r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s"}], "default_target": "s"}]}"#,
         r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c", "extra": 1}], "default_target": "s"}]}"#,
         r#"{"stat_prefix": "bad prefix"}"#,
+        r#"{"tick_ms": 5}"#,
+        r#"{"sidecar": {"path": "/x"}}"#,
+        r#"{"sidecar": {"cluster": "s", "poll_ms": 10}}"#,
+        r#"{"schema": {"unknown_revision": "drop"}}"#,
+        r#"{"budget": {"malformed": "panic"}}"#,
+        r#"{"priority": {"low": "low"}}"#,
+        r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c", "max_concurrency": 0}], "default_target": "s"}]}"#,
+        r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c"}], "default_target": "s", "degrade": {"error_rate_pct": 150}}]}"#,
+        r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c"}], "default_target": "s", "degrade": {"slow_treshold_ms": 1}}]}"#,
+        r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c"}], "default_target": "s", "degrade": {"error_codes": ["NOPE"]}}]}"#,
+        r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c"}], "default_target": "s", "latency": {"percentile": 0}}]}"#,
+        r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c"}], "default_target": "s", "validate": {"mode": "maybe"}}]}"#,
+        r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c"}], "default_target": "s", "faults": [{"percent": 5}]}]}"#,
+        r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c"}], "default_target": "s", "faults": [{"target": "s", "group": "g", "percent": 5, "abort": 14}]}]}"#,
+        r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c"}], "default_target": "s", "faults": [{"percent": 5, "abort": "OK"}]}]}"#,
+        r#"{"routes": [{"name": "r", "match": ["/a"], "targets": [{"name": "s", "cluster": "c"}], "default_target": "s", "faults": [{"percent": 101, "delay_ms": 5}]}]}"#,
     ];
     for json in bad {
         let value: Value = serde_json::from_str(json).unwrap();

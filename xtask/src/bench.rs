@@ -11,7 +11,8 @@ use std::process::{Child, Command, Stdio};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which benchmark to run (`sidecar`).
+    /// Which benchmark to run: `sidecar` (model serving) or `filter` (the Envoy filter's
+    /// cost against native routing).
     name: String,
     /// Rounds of the whole set of measurements, interleaved; figures are per-round medians.
     #[arg(long, default_value_t = 3)]
@@ -24,8 +25,39 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     match args.name.as_str() {
         "sidecar" => sidecar(&args),
-        other => bail!("unknown benchmark `{other}` (known: sidecar)"),
+        "filter" => filter(),
+        other => bail!("unknown benchmark `{other}` (known: sidecar, filter)"),
     }
+}
+
+/// The filter against Envoy's native header routing (`tests/src/bin/bench_filter.rs`):
+/// installs `h2load` if missing, builds what it runs, and writes `target/bench/filter.json`.
+fn filter() -> Result<()> {
+    setup::run()?;
+    let wasm = setup::build_wasm()?;
+    if Command::new("h2load").arg("--version").output().is_err() {
+        run::status(Command::new("apt-get").args(["install", "-y", "nghttp2-client"]))
+            .or_else(|_| {
+                run::status(Command::new("apt-get").arg("update"))?;
+                run::status(Command::new("apt-get").args(["install", "-y", "nghttp2-client"]))
+            })
+            .context("h2load is needed (Debian package nghttp2-client)")?;
+    }
+    run::status(run::cargo().current_dir(paths::root()).args([
+        "build", "--locked", "--package", "switchyard-sidecar", "--bin", "switchyard-sidecar",
+    ]))?;
+    run::status(run::cargo().current_dir(paths::root()).args([
+        "build", "--locked", "--package", "switchyard-tests", "--bin", "switchyard-bench-filter",
+    ]))?;
+    // The bench and its load generator stay on CPU 0; it pins Envoy to CPU 1.
+    run::status(
+        Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(paths::root().join("target/debug/switchyard-bench-filter"))
+            .env("SWITCHYARD_WASM", &wasm)
+            .env("SWITCHYARD_ENVOY", paths::envoy())
+            .env("SWITCHYARD_SIDECAR", paths::root().join("target/debug/switchyard-sidecar")),
+    )
 }
 
 /// A child process killed when dropped.

@@ -16,11 +16,14 @@ pub fn run(args: Args) -> Result<()> {
     setup::run()?;
     let wasm = setup::build_wasm()?;
     clippy_filter()?;
+    // The end-to-end tests start the real sidecar binary.
+    run::status(run::cargo().current_dir(paths::root()).args(["build", "--locked", "--package", "switchyard-sidecar", "--bin", "switchyard-sidecar"]))?;
     let mut cmd = run::cargo();
     cmd.current_dir(paths::root())
         .args(["test", "--workspace", "--locked"])
         .env("SWITCHYARD_WASM", &wasm)
-        .env("SWITCHYARD_ENVOY", paths::envoy());
+        .env("SWITCHYARD_ENVOY", paths::envoy())
+        .env("SWITCHYARD_SIDECAR", paths::root().join("target/debug/switchyard-sidecar"));
     if !args.rest.is_empty() {
         cmd.arg("--").args(&args.rest);
     }

@@ -21,7 +21,8 @@ pub struct PluginConfig {
     /// Add the decision (`target=…; reason=…`) to responses.
     pub expose_decision: bool,
     pub decision_header: String,
-    /// Put the decision into Envoy filter state, for access logs.
+    /// Put the decision into Envoy filter state (`wasm.switchyard_decision`), for access
+    /// logs. Off by default: it costs a host call per request.
     pub decision_to_filter_state: bool,
     pub non_grpc: NonGrpc,
     pub access: AccessConfig,
@@ -43,7 +44,7 @@ impl Default for PluginConfig {
             cluster_header: "x-switchyard-cluster".into(),
             expose_decision: false,
             decision_header: "x-switchyard-decision".into(),
-            decision_to_filter_state: true,
+            decision_to_filter_state: false,
             non_grpc: NonGrpc::Pass,
             access: AccessConfig::default(),
             schema: SchemaConfig::default(),

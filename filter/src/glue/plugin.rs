@@ -17,8 +17,10 @@ use std::rc::Rc;
 
 /// How often a CAS conflict on shared health state is retried within one tick.
 const MERGE_ATTEMPTS: usize = 3;
+/// One complete response in this many has its `grpc-status` trailer read.
+pub const TRAILER_SAMPLE: u32 = 8;
 /// Latency samples kept per tick for Envoy's histograms (the rest are dropped).
-const MAX_SAMPLES_PER_TICK: usize = 2048;
+const MAX_SAMPLES_PER_TICK: usize = 256;
 
 pub struct Plugin {
     pub config: Config,
@@ -52,6 +54,8 @@ pub struct Plugin {
     /// Streams paused by an injected delay: (context id, resume at ms).
     pub delayed: RefCell<Vec<(u32, u64)>>,
     last_merge_ms: Cell<u64>,
+    /// Counts complete responses, to sample their trailers.
+    responses: Cell<u32>,
 }
 
 impl Plugin {
@@ -109,9 +113,18 @@ impl Plugin {
             grpc_reply_headers: crate::request::serialize_pairs(&[("content-type", "application/grpc")]),
             delayed: RefCell::new(Vec::new()),
             last_merge_ms: Cell::new(0),
+            responses: Cell::new(0),
             stats,
             config,
         })
+    }
+
+    /// Whether to read this complete response's `grpc-status` trailer: one in
+    /// [`TRAILER_SAMPLE`].
+    pub fn sample_trailers(&self) -> bool {
+        let n = self.responses.get().wrapping_add(1);
+        self.responses.set(n);
+        n.is_multiple_of(TRAILER_SAMPLE)
     }
 
     pub fn decision_value(&self, d: &Decision) -> Option<&str> {

@@ -25,6 +25,8 @@ pub struct Stream {
     started_ns: u64,
     responded_ns: Option<u64>,
     grpc_status: Option<u32>,
+    /// The response ended with trailers (a complete gRPC response).
+    trailers_seen: bool,
     /// For validated requests: the revision the client declared and the `:path`.
     declared: Option<(Option<String>, String)>,
     /// Token of a validation call to the sidecar in flight.
@@ -41,6 +43,7 @@ impl Stream {
             started_ns: 0,
             responded_ns: None,
             grpc_status: None,
+            trailers_seen: false,
             declared: None,
             validation_call: None,
             finished: false,
@@ -164,8 +167,9 @@ impl Stream {
         let route = p.config.routes.get(d.route);
         let error = match self.grpc_status {
             Some(s) => route.is_some_and(|r| r.rules.is_error(s)),
-            // No grpc-status at all: reset, timeout or a non-gRPC answer.
-            None => true,
+            // A complete response whose trailers were not sampled counts as OK; no response
+            // at all (reset, timeout) is an error.
+            None => !self.trailers_seen,
         };
         p.record_outcome(self.context_id, &d, Outcome { latency_us, error, probe: d.probe, counted_slow: false });
     }
@@ -342,7 +346,13 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
-        if self.decision.is_some() {
+        let Some(d) = self.decision else { return Action::Continue };
+        self.trailers_seen = true;
+        // Reading a header costs the VM a memory allocation called back from the host,
+        // the dearest thing a filter does per request. gRPC servers answer errors
+        // trailers-only (read above, always); a status in trailers after a message is
+        // rare, so it is sampled, except for probes, whose every outcome matters.
+        if d.probe || self.plugin.sample_trailers() {
             self.grpc_status = host::header(Map::ResponseTrailers, "grpc-status")
                 .ok()
                 .flatten()

@@ -1,31 +1,47 @@
 //! `cargo xtask bench filter`: the cost of the Switchyard filter against Envoy's native
 //! header routing, on the same upstream, in one invocation, interleaving runs.
 //!
-//! (a) `native`: Envoy routes on a header with a route match, no Wasm;
-//! (b) `switchyard`: Envoy runs the filter doing A/B bucketing, the budget check and the
-//!     degradation bookkeeping on the same traffic.
+//! Envoy configurations (one worker each, pinned to CPU 1; the load generator and the
+//! upstream share CPU 0, so Envoy's CPU time is its own):
 //!
-//! Load comes from `h2load` over loopback. For each run: requests/s, p50/p99 latency (from
-//! h2load's per-request log) and Envoy's CPU time per request (from `/proc/<pid>/stat`).
-//! The medians of the interleaved runs give `cpu_per_request_ratio` and
-//! `throughput_ratio` (b ÷ a), written with the raw figures to `target/bench/filter.json`.
+//! * `native`: Envoy routes on a header with a route match, no Wasm;
+//! * `switchyard`: the filter doing A/B bucketing, the budget check and the degradation
+//!   bookkeeping on the same traffic;
+//! * `validate_filter` / `validate_sidecar`: the same plus payload validation, in the
+//!   filter or by a call to the sidecar's validator (the comparison that picks the mode).
+//!
+//! Workloads: `image`, the API's real traffic (`ExtractRealtime` with an 88 KB JPEG), and
+//! `tiny`, a 12-byte message (the worst case for a per-request overhead).
+//!
+//! Two measurements: CPU time per request from `/proc/<pid>/stat` over interleaved
+//! `h2load` runs (medians), and instructions per request counted by `valgrind
+//! --tool=callgrind` (deterministic, unlike time on a shared machine). Results go to
+//! `target/bench/filter.json`; the headline ratios are for the `image` workload.
 
 use anyhow::{bail, Context, Result};
-use serde_json::json;
-use std::path::Path;
-use std::process::Command;
-use testbed::envoy::{cluster_json, wasm_filter_json, Cluster, Envoy};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use testbed::envoy::{cluster_json, http1_cluster_json, wasm_filter_json, Cluster, Envoy};
 use testbed::upstream::Upstream;
-use testbed::{free_port, paths};
+use testbed::{admin, free_port, paths};
 
 const ROUNDS: usize = 5;
-const REQUESTS: usize = 20_000;
 const PATH: &str = "/features.v1.FeatureExtractionService/ExtractRealtime";
 
-/// Host calls the filter makes on a routed request (see `filter/src/glue/stream.rs`):
-/// read request headers, read the clock, set the routing header, set filter state; on the
-/// response read the clock and `grpc-status`.
-const HOST_CALLS_PER_REQUEST: u32 = 6;
+/// Host calls the filter makes on a routed request (see `filter/src/glue/stream.rs`): read
+/// the request headers (the one call that makes the host allocate in the VM), set the
+/// routing header, read the clock; on the response read the clock, and for one complete
+/// response in eight read its `grpc-status` trailer.
+const HOST_CALLS_PER_REQUEST: f64 = 4.125;
+
+struct Workload {
+    name: &'static str,
+    body: PathBuf,
+    requests: usize,
+    instruction_requests: usize,
+}
 
 #[derive(Clone, Debug, Default)]
 struct Run {
@@ -40,93 +56,167 @@ async fn main() -> Result<()> {
     let h2load = which("h2load").context("h2load not found (Debian package nghttp2-client; `cargo xtask bench filter` installs it)")?;
     let upstream = Upstream::start("upstream").await;
     let dir = tempfile::tempdir()?;
-    let body = dir.path().join("request.bin");
-    std::fs::write(&body, grpc_frame(b"\x0a\x05bench"))?;
+    let workloads = workloads(dir.path())?;
 
-    let native = start(&dir.path().join("native.json"), &upstream, None).await?;
-    let plugin = json!({
-        "routes": [{
-            "name": "features",
-            "match": ["/features.v1.FeatureExtractionService/*"],
-            "targets": [
-                {"name": "stable", "cluster": "stable", "weight": 90},
-                {"name": "canary", "cluster": "canary", "weight": 10}
-            ],
-            "default_target": "stable",
-            "fallback": "stable"
-        }]
-    })
-    .to_string();
-    // For experiments: another plugin configuration for run (b).
-    let plugin = std::env::var("SWITCHYARD_BENCH_PLUGIN").unwrap_or(plugin);
-    let switchyard = start(&dir.path().join("switchyard.json"), &upstream, Some(&plugin)).await?;
+    // The sidecar: schema registry (one revision of features.v1) for the validation runs.
+    let schema_dir = dir.path().join("schemas");
+    std::fs::create_dir_all(&schema_dir)?;
+    testbed::sidecar::revisions::write(&schema_dir, "001-features", &testbed::sidecar::revisions::current());
+    let sidecar = testbed::sidecar::Sidecar::start(Some(&schema_dir)).await;
 
-    println!("warming up…");
-    for envoy in [&native, &switchyard] {
-        run(&h2load, envoy, &body, 2_000, dir.path())?;
+    let ab = |validate: &str| {
+        json!({
+            "sidecar": {"cluster": "sidecar_admin", "poll_ms": 1000},
+            "routes": [{
+                "name": "features",
+                "match": ["/features.v1.FeatureExtractionService/*"],
+                "targets": [
+                    {"name": "stable", "cluster": "stable", "weight": 90},
+                    {"name": "canary", "cluster": "canary", "weight": 10}
+                ],
+                "default_target": "stable",
+                "fallback": "stable",
+                "validate": {"mode": validate, "max_body_bytes": 1_000_000}
+            }]
+        })
+        .to_string()
+    };
+    let configs: Vec<(&str, Option<String>)> = vec![
+        ("native", None),
+        ("switchyard", Some(ab("off"))),
+        ("validate_filter", Some(ab("filter"))),
+        ("validate_sidecar", Some(ab("sidecar"))),
+    ];
+    let mut envoys = Vec::new();
+    for (name, plugin) in &configs {
+        let config = bootstrap(&dir.path().join(format!("{name}.json")), &upstream, sidecar.admin, plugin.as_deref())?;
+        envoys.push(Envoy::start_file_on(&config.0, config.1, config.2, 1, Some(1)).await);
     }
-    let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
-    for round in 0..ROUNDS {
-        for (i, envoy) in [&native, &switchyard].into_iter().enumerate() {
-            let before = upstream.requests();
-            let r = run(&h2load, envoy, &body, REQUESTS, dir.path())?;
-            let served = upstream.requests() - before;
-            if served < REQUESTS as u64 {
-                bail!("only {served} of {REQUESTS} requests reached the upstream");
-            }
-            println!(
-                "round {} {:<10} {:>8.0} req/s  p50 {:>6.3} ms  p99 {:>6.3} ms  Envoy CPU {:>6.1} µs/req",
-                round + 1,
-                ["native", "switchyard"][i],
-                r.rps,
-                r.p50_ms,
-                r.p99_ms,
-                r.cpu_us_per_request
-            );
-            runs[i].push(r);
-        }
-    }
-    let [a, b] = [median(&runs[0]), median(&runs[1])];
-    let cpu_ratio = b.cpu_us_per_request / a.cpu_us_per_request;
-    let throughput_ratio = b.rps / a.rps;
-    println!();
-    println!("{:<12} {:>10} {:>10} {:>10} {:>16}", "median of 5", "req/s", "p50 ms", "p99 ms", "Envoy CPU µs/req");
-    for (name, r) in [("native", &a), ("switchyard", &b)] {
-        println!("{name:<12} {:>10.0} {:>10.3} {:>10.3} {:>16.1}", r.rps, r.p50_ms, r.p99_ms, r.cpu_us_per_request);
-    }
-    println!();
-    println!("cpu_per_request_ratio {cpu_ratio:.3} (target ≤ 1.15), throughput_ratio {throughput_ratio:.3} (target ≥ 0.90)");
-    println!("host calls per routed request: {HOST_CALLS_PER_REQUEST}");
+    // Every filter has its snapshot (the validation runs need the descriptors).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let out = paths::root().join("target/bench");
-    std::fs::create_dir_all(&out)?;
-    let report = json!({
+    let mut report = json!({
         "benchmark": "filter",
         "rounds": ROUNDS,
-        "requests_per_run": REQUESTS,
         "envoy_workers": 1,
-        "native": figures(&a),
-        "switchyard": figures(&b),
-        "runs": {"native": runs[0].iter().map(figures).collect::<Vec<_>>(), "switchyard": runs[1].iter().map(figures).collect::<Vec<_>>()},
-        "cpu_per_request_ratio": cpu_ratio,
-        "throughput_ratio": throughput_ratio,
         "host_calls_per_request": HOST_CALLS_PER_REQUEST,
+        "workloads": {},
     });
+    for w in &workloads {
+        // Validation is compared on the real traffic only.
+        let active: Vec<usize> = if w.name == "image" { (0..configs.len()).collect() } else { vec![0, 1] };
+        println!("workload {} ({} requests per run), warming up…", w.name, w.requests);
+        for &i in &active {
+            run(&h2load, &envoys[i], &w.body, w.requests / 10, dir.path())?;
+        }
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); configs.len()];
+        for round in 0..ROUNDS {
+            for &i in &active {
+                let before = upstream.requests();
+                let r = run(&h2load, &envoys[i], &w.body, w.requests, dir.path())?;
+                let served = upstream.requests() - before;
+                if served < w.requests as u64 {
+                    bail!("{}: only {served} of {} requests reached the upstream", configs[i].0, w.requests);
+                }
+                println!(
+                    "  round {} {:<17} {:>8.0} req/s  p50 {:>6.3} ms  p99 {:>6.3} ms  Envoy CPU {:>6.1} µs/req",
+                    round + 1,
+                    configs[i].0,
+                    r.rps,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.cpu_us_per_request
+                );
+                runs[i].push(r);
+            }
+        }
+        let mut figures = serde_json::Map::new();
+        println!();
+        println!("  {:<17} {:>9} {:>8} {:>8} {:>16}", format!("{} (median)", w.name), "req/s", "p50 ms", "p99 ms", "Envoy CPU µs/req");
+        for &i in &active {
+            let m = median(&runs[i]);
+            println!("  {:<17} {:>9.0} {:>8.3} {:>8.3} {:>16.1}", configs[i].0, m.rps, m.p50_ms, m.p99_ms, m.cpu_us_per_request);
+            figures.insert(configs[i].0.to_string(), json!({
+                "requests_per_second": m.rps, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms,
+                "cpu_us_per_request": m.cpu_us_per_request,
+                "runs": runs[i].iter().map(|r| json!([r.rps, r.p50_ms, r.p99_ms, r.cpu_us_per_request])).collect::<Vec<_>>(),
+            }));
+        }
+        let (a, b) = (median(&runs[0]), median(&runs[1]));
+        figures.insert("cpu_per_request_ratio".into(), json!(b.cpu_us_per_request / a.cpu_us_per_request));
+        figures.insert("throughput_ratio".into(), json!(b.rps / a.rps));
+        println!(
+            "  cpu_per_request_ratio {:.3}, throughput_ratio {:.3}\n",
+            b.cpu_us_per_request / a.cpu_us_per_request,
+            b.rps / a.rps
+        );
+        report["workloads"][w.name] = Value::Object(figures);
+    }
+    drop(envoys);
+
+    // Instructions per request under callgrind: the same comparison, without the noise.
+    if which("valgrind").is_some() {
+        println!("counting instructions under callgrind (slow: Envoy starts in about a minute)…");
+        let mut counts = serde_json::Map::new();
+        for (name, plugin) in configs.iter().take(2) {
+            let config = bootstrap(&dir.path().join(format!("{name}-vg.json")), &upstream, sidecar.admin, plugin.as_deref())?;
+            let per_workload = instructions(&h2load, &config, &workloads, dir.path()).await?;
+            counts.insert(name.to_string(), per_workload);
+        }
+        for w in &workloads {
+            let a = counts["native"][w.name].as_f64().unwrap_or(0.0);
+            let b = counts["switchyard"][w.name].as_f64().unwrap_or(0.0);
+            println!("  {:<6} native {:>8.0}  switchyard {:>8.0} instructions/request  ratio {:.3}", w.name, a, b, b / a);
+            report["workloads"][w.name]["instructions_per_request"] = json!({"native": a, "switchyard": b, "ratio": b / a});
+        }
+    } else {
+        println!("valgrind not found: instruction counts skipped");
+    }
+
+    report["cpu_per_request_ratio"] = report["workloads"]["image"]["cpu_per_request_ratio"].clone();
+    report["throughput_ratio"] = report["workloads"]["image"]["throughput_ratio"].clone();
+    println!(
+        "\nimage workload: cpu_per_request_ratio {:.3} (target ≤ 1.15), throughput_ratio {:.3} (target ≥ 0.90)",
+        report["cpu_per_request_ratio"].as_f64().unwrap_or(0.0),
+        report["throughput_ratio"].as_f64().unwrap_or(0.0)
+    );
+    println!("host calls per routed request: {HOST_CALLS_PER_REQUEST}");
+    let out = paths::root().join("target/bench");
+    std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("filter.json"), serde_json::to_vec_pretty(&report)?)?;
     println!("wrote {}", out.join("filter.json").display());
     Ok(())
 }
 
-fn figures(r: &Run) -> serde_json::Value {
-    json!({"requests_per_second": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "cpu_us_per_request": r.cpu_us_per_request})
+fn workloads(dir: &Path) -> Result<Vec<Workload>> {
+    use prost::Message;
+    let image = std::fs::read(paths::root().join("var/testdata/bench/bench-00.jpg"))
+        .context("var/testdata/bench/bench-00.jpg (run `cargo xtask setup`)")?;
+    let request = |image_data: Vec<u8>, format: i32| {
+        switchyard_proto::features::v1::ExtractRealtimeRequest { request_id: "bench".into(), image_data, image_format: format }
+            .encode_to_vec()
+    };
+    let write = |name: &str, message: Vec<u8>| -> Result<PathBuf> {
+        let path = dir.join(name);
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&message);
+        std::fs::write(&path, frame)?;
+        Ok(path)
+    };
+    Ok(vec![
+        Workload { name: "image", body: write("image.bin", request(image, 1))?, requests: 4_000, instruction_requests: 400 },
+        Workload { name: "tiny", body: write("tiny.bin", request(Vec::new(), 0))?, requests: 20_000, instruction_requests: 2_000 },
+    ])
 }
 
-/// Starts an Envoy with one worker in front of `upstream`, with the filter if a plugin
-/// configuration is given, else with a native header route.
-async fn start(bootstrap: &Path, upstream: &Upstream, plugin: Option<&str>) -> Result<Envoy> {
+/// Writes an Envoy bootstrap in front of `upstream`: with the filter if a plugin
+/// configuration is given, else with a native header route. Returns (path, admin, listener).
+fn bootstrap(path: &Path, upstream: &Upstream, sidecar_admin: u16, plugin: Option<&str>) -> Result<(PathBuf, u16, u16)> {
     let admin = free_port();
     let listener = free_port();
-    let clusters = ["stable", "canary"].map(|n| cluster_json(&Cluster::new(n, upstream.port)));
+    let mut clusters: Vec<Value> = ["stable", "canary"].iter().map(|n| cluster_json(&Cluster::new(n, upstream.port))).collect();
+    clusters.push(http1_cluster_json(&Cluster::new("sidecar_admin", sidecar_admin)));
     let routes = match plugin {
         Some(_) => json!([
             {"match": {"prefix": "/", "headers": [{"name": "x-switchyard-cluster", "present_match": true}]},
@@ -165,21 +255,28 @@ async fn start(bootstrap: &Path, upstream: &Upstream, plugin: Option<&str>) -> R
             }]
         }
     });
-    std::fs::write(bootstrap, serde_json::to_vec(&config)?)?;
-    Ok(Envoy::start_file(bootstrap, admin, listener, 1).await)
+    std::fs::write(path, serde_json::to_vec(&config)?)?;
+    Ok((path.to_owned(), admin, listener))
 }
 
-fn run(h2load: &Path, envoy: &Envoy, body: &Path, requests: usize, dir: &Path) -> Result<Run> {
-    let log = dir.join("h2load.tsv");
-    let cpu_before = envoy.cpu_time();
-    let out = Command::new(h2load)
+fn h2load_cmd(h2load: &Path, listener: u16, body: &Path, requests: usize) -> Command {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"])
+        .arg(h2load)
         .args(["-n", &requests.to_string(), "-c", "8", "-m", "8", "-t", "1"])
         .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
         .args(["-H", "x-user-id: bench-user-7", "-H", "grpc-timeout: 5S"])
         .arg("-d")
         .arg(body)
+        .arg(format!("http://127.0.0.1:{listener}{PATH}"));
+    cmd
+}
+
+fn run(h2load: &Path, envoy: &Envoy, body: &Path, requests: usize, dir: &Path) -> Result<Run> {
+    let log = dir.join("h2load.tsv");
+    let cpu_before = envoy.cpu_time();
+    let out = h2load_cmd(h2load, envoy.listener_port, body, requests)
         .arg(format!("--log-file={}", log.display()))
-        .arg(format!("http://127.0.0.1:{}{PATH}", envoy.listener_port))
         .output()
         .context("running h2load")?;
     let cpu = envoy.cpu_time().saturating_sub(cpu_before);
@@ -196,13 +293,77 @@ fn run(h2load: &Path, envoy: &Envoy, body: &Path, requests: usize, dir: &Path) -
         .filter_map(|l| l.split('\t').nth(2)?.trim().parse().ok())
         .collect();
     latencies.sort_unstable();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
-    Ok(Run {
-        rps,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-        cpu_us_per_request: cpu.as_micros() as f64 / requests as f64,
+    let pct = |p: f64| {
+        latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as f64
+            / 1000.0
+    };
+    Ok(Run { rps, p50_ms: pct(0.50), p99_ms: pct(0.99), cpu_us_per_request: cpu.as_micros() as f64 / requests as f64 })
+}
+
+/// Instructions per request for each workload, counted by callgrind in an Envoy started
+/// under valgrind (after a warm-up, so the Wasm code is compiled by then).
+async fn instructions(h2load: &Path, config: &(PathBuf, u16, u16), workloads: &[Workload], dir: &Path) -> Result<Value> {
+    let (path, admin_port, listener) = config;
+    let out_file = dir.join(format!("callgrind.{admin_port}.out"));
+    let mut child = testbed::process::Process::spawn(
+        "valgrind",
+        Command::new("taskset")
+            .args(["-c", "1", "valgrind", "--tool=callgrind", "--smc-check=all-non-file"])
+            .arg(format!("--callgrind-out-file={}", out_file.display()))
+            .arg(paths::envoy())
+            .arg("-c")
+            .arg(path)
+            .args(["--concurrency", "1", "--disable-hot-restart", "-l", "warn"])
+            .current_dir(paths::root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )?;
+    let pid = child.pid();
+    testbed::eventually("Envoy under valgrind to start", Duration::from_secs(300), async || {
+        admin::get(*admin_port, "/ready").ok().filter(|r| r.status == 200)
     })
+    .await;
+    let mut out = serde_json::Map::new();
+    for w in workloads {
+        let warm = h2load_cmd(h2load, *listener, &w.body, w.instruction_requests / 2).output()?;
+        if !warm.status.success() {
+            bail!("h2load warm-up failed under valgrind");
+        }
+        let total_before = callgrind_total(pid, &out_file)?;
+        let measured = h2load_cmd(h2load, *listener, &w.body, w.instruction_requests).output()?;
+        if !String::from_utf8_lossy(&measured.stdout).contains(&format!("{} succeeded", w.instruction_requests)) {
+            bail!("h2load under valgrind did not complete");
+        }
+        let total_after = callgrind_total(pid, &out_file)?;
+        out.insert(w.name.to_string(), json!((total_after - total_before) as f64 / w.instruction_requests as f64));
+    }
+    child.kill();
+    Ok(Value::Object(out))
+}
+
+/// Dumps callgrind's counters for `pid` and returns the total instructions so far.
+fn callgrind_total(pid: u32, out_file: &Path) -> Result<u64> {
+    let status = Command::new("callgrind_control").args(["-d", &pid.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+    if !status.success() {
+        bail!("callgrind_control -d failed");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Each dump covers the events since the previous one: sum every dump's totals.
+    let dir = out_file.parent().context("dir")?;
+    let stem = out_file.file_name().and_then(|s| s.to_str()).context("name")?;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.file_name().and_then(|s| s.to_str()).is_some_and(|n| n.starts_with(stem)) {
+            let text = std::fs::read_to_string(&path)?;
+            total += text
+                .lines()
+                .find_map(|l| l.strip_prefix("summary: "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(total)
 }
 
 fn median(runs: &[Run]) -> Run {
@@ -219,15 +380,7 @@ fn median(runs: &[Run]) -> Run {
     }
 }
 
-/// A gRPC length-prefixed message.
-fn grpc_frame(message: &[u8]) -> Vec<u8> {
-    let mut f = vec![0u8];
-    f.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    f.extend_from_slice(message);
-    f
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
+fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')
