@@ -23,9 +23,19 @@ pub async fn connect(url: &str) -> Client {
 pub struct Answer {
     pub served_by: String,
     pub metadata: MetadataMap,
+    /// The response's `quality_scores` (with class scores from a classifier).
+    pub scores: std::collections::HashMap<String, f32>,
 }
 
 impl Answer {
+    /// The highest class score (`class/<label>`) and its label, for classifiers.
+    pub fn top_class(&self) -> Option<(&str, f32)> {
+        self.scores
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("class/")?, *v)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
     /// The filter's decision header, if exposed.
     pub fn decision(&self) -> Option<String> {
         self.metadata
@@ -53,7 +63,8 @@ pub async fn extract_image(client: &mut Client, headers: &[(&str, &str)], image:
     }
     let resp = client.extract_realtime(req).await?;
     let metadata = resp.metadata().clone();
-    Ok(Answer { served_by: resp.into_inner().model_version, metadata })
+    let body = resp.into_inner();
+    Ok(Answer { served_by: body.model_version, metadata, scores: body.quality_scores })
 }
 
 /// Calls an arbitrary method path with an empty message (for methods the upstream

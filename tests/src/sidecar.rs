@@ -110,6 +110,11 @@ default_version = "{FALLBACK}"
         );
         let config_path = dir.path().join("sidecar.toml");
         std::fs::write(&config_path, config).expect("write sidecar config");
+        Self::start_config(&config_path, dir).await
+    }
+
+    /// Starts the sidecar with a config file; its log goes to `dir`.
+    pub async fn start_config(config_path: &Path, dir: tempfile::TempDir) -> Sidecar {
         let log = std::fs::File::create(dir.path().join("sidecar.log")).expect("sidecar log");
         let mut cmd = Command::new(binary());
         cmd.args(["serve", "--config"])

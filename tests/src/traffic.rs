@@ -65,12 +65,17 @@ impl Traffic {
         Self::start_url(&stack.envoy.url(), headers, concurrency).await
     }
 
-    /// Waits (up to 20 s) for an answer arriving from now on that satisfies `pred`;
-    /// returns its arrival time.
+    /// Waits (up to 20 s) for an answer arriving from now on, served by someone satisfying
+    /// `pred`; returns its arrival time.
     pub async fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> Instant {
+        self.wait_for_answer(what, |a| pred(&a.served_by)).await
+    }
+
+    /// Waits (up to 20 s) for an answer arriving from now on that satisfies `pred`.
+    pub async fn wait_for_answer(&self, what: &str, pred: impl Fn(&Answer) -> bool) -> Instant {
         let from = Instant::now();
         crate::eventually(what, Duration::from_secs(20), async || {
-            self.answers.lock().unwrap().iter().find(|a| a.at >= from && pred(&a.served_by)).map(|a| a.at)
+            self.answers.lock().unwrap().iter().find(|a| a.at >= from && pred(a)).map(|a| a.at)
         })
         .await
     }

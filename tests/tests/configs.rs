@@ -169,8 +169,12 @@ fn istio_envoyfilter_patch_validates_in_envoy() {
     let mut filter = patch.clone();
     filter["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] =
         Value::String(paths::wasm().display().to_string());
+    // With the `sidecar_admin` cluster its plugin configuration polls (sidecar-cluster.yaml).
+    let cluster = yaml_docs(&paths::root().join("envoy/istio/sidecar-cluster.yaml"))[0]["spec"]["configPatches"][0]["patch"]["value"].clone();
+    assert_eq!(cluster["name"], "sidecar_admin");
     let bootstrap = serde_json::json!({
         "static_resources": {
+            "clusters": [cluster],
             "listeners": [{
                 "name": "l",
                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},

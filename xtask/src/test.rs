@@ -1,6 +1,6 @@
 //! `cargo xtask test`: every check CI runs, in order of cost: set-up, the Wasm build,
-//! clippy on the filter (native and Wasm), then the workspace tests, which include the
-//! end-to-end tests against a real Envoy.
+//! clippy on the filter (native and Wasm), the workspace tests (which include the
+//! end-to-end tests against a real Envoy and the real sidecar), then the demo run once.
 
 use crate::{paths, run, setup};
 use anyhow::Result;
@@ -28,6 +28,18 @@ pub fn run(args: Args) -> Result<()> {
         cmd.arg("--").args(&args.rest);
     }
     run::status(&mut cmd)?;
+    if args.rest.is_empty() {
+        // The README's other command, end to end: the demo stack with its samples and
+        // canary rehearsal (it fails if a request fails).
+        run::status(
+            run::cargo()
+                .current_dir(paths::root())
+                .args(["run", "--quiet", "--locked", "--package", "switchyard-tests", "--bin", "switchyard-demo", "--", "--exit"])
+                .env("SWITCHYARD_WASM", &wasm)
+                .env("SWITCHYARD_ENVOY", paths::envoy())
+                .env("SWITCHYARD_SIDECAR", paths::root().join("target/debug/switchyard-sidecar")),
+        )?;
+    }
     eprintln!("test: all passed");
     Ok(())
 }
