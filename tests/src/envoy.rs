@@ -39,6 +39,8 @@ pub struct EnvoyConfig {
     pub concurrency: u32,
     /// HTTP/1.1 clusters (name, port), e.g. the sidecar's admin port the filter polls.
     pub http1_clusters: Vec<Cluster>,
+    /// An access log format; lines go to `access.log` in Envoy's directory.
+    pub access_log_format: Option<String>,
 }
 
 impl EnvoyConfig {
@@ -51,6 +53,7 @@ impl EnvoyConfig {
             cluster_header: "x-switchyard-cluster".into(),
             concurrency: 2,
             http1_clusters: Vec::new(),
+            access_log_format: None,
         }
     }
 }
@@ -136,7 +139,7 @@ impl Envoy {
         self.lds_version += 1;
         let lds = json!({
             "version_info": self.lds_version.to_string(),
-            "resources": [listener_json(config, self.listener_port, plugin_config)],
+            "resources": [listener_json(config, self.listener_port, plugin_config, &self.dir.path().join("access.log"))],
         });
         let path = self.dir.path().join("lds.json");
         let tmp = self.dir.path().join("lds.json.tmp");
@@ -219,6 +222,11 @@ impl Envoy {
             pred(v).then_some(v)
         })
         .await
+    }
+
+    /// The access log so far (see [`EnvoyConfig::access_log_format`]).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 
     /// Envoy's log so far.
@@ -359,7 +367,18 @@ pub fn wasm_filter_json(wasm: &Path, plugin_config: &str) -> Value {
     })
 }
 
-pub fn listener_json(cfg: &EnvoyConfig, port: u16, plugin_config: &str) -> Value {
+pub fn listener_json(cfg: &EnvoyConfig, port: u16, plugin_config: &str, access_log: &Path) -> Value {
+    let access_log = match &cfg.access_log_format {
+        Some(format) => json!([{
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": access_log,
+                "log_format": {"text_format_source": {"inline_string": format!("{format}\n")}}
+            }
+        }]),
+        None => json!([]),
+    };
     json!({
         "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
         "name": "switchyard",
@@ -370,6 +389,7 @@ pub fn listener_json(cfg: &EnvoyConfig, port: u16, plugin_config: &str) -> Value
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": "switchyard",
                 "codec_type": "AUTO",
+                "access_log": access_log,
                 "route_config": {
                     "name": "switchyard",
                     "virtual_hosts": [{
