@@ -44,6 +44,7 @@ async fn invalid_payloads_are_refused_before_any_upstream_in_both_modes() {
             let err = call_raw(&url, EXTRACT, &v1, payload).await.unwrap_err();
             assert_eq!(err.code(), tonic::Code::InvalidArgument, "{mode}, {what}: {err:?}");
             assert!(err.message().contains(field), "{mode}, {what}: {}", err.message());
+            println!("{mode}, {what}: {}", err.message());
             assert!(err.message().contains("features.v1@1"), "{mode}, {what}: {}", err.message());
         }
         // What is invalid for revision 1 is how revision 3 speaks: validated against the
