@@ -5,6 +5,9 @@
 //! when the answer arrives, makes a target that hangs degrade within one threshold plus
 //! one tick. The request is marked, so its eventual response is not counted slow twice.
 
+/// How long an unfinished request is remembered.
+pub const FORGET_AFTER_MS: u64 = 600_000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
     stream: u32,
@@ -37,7 +40,10 @@ impl InFlight {
     }
 
     /// Marks requests waiting longer than `threshold_ms`; returns how many were newly marked.
+    /// Entries older than [`FORGET_AFTER_MS`] are dropped: a stream whose end was never
+    /// reported must not count as in flight (and slow) forever.
     pub fn mark_overdue(&mut self, now_ms: u64, threshold_ms: u64) -> u32 {
+        self.0.retain(|e| now_ms.saturating_sub(e.started_ms) < FORGET_AFTER_MS);
         let mut n = 0;
         for e in self.0.iter_mut().filter(|e| !e.overdue && now_ms.saturating_sub(e.started_ms) > threshold_ms) {
             e.overdue = true;
@@ -65,5 +71,8 @@ mod tests {
         f.start(3, 300);
         assert!(!f.finish(3));
         assert_eq!(f.len(), 1);
+        // A stream never reported finished is forgotten eventually.
+        assert_eq!(f.mark_overdue(FORGET_AFTER_MS + 200, 100), 0);
+        assert!(f.is_empty());
     }
 }
