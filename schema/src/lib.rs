@@ -21,7 +21,7 @@
 //!
 //! # Wiring into the sidecar
 //!
-//! ```ignore
+//! ```text
 //! use switchyard_schema::registry::{Registry, RegistryConfig};
 //!
 //! // Config: `RegistryConfig` is serde (deny_unknown_fields), e.g. a `[schema]` table:

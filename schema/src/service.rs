@@ -1,6 +1,6 @@
 //! The tonic `switchyard.registry.v1.SchemaRegistry` service over a [`Registry`].
 //!
-//! ```ignore
+//! ```text
 //! let registry = Registry::open(config)?;
 //! let _watch = registry.watch()?;
 //! tonic::transport::Server::builder()

@@ -166,28 +166,14 @@ fn required_fields(c: &mut Checker<'_>, old: &MessageDescriptor, new: &MessageDe
 }
 
 fn reserved_message(c: &mut Checker<'_>, old: &MessageDescriptor, new: &MessageDescriptor) {
+    // Field ranges are end-exclusive in descriptors; spans are inclusive.
     let to_span = |r: std::ops::Range<u32>| (i64::from(r.start), i64::from(r.end) - 1);
-    let have = ranges::collapse(new.reserved_ranges().map(to_span).collect());
-    let names: BTreeSet<&str> = new.reserved_names().collect();
-    let problems: Vec<String> = old
-        .reserved_ranges()
-        .map(to_span)
-        .filter_map(|span| {
-            let gone = ranges::missing(span, &have);
-            (!gone.is_empty()).then(|| {
-                format!(
-                    "Previously present reserved range {:?} on message {:?} is missing values: {} were removed.",
-                    ranges::describe(span, MESSAGE_MAX),
-                    new.name(),
-                    gone.iter().map(|&g| ranges::describe(g, MESSAGE_MAX)).collect::<Vec<_>>().join(", ")
-                )
-            })
-        })
-        .chain(old.reserved_names().filter(|n| !names.contains(n)).map(|n| {
-            format!("Previously present reserved name {n:?} on message {:?} was deleted.", new.name())
-        }))
-        .collect();
-    for message in problems {
+    let lost = Reserved::lost(
+        Reserved { spans: old.reserved_ranges().map(to_span).collect(), names: old.reserved_names().collect() },
+        Reserved { spans: new.reserved_ranges().map(to_span).collect(), names: new.reserved_names().collect() },
+        ("message", new.name(), MESSAGE_MAX),
+    );
+    for message in lost {
         c.emit(Emit {
             rule: Rule::ReservedMessageNoDelete,
             element: new.full_name().to_owned(),
@@ -197,6 +183,37 @@ fn reserved_message(c: &mut Checker<'_>, old: &MessageDescriptor, new: &MessageD
             reader: Reader::Both,
             scope: Scope::Type(new.full_name().to_owned()),
         });
+    }
+}
+
+/// What a message or enum reserves: number spans (inclusive) and names.
+struct Reserved<'a> {
+    spans: Vec<Span>,
+    /// In declaration order, so findings come out in the order buf reports them.
+    names: Vec<&'a str>,
+}
+
+impl Reserved<'_> {
+    /// One finding per reservation of `old` that `new` dropped, worded as buf words it.
+    /// `owner` is the element's kind ("message" or "enum"), its name and its largest number.
+    fn lost(old: Self, new: Self, (kind, name, max): (&str, &str, i64)) -> Vec<String> {
+        let have = ranges::collapse(new.spans);
+        let numbers = old.spans.into_iter().filter_map(|span| {
+            let gone = ranges::missing(span, &have);
+            (!gone.is_empty()).then(|| {
+                format!(
+                    "Previously present reserved range {:?} on {kind} {name:?} is missing values: {} were removed.",
+                    ranges::describe(span, max),
+                    gone.iter().map(|&g| ranges::describe(g, max)).collect::<Vec<_>>().join(", ")
+                )
+            })
+        });
+        let names = old
+            .names
+            .iter()
+            .filter(|n| !new.names.contains(n))
+            .map(|n| format!("Previously present reserved name {n:?} on {kind} {name:?} was deleted."));
+        numbers.chain(names).collect()
     }
 }
 
@@ -333,27 +350,12 @@ fn quoted(names: &BTreeSet<String>) -> String {
 
 fn reserved_enum(c: &mut Checker<'_>, old: &EnumDescriptor, new: &EnumDescriptor) {
     let to_span = |r: std::ops::RangeInclusive<i32>| (i64::from(*r.start()), i64::from(*r.end()));
-    let have = ranges::collapse(new.reserved_ranges().map(to_span).collect());
-    let names: BTreeSet<&str> = new.reserved_names().collect();
-    let problems: Vec<String> = old
-        .reserved_ranges()
-        .map(to_span)
-        .filter_map(|span| {
-            let gone = ranges::missing(span, &have);
-            (!gone.is_empty()).then(|| {
-                format!(
-                    "Previously present reserved range {:?} on enum {:?} is missing values: {} were removed.",
-                    ranges::describe(span, ENUM_MAX),
-                    new.name(),
-                    gone.iter().map(|&g| ranges::describe(g, ENUM_MAX)).collect::<Vec<_>>().join(", ")
-                )
-            })
-        })
-        .chain(old.reserved_names().filter(|n| !names.contains(n)).map(|n| {
-            format!("Previously present reserved name {n:?} on enum {:?} was deleted.", new.name())
-        }))
-        .collect();
-    for message in problems {
+    let lost = Reserved::lost(
+        Reserved { spans: old.reserved_ranges().map(to_span).collect(), names: old.reserved_names().collect() },
+        Reserved { spans: new.reserved_ranges().map(to_span).collect(), names: new.reserved_names().collect() },
+        ("enum", new.name(), ENUM_MAX),
+    );
+    for message in lost {
         c.emit(Emit {
             rule: Rule::ReservedEnumNoDelete,
             element: new.full_name().to_owned(),
