@@ -49,15 +49,30 @@ fn filter() -> Result<()> {
     run::status(run::cargo().current_dir(paths::root()).args([
         "build", "--locked", "--package", "switchyard-tests", "--bin", "switchyard-bench-filter",
     ]))?;
+    let floor = build_wasm_floor()?;
     // The bench and its load generator stay on CPU 0; it pins Envoy to CPU 1.
     run::status(
         Command::new("taskset")
             .args(["-c", "0"])
             .arg(paths::root().join("target/debug/switchyard-bench-filter"))
             .env("SWITCHYARD_WASM", &wasm)
+            .env("SWITCHYARD_WASM_FLOOR", &floor)
             .env("SWITCHYARD_ENVOY", paths::envoy())
             .env("SWITCHYARD_SIDECAR", paths::root().join("target/debug/switchyard-sidecar")),
     )
+}
+
+/// Builds the do-nothing Wasm filter (`tests/wasm-floor`) the filter benchmark measures
+/// as the floor under any Wasm filter; returns its path.
+fn build_wasm_floor() -> Result<PathBuf> {
+    let target_dir = paths::root().join("target/wasm-floor");
+    run::status(run::cargo().current_dir(paths::root()).args(["build", "--locked", "--release", "--target", "wasm32-wasip1"]).args([
+        "--manifest-path".as_ref(),
+        paths::root().join("tests/wasm-floor/Cargo.toml").as_os_str(),
+        "--target-dir".as_ref(),
+        target_dir.as_os_str(),
+    ]))?;
+    Ok(target_dir.join("wasm32-wasip1/release/switchyard_wasm_floor.wasm"))
 }
 
 /// A child process killed when dropped.

@@ -5,6 +5,8 @@
 //! upstream share CPU 0, so Envoy's CPU time is its own):
 //!
 //! * `native`: Envoy routes on a header with a route match, no Wasm;
+//! * `wasm_floor`: the same native routing behind a proxy-wasm filter that does nothing
+//!   (`tests/wasm-floor`, same SDK and build profile): what any Wasm filter costs here;
 //! * `switchyard`: the filter doing A/B bucketing, the budget check and the degradation
 //!   bookkeeping on the same traffic;
 //! * `validate_filter` / `validate_sidecar`: the same plus payload validation, in the
@@ -16,7 +18,9 @@
 //! Two measurements: CPU time per request from `/proc/<pid>/stat` over interleaved
 //! `h2load` runs (medians), and instructions per request counted by `valgrind
 //! --tool=callgrind` (deterministic, unlike time on a shared machine). Results go to
-//! `target/bench/filter.json`; the headline ratios are for the `image` workload.
+//! `target/bench/filter.json`; the headline ratios (`switchyard` ÷ `native`) are for the
+//! `image` workload, and each workload also reports the floor's ratio and Switchyard's
+//! ratio over the floor.
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -35,6 +39,16 @@ const PATH: &str = "/features.v1.FeatureExtractionService/ExtractRealtime";
 /// routing header, read the clock; on the response read the clock, and for one complete
 /// response in eight read its `grpc-status` trailer.
 const HOST_CALLS_PER_REQUEST: f64 = 4.125;
+
+/// One Envoy configuration under test.
+enum Arm {
+    /// Native header routing.
+    Native,
+    /// Native header routing behind the do-nothing Wasm filter at this path.
+    Floor(PathBuf),
+    /// The Switchyard filter with this plugin configuration.
+    Switchyard(String),
+}
 
 struct Workload {
     name: &'static str,
@@ -81,15 +95,26 @@ async fn main() -> Result<()> {
         })
         .to_string()
     };
-    let configs: Vec<(&str, Option<String>)> = vec![
-        ("native", None),
-        ("switchyard", Some(ab("off"))),
-        ("validate_filter", Some(ab("filter"))),
-        ("validate_sidecar", Some(ab("sidecar"))),
+    let floor = PathBuf::from(
+        std::env::var_os("SWITCHYARD_WASM_FLOOR").context("SWITCHYARD_WASM_FLOOR: the do-nothing filter's .wasm (`cargo xtask bench filter` builds it)")?,
+    );
+    if !floor.is_file() {
+        bail!("SWITCHYARD_WASM_FLOOR: {} does not exist", floor.display());
+    }
+    // Indices into `configs` used below.
+    const NATIVE: usize = 0;
+    const FLOOR: usize = 1;
+    const SWITCHYARD: usize = 2;
+    let configs: Vec<(&str, Arm)> = vec![
+        ("native", Arm::Native),
+        ("wasm_floor", Arm::Floor(floor)),
+        ("switchyard", Arm::Switchyard(ab("off"))),
+        ("validate_filter", Arm::Switchyard(ab("filter"))),
+        ("validate_sidecar", Arm::Switchyard(ab("sidecar"))),
     ];
     let mut envoys = Vec::new();
-    for (name, plugin) in &configs {
-        let config = bootstrap(&dir.path().join(format!("{name}.json")), &upstream, sidecar.admin, plugin.as_deref())?;
+    for (name, arm) in &configs {
+        let config = bootstrap(&dir.path().join(format!("{name}.json")), &upstream, sidecar.admin, arm)?;
         envoys.push(Envoy::start_file_on(&config.0, config.1, config.2, 1, Some(1)).await);
     }
     // Every filter has its snapshot (the validation runs need the descriptors).
@@ -104,7 +129,7 @@ async fn main() -> Result<()> {
     });
     for w in &workloads {
         // Validation is compared on the real traffic only.
-        let active: Vec<usize> = if w.name == "image" { (0..configs.len()).collect() } else { vec![0, 1] };
+        let active: Vec<usize> = if w.name == "image" { (0..configs.len()).collect() } else { vec![NATIVE, FLOOR, SWITCHYARD] };
         println!("workload {} ({} requests per run), warming up…", w.name, w.requests);
         for &i in &active {
             run(&h2load, &envoys[i], &w.body, w.requests / 10, dir.path())?;
@@ -142,14 +167,19 @@ async fn main() -> Result<()> {
                 "runs": runs[i].iter().map(|r| json!([r.rps, r.p50_ms, r.p99_ms, r.cpu_us_per_request])).collect::<Vec<_>>(),
             }));
         }
-        let (a, b) = (median(&runs[0]), median(&runs[1]));
-        figures.insert("cpu_per_request_ratio".into(), json!(b.cpu_us_per_request / a.cpu_us_per_request));
-        figures.insert("throughput_ratio".into(), json!(b.rps / a.rps));
-        println!(
-            "  cpu_per_request_ratio {:.3}, throughput_ratio {:.3}\n",
-            b.cpu_us_per_request / a.cpu_us_per_request,
-            b.rps / a.rps
-        );
+        let (a, f, b) = (median(&runs[NATIVE]), median(&runs[FLOOR]), median(&runs[SWITCHYARD]));
+        let ratios = [
+            ("", &b, &a, "switchyard ÷ native"),
+            ("floor_", &f, &a, "wasm_floor ÷ native"),
+            ("over_floor_", &b, &f, "switchyard ÷ wasm_floor"),
+        ];
+        for (prefix, x, base, what) in ratios {
+            let (cpu, throughput) = (x.cpu_us_per_request / base.cpu_us_per_request, x.rps / base.rps);
+            figures.insert(format!("{prefix}cpu_per_request_ratio"), json!(cpu));
+            figures.insert(format!("{prefix}throughput_ratio"), json!(throughput));
+            println!("  {what:<24} cpu_per_request_ratio {cpu:.3}, throughput_ratio {throughput:.3}");
+        }
+        println!();
         report["workloads"][w.name] = Value::Object(figures);
     }
     drop(envoys);
@@ -158,16 +188,25 @@ async fn main() -> Result<()> {
     if which("valgrind").is_some() {
         println!("counting instructions under callgrind (slow: Envoy starts in about a minute)…");
         let mut counts = serde_json::Map::new();
-        for (name, plugin) in configs.iter().take(2) {
-            let config = bootstrap(&dir.path().join(format!("{name}-vg.json")), &upstream, sidecar.admin, plugin.as_deref())?;
+        for (name, arm) in configs.iter().take(SWITCHYARD + 1) {
+            let config = bootstrap(&dir.path().join(format!("{name}-vg.json")), &upstream, sidecar.admin, arm)?;
             let per_workload = instructions(&h2load, &config, &workloads, dir.path()).await?;
             counts.insert(name.to_string(), per_workload);
         }
         for w in &workloads {
-            let a = counts["native"][w.name].as_f64().unwrap_or(0.0);
-            let b = counts["switchyard"][w.name].as_f64().unwrap_or(0.0);
-            println!("  {:<6} native {:>8.0}  switchyard {:>8.0} instructions/request  ratio {:.3}", w.name, a, b, b / a);
-            report["workloads"][w.name]["instructions_per_request"] = json!({"native": a, "switchyard": b, "ratio": b / a});
+            let count = |name: &str| counts[name][w.name].as_f64().unwrap_or(0.0);
+            let (a, f, b) = (count("native"), count("wasm_floor"), count("switchyard"));
+            println!(
+                "  {:<6} native {a:>8.0}  wasm_floor {f:>8.0}  switchyard {b:>8.0} instructions/request  ratio {:.3} (floor {:.3}, over floor {:.3})",
+                w.name,
+                b / a,
+                f / a,
+                b / f
+            );
+            report["workloads"][w.name]["instructions_per_request"] = json!({
+                "native": a, "wasm_floor": f, "switchyard": b,
+                "ratio": b / a, "floor_ratio": f / a, "over_floor_ratio": b / f,
+            });
         }
     } else {
         println!("valgrind not found: instruction counts skipped");
@@ -179,6 +218,14 @@ async fn main() -> Result<()> {
         "\nimage workload: cpu_per_request_ratio {:.3} (target ≤ 1.15), throughput_ratio {:.3} (target ≥ 0.90)",
         report["cpu_per_request_ratio"].as_f64().unwrap_or(0.0),
         report["throughput_ratio"].as_f64().unwrap_or(0.0)
+    );
+    let image = &report["workloads"]["image"];
+    println!(
+        "  of which the do-nothing Wasm filter costs cpu ratio {:.3}, throughput ratio {:.3}; Switchyard over it: {:.3}, {:.3}",
+        image["floor_cpu_per_request_ratio"].as_f64().unwrap_or(0.0),
+        image["floor_throughput_ratio"].as_f64().unwrap_or(0.0),
+        image["over_floor_cpu_per_request_ratio"].as_f64().unwrap_or(0.0),
+        image["over_floor_throughput_ratio"].as_f64().unwrap_or(0.0)
     );
     println!("host calls per routed request: {HOST_CALLS_PER_REQUEST}");
     let out = paths::root().join("target/bench");
@@ -210,28 +257,29 @@ fn workloads(dir: &Path) -> Result<Vec<Workload>> {
     ])
 }
 
-/// Writes an Envoy bootstrap in front of `upstream`: with the filter if a plugin
-/// configuration is given, else with a native header route. Returns (path, admin, listener).
-fn bootstrap(path: &Path, upstream: &Upstream, sidecar_admin: u16, plugin: Option<&str>) -> Result<(PathBuf, u16, u16)> {
+/// Writes an Envoy bootstrap for `arm` in front of `upstream`. Returns (path, admin, listener).
+fn bootstrap(path: &Path, upstream: &Upstream, sidecar_admin: u16, arm: &Arm) -> Result<(PathBuf, u16, u16)> {
     let admin = free_port();
     let listener = free_port();
     let mut clusters: Vec<Value> = ["stable", "canary"].iter().map(|n| cluster_json(&Cluster::new(n, upstream.port))).collect();
     clusters.push(http1_cluster_json(&Cluster::new("sidecar_admin", sidecar_admin)));
-    let routes = match plugin {
-        Some(_) => json!([
+    let routes = match arm {
+        Arm::Switchyard(_) => json!([
             {"match": {"prefix": "/", "headers": [{"name": "x-switchyard-cluster", "present_match": true}]},
              "route": {"cluster_header": "x-switchyard-cluster", "timeout": "0s"}},
             {"match": {"prefix": "/"}, "route": {"cluster": "stable", "timeout": "0s"}}
         ]),
-        None => json!([
+        Arm::Native | Arm::Floor(_) => json!([
             {"match": {"prefix": "/", "headers": [{"name": "x-ab-group", "string_match": {"exact": "canary"}}]},
              "route": {"cluster": "canary", "timeout": "0s"}},
             {"match": {"prefix": "/"}, "route": {"cluster": "stable", "timeout": "0s"}}
         ]),
     };
     let mut filters = Vec::new();
-    if let Some(p) = plugin {
-        filters.push(wasm_filter_json(&paths::wasm(), p));
+    match arm {
+        Arm::Native => {}
+        Arm::Floor(wasm) => filters.push(wasm_filter_json(wasm, "")),
+        Arm::Switchyard(plugin) => filters.push(wasm_filter_json(&paths::wasm(), plugin)),
     }
     filters.push(json!({"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}));
