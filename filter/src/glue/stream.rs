@@ -2,8 +2,9 @@
 //!
 //! Host calls on a routed request: one read of the request headers, one clock read, one
 //! write of the routing header, one filter-state write (if enabled); on the response one
-//! clock read and one `grpc-status` read (plus the decision header, if enabled). Stats
-//! and health bookkeeping are in-memory; the tick hands them on.
+//! clock read, a `grpc-status` read for trailers-only responses, probes and one complete
+//! response in eight (plus the decision header, if enabled). Stats and health bookkeeping
+//! are in-memory; the tick hands them on.
 
 use super::host::{self, Buffer, Map};
 use super::plugin::Plugin;
