@@ -118,7 +118,7 @@ default_version = "{FALLBACK}"
         let log = std::fs::File::create(dir.path().join("sidecar.log")).expect("sidecar log");
         let mut cmd = Command::new(binary());
         cmd.args(["serve", "--config"])
-            .arg(&config_path)
+            .arg(config_path)
             .env("RUST_LOG", "info,ort=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -57,7 +57,7 @@ async fn main() -> Result<()> {
 
     println!();
     println!("Sample requests through Envoy (ExtractRealtime with a rendered text page):");
-    println!("  {:<52} {:<20} {:<38} {}", "request metadata", "served by", "decision", "model says");
+    println!("  {:<52} {:<20} {:<38} model says", "request metadata", "served by", "decision");
     let url = envoy.url();
     let mut client = connect(&url).await;
     const V1: (&str, &str) = ("x-schema-revision", "features.v1@1");
