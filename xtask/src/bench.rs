@@ -14,9 +14,9 @@ pub struct Args {
     /// Which benchmark to run: `sidecar` (model serving) or `filter` (the Envoy filter's
     /// cost against native routing).
     name: String,
-    /// Rounds of the whole set of measurements, interleaved; figures are per-round medians
-    /// (`sidecar`; `filter` runs 5 rounds of fixed request counts).
-    /// (Fewer or shorter rounds let noise on a shared machine move the ratios by ±0.06.)
+    /// Rounds of the whole set of measurements, interleaved; figures are per-round medians.
+    /// Fewer or shorter rounds let noise on a shared machine move the ratios by ±0.06.
+    /// (`sidecar` only; `filter` runs 5 rounds of fixed request counts.)
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Seconds measured per run (after a short warm-up).
