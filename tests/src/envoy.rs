@@ -379,39 +379,48 @@ pub fn listener_json(cfg: &EnvoyConfig, port: u16, plugin_config: &str, access_l
         }]),
         None => json!([]),
     };
+    let routes = switchyard_routes(&cfg.cluster_header, &cfg.default_cluster);
+    let filters = vec![wasm_filter_json(&paths::wasm(), plugin_config), router_filter_json()];
+    let mut listener = http_listener_json("switchyard", port, routes, filters, access_log);
+    // An LDS resource is an `Any`.
+    listener["@type"] = json!("type.googleapis.com/envoy.config.listener.v3.Listener");
+    listener
+}
+
+/// The routes a Switchyard deployment needs: the filter's choice by `cluster_header`, and
+/// the default cluster for requests it left alone.
+pub fn switchyard_routes(cluster_header: &str, default_cluster: &str) -> Value {
+    json!([
+        {
+            "match": {"prefix": "/", "headers": [{"name": cluster_header, "present_match": true}]},
+            "route": {"cluster_header": cluster_header, "timeout": "0s"}
+        },
+        {
+            "match": {"prefix": "/"},
+            "route": {"cluster": default_cluster, "timeout": "0s"}
+        }
+    ])
+}
+
+pub fn router_filter_json() -> Value {
+    json!({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+}
+
+/// A loopback HTTP listener (HTTP/1 and HTTP/2) with one virtual host matching every domain.
+pub fn http_listener_json(name: &str, port: u16, routes: Value, http_filters: Vec<Value>, access_log: Value) -> Value {
     json!({
-        "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
-        "name": "switchyard",
+        "name": name,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": "switchyard",
+                "stat_prefix": name,
                 "codec_type": "AUTO",
                 "access_log": access_log,
-                "route_config": {
-                    "name": "switchyard",
-                    "virtual_hosts": [{
-                        "name": "all",
-                        "domains": ["*"],
-                        "routes": [
-                            {
-                                "match": {"prefix": "/", "headers": [{"name": cfg.cluster_header, "present_match": true}]},
-                                "route": {"cluster_header": cfg.cluster_header, "timeout": "0s"}
-                            },
-                            {
-                                "match": {"prefix": "/"},
-                                "route": {"cluster": cfg.default_cluster, "timeout": "0s"}
-                            }
-                        ]
-                    }]
-                },
-                "http_filters": [
-                    wasm_filter_json(&paths::wasm(), plugin_config),
-                    {"name": "envoy.filters.http.router", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
-                ]
+                "route_config": {"name": name, "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
+                "http_filters": http_filters
             }
         }]}]
     })

@@ -27,7 +27,9 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use testbed::envoy::{cluster_json, http1_cluster_json, wasm_filter_json, Cluster, Envoy};
+use testbed::envoy::{
+    cluster_json, http1_cluster_json, http_listener_json, router_filter_json, switchyard_routes, wasm_filter_json, Cluster, Envoy,
+};
 use testbed::upstream::Upstream;
 use testbed::{admin, free_port, paths};
 
@@ -264,11 +266,7 @@ fn bootstrap(path: &Path, upstream: &Upstream, sidecar_admin: u16, arm: &Arm) ->
     let mut clusters: Vec<Value> = ["stable", "canary"].iter().map(|n| cluster_json(&Cluster::new(n, upstream.port))).collect();
     clusters.push(http1_cluster_json(&Cluster::new("sidecar_admin", sidecar_admin)));
     let routes = match arm {
-        Arm::Switchyard(_) => json!([
-            {"match": {"prefix": "/", "headers": [{"name": "x-switchyard-cluster", "present_match": true}]},
-             "route": {"cluster_header": "x-switchyard-cluster", "timeout": "0s"}},
-            {"match": {"prefix": "/"}, "route": {"cluster": "stable", "timeout": "0s"}}
-        ]),
+        Arm::Switchyard(_) => switchyard_routes("x-switchyard-cluster", "stable"),
         Arm::Native | Arm::Floor(_) => json!([
             {"match": {"prefix": "/", "headers": [{"name": "x-ab-group", "string_match": {"exact": "canary"}}]},
              "route": {"cluster": "canary", "timeout": "0s"}},
@@ -281,26 +279,12 @@ fn bootstrap(path: &Path, upstream: &Upstream, sidecar_admin: u16, arm: &Arm) ->
         Arm::Floor(wasm) => filters.push(wasm_filter_json(wasm, "")),
         Arm::Switchyard(plugin) => filters.push(wasm_filter_json(&paths::wasm(), plugin)),
     }
-    filters.push(json!({"name": "envoy.filters.http.router", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}));
+    filters.push(router_filter_json());
     let config = json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
             "clusters": clusters,
-            "listeners": [{
-                "name": "bench",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "bench",
-                        "codec_type": "AUTO",
-                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
-                        "http_filters": filters
-                    }
-                }]}]
-            }]
+            "listeners": [http_listener_json("bench", listener, routes, filters, json!([]))]
         }
     });
     std::fs::write(path, serde_json::to_vec(&config)?)?;
