@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use switchyard_filter::snapshot::{ModelHealth, SidecarSnapshot};
+use switchyard_api::{ErrorReply, ModelHealth, SidecarSnapshot, ValidateReply};
 use switchyard_schema::registry::{Registry, RegistryState};
 use switchyard_schema::validate::Policy;
 
@@ -33,8 +33,8 @@ pub fn mount(sidecar: Sidecar, registry: Option<Arc<Registry>>) -> Sidecar {
         last: Mutex::new((0, 0)),
     });
     let routes = Router::new()
-        .route("/v1/snapshot", get(snapshot))
-        .route("/v1/validate", post(validate))
+        .route(switchyard_api::SNAPSHOT_PATH, get(snapshot))
+        .route(switchyard_api::VALIDATE_PATH, post(validate))
         .with_state(state);
     let sidecar = sidecar.with_admin_routes(routes);
     match registry {
@@ -122,7 +122,7 @@ struct ValidateQuery {
 }
 
 fn bad_request(message: String) -> Response {
-    (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": message }))).into_response()
+    (StatusCode::BAD_REQUEST, Json(ErrorReply { error: message })).into_response()
 }
 
 async fn validate(State(s): State<Arc<Snapshots>>, Query(q): Query<ValidateQuery>, body: axum::body::Bytes) -> Response {
@@ -158,13 +158,8 @@ async fn validate(State(s): State<Arc<Snapshots>>, Query(q): Query<ValidateQuery
                     if more > 0 { format!(" (and {more} more)") } else { String::new() }
                 )
             });
-            Json(serde_json::json!({
-                "valid": v.is_valid(),
-                "message": message,
-                "violations": v.violations,
-                "warnings": v.warnings,
-            }))
-            .into_response()
+            let valid = v.is_valid();
+            Json(ValidateReply { valid, message, violations: v.violations, warnings: v.warnings }).into_response()
         }
         Err(e) => bad_request(e.to_string()),
     }

@@ -24,6 +24,8 @@ enum Command {
     Setup,
     /// Build the filter for Wasm (`target/wasm32-wasip1/wasm/switchyard_filter.wasm`).
     BuildWasm,
+    /// Build the filter as a native Envoy dynamic module (`target/native/libswitchyard.so`).
+    BuildNative,
     /// Run the demo stack: Envoy with the filter in front of real gRPC upstreams.
     Demo(demo::Args),
     /// Run every test: lints, unit tests and end-to-end tests against a real Envoy.
@@ -36,6 +38,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::run(),
         Command::BuildWasm => setup::build_wasm().map(|_| ()),
+        Command::BuildNative => setup::build_native().map(|_| ()),
         Command::Demo(args) => demo::run(args),
         Command::Test(args) => test::run(args),
         Command::Bench(args) => bench::run(args),

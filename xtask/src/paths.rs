@@ -29,6 +29,12 @@ pub fn wasm() -> PathBuf {
     root().join("target/wasm32-wasip1/wasm/switchyard_filter.wasm")
 }
 
+/// The native module built by `build-native` (Envoy loads `lib<name>.so` from the
+/// directories in `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`).
+pub fn native() -> PathBuf {
+    root().join("target/native/libswitchyard.so")
+}
+
 /// Generated state that is not a build output (model repository, demo runs).
 pub fn var() -> PathBuf {
     root().join("var")

@@ -88,7 +88,7 @@ pub fn build_wasm() -> Result<PathBuf> {
     run::status(run::cargo().current_dir(paths::root()).args([
         "build",
         "--package",
-        "switchyard-filter",
+        "switchyard-filter-wasm",
         "--target",
         WASM_TARGET,
         "--profile",
@@ -100,6 +100,23 @@ pub fn build_wasm() -> Result<PathBuf> {
         .len();
     eprintln!("built {} ({} KiB)", wasm.display(), size / 1024);
     Ok(wasm)
+}
+
+/// Builds the native module (`cargo build --profile native`) and returns the `.so`'s path.
+pub fn build_native() -> Result<PathBuf> {
+    run::status(run::cargo().current_dir(paths::root()).args([
+        "build",
+        "--package",
+        "switchyard-filter-native",
+        "--profile",
+        "native",
+    ]))?;
+    let so = paths::native();
+    let size = std::fs::metadata(&so)
+        .with_context(|| format!("build succeeded but {} is missing", so.display()))?
+        .len();
+    eprintln!("built {} ({} KiB)", so.display(), size / 1024);
+    Ok(so)
 }
 
 pub fn file_hash(path: &Path) -> Result<String> {

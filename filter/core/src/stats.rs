@@ -24,6 +24,13 @@ use std::cell::Cell;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CounterId(usize);
 
+impl CounterId {
+    /// Position in [`StatTable::counters`].
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
 /// A gauge's or histogram's position in its list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MetricId(pub usize);

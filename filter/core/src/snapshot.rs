@@ -3,39 +3,15 @@
 //!
 //! The snapshot is JSON from the sidecar's admin port (`GET /v1/snapshot`): the schema
 //! registry's subjects, revisions and compatibility pairs, plus the health of each model
-//! version. [`SidecarSnapshot`] is the one definition of that document: the sidecar
-//! serialises this very type.
+//! version. [`SidecarSnapshot`] (in `switchyard-api`) is the one definition of that
+//! document: the sidecar serialises that very type.
 //!
 //! A worker parses a snapshot once per generation into a [`SnapshotView`], which resolves
 //! every target's served revision and health up front, so a request only does a
 //! revision lookup and a binary search over compatibility pairs.
 
 use crate::config::Config;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use switchyard_schema::snapshot::Snapshot;
-
-/// The document the sidecar serves and the filter polls.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SidecarSnapshot {
-    /// Grows whenever anything below changes; an unchanged generation is skipped.
-    pub generation: u64,
-    #[serde(default)]
-    pub schema: Snapshot,
-    /// Per model version (`<model>/<version>`).
-    #[serde(default)]
-    pub models: BTreeMap<String, ModelHealth>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ModelHealth {
-    /// Loaded and answering (not failing health checks or injected to fail).
-    pub healthy: bool,
-    /// The schema revision this version serves (`features.v1@2`), if the sidecar knows it;
-    /// targets that declare no revision learn it from here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
-}
+pub use switchyard_api::{ModelHealth, SidecarSnapshot};
 
 /// A client's or target's revision, resolved in the registry: `(subject, revision)`.
 pub type Revision = (String, u32);

@@ -1,10 +1,11 @@
 //! The few proxy-wasm host calls the filter makes, declared directly against the ABI.
 //!
-//! The SDK's `hostcalls` panic on any unexpected host status; a panic traps the VM. Here
-//! every call returns a `Result` and callers decide, so the filter never panics because
-//! Envoy answered something odd. The SDK still provides the context dispatch.
+//! The SDK's `hostcalls` panic on any unexpected host status (`dispatch_http_call` too);
+//! a panic traps the VM. Here every call returns a `Result`, so the filter never panics
+//! because Envoy answered something odd.
 
 use std::ptr::{null, null_mut};
+use switchyard_filter_core::host::Written;
 
 /// A proxy-wasm status other than `Ok`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,26 +38,12 @@ pub enum Buffer {
     PluginConfiguration = 7,
 }
 
-#[derive(Clone, Copy)]
-#[repr(u32)]
-pub enum MetricKind {
-    Counter = 0,
-    Gauge = 1,
-    Histogram = 2,
-}
+use switchyard_filter_core::host::MetricKind;
 
 const NOT_FOUND: u32 = 1;
 const CAS_MISMATCH: u32 = 8;
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(u32)]
-pub enum Level {
-    Trace = 0,
-    Debug = 1,
-    Info = 2,
-    Warn = 3,
-    Error = 4,
-}
+pub use switchyard_filter_core::host::Level;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -119,21 +106,52 @@ extern "C" {
     fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
     fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_http_call(
+        upstream: *const u8,
+        upstream_size: usize,
+        headers: *const u8,
+        headers_size: usize,
+        body: *const u8,
+        body_size: usize,
+        trailers: *const u8,
+        trailers_size: usize,
+        timeout_ms: u32,
+        token: *mut u32,
+    ) -> u32;
 }
 
-/// Takes ownership of a host-allocated buffer. The host allocates through the SDK's
-/// `proxy_on_memory_allocate`, i.e. a boxed slice of exactly `size` bytes.
+/// Memory for the host to return a buffer in (`proxy_on_memory_allocate`): a boxed slice
+/// of exactly `size` bytes, which [`owned`] takes back.
+pub fn allocate(size: usize) -> *mut u8 {
+    let mut bytes: Vec<std::mem::MaybeUninit<u8>> = Vec::with_capacity(size);
+    // SAFETY: `MaybeUninit` needs no initialisation; the host writes the bytes.
+    unsafe { bytes.set_len(size) };
+    Box::into_raw(bytes.into_boxed_slice()).cast::<u8>()
+}
+
+/// Takes ownership of a host-returned buffer of `size` bytes, allocated by [`allocate`].
 unsafe fn owned(data: *mut u8, size: usize) -> Vec<u8> {
     if data.is_null() {
         Vec::new()
     } else {
-        Vec::from_raw_parts(data, size, size)
+        Box::from_raw(std::ptr::slice_from_raw_parts_mut(data, size)).into_vec()
+    }
+}
+
+fn level_number(level: Level) -> u32 {
+    match level {
+        Level::Trace => 0,
+        Level::Debug => 1,
+        Level::Info => 2,
+        Level::Warn => 3,
+        Level::Error => 4,
     }
 }
 
 pub fn log(level: Level, message: &str) {
     // Nothing useful can be done if logging itself fails.
-    let _ = unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
+    let _ = unsafe { proxy_log(level_number(level), message.as_ptr(), message.len()) };
 }
 
 /// Envoy's current log level for Wasm, so we can skip formatting dropped lines.
@@ -224,8 +242,13 @@ pub fn plugin_configuration(size: usize) -> HostResult<Vec<u8>> {
 }
 
 pub fn define_metric(kind: MetricKind, name: &str) -> HostResult<u32> {
+    let kind = match kind {
+        MetricKind::Counter => 0,
+        MetricKind::Gauge => 1,
+        MetricKind::Histogram => 2,
+    };
     let mut id = 0;
-    check(unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) })?;
+    check(unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) })?;
     Ok(id)
 }
 
@@ -243,9 +266,6 @@ pub fn now_ns() -> u64 {
     }
 }
 
-pub fn now_ms() -> u64 {
-    now_ns() / 1_000_000
-}
 
 /// One header's value, if present.
 pub fn header(map: Map, name: &str) -> HostResult<Option<Vec<u8>>> {
@@ -284,21 +304,33 @@ pub fn shared_data(key: &str) -> HostResult<(Option<Vec<u8>>, u32)> {
     }
 }
 
-/// Outcome of a compare-and-swap write to shared data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Written {
-    Yes,
-    /// Another worker wrote first: read again and retry.
-    Conflict,
+/// Writes shared data if it still has CAS token `cas` (0: unconditionally).
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Written {
+    match unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) } {
+        0 => Written::Yes,
+        CAS_MISMATCH => Written::Conflict,
+        _ => Written::Failed,
+    }
 }
 
-/// Writes shared data if it still has CAS token `cas` (0: unconditionally).
-pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> HostResult<Written> {
-    match unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) } {
-        0 => Ok(Written::Yes),
-        CAS_MISMATCH => Ok(Written::Conflict),
-        s => Err(HostError(s)),
-    }
+/// Starts an HTTP call to `cluster`; `headers` in the serialised pairs form.
+pub fn http_call(cluster: &str, headers: &[u8], body: &[u8], timeout_ms: u32) -> HostResult<u32> {
+    let mut token = 0;
+    check(unsafe {
+        proxy_http_call(
+            cluster.as_ptr(),
+            cluster.len(),
+            headers.as_ptr(),
+            headers.len(),
+            if body.is_empty() { null() } else { body.as_ptr() },
+            body.len(),
+            null(),
+            0,
+            timeout_ms,
+            &mut token,
+        )
+    })?;
+    Ok(token)
 }
 
 /// Sets a stream property; a single-segment path becomes filter state `wasm.<path>`.

@@ -34,6 +34,10 @@ pub struct PluginConfig {
     pub stat_prefix: String,
     /// How often each worker merges shared health, flushes stats and polls (ms).
     pub tick_ms: u32,
+    /// What the native module does with a stream when the filter fails on it (a caught
+    /// panic): `open` lets it go on unrouted (Envoy's own routes), `closed` answers
+    /// UNAVAILABLE. (In the Wasm build a failed VM follows Envoy's `failure_policy`.)
+    pub failure_policy: FailMode,
 }
 
 impl Default for PluginConfig {
@@ -54,6 +58,7 @@ impl Default for PluginConfig {
             routes: Vec::new(),
             stat_prefix: "switchyard".into(),
             tick_ms: 100,
+            failure_policy: FailMode::Open,
         }
     }
 }
@@ -84,8 +89,10 @@ pub struct AccessConfig {
 pub struct SchemaConfig {
     /// Header in which a client declares its revision (`features.v1@3` or a fingerprint).
     pub revision_header: String,
-    /// A revision that is absent or unknown to the registry.
+    /// A declared revision the registry does not know.
     pub unknown_revision: UnknownRevision,
+    /// A client that declares no revision (most existing clients).
+    pub undeclared: UndeclaredConfig,
     /// Until the first snapshot arrives from the sidecar: route by A/B only (`open`), or
     /// refuse requests whose route needs a schema check with UNAVAILABLE (`closed`).
     pub without_snapshot: FailMode,
@@ -96,6 +103,7 @@ impl Default for SchemaConfig {
         Self {
             revision_header: "x-schema-revision".into(),
             unknown_revision: UnknownRevision::DefaultTarget,
+            undeclared: UndeclaredConfig::default(),
             without_snapshot: FailMode::Open,
         }
     }
@@ -109,6 +117,39 @@ pub enum UnknownRevision {
     DefaultTarget,
     /// Refuse with FAILED_PRECONDITION.
     Reject,
+}
+
+/// What an undeclared client is taken to speak: a mode, or `{"assume": "<revision>"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum UndeclaredConfig {
+    Mode(UndeclaredMode),
+    Assume(AssumeConfig),
+}
+
+impl Default for UndeclaredConfig {
+    fn default() -> Self {
+        UndeclaredConfig::Mode(UndeclaredMode::AssumeDefaultTarget)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UndeclaredMode {
+    /// Assume it speaks what the route's default target serves, and bucket it among the
+    /// targets that can serve that revision (it takes part in the A/B split).
+    AssumeDefaultTarget,
+    /// Send it to the route's default target (it never sees a canary).
+    DefaultTarget,
+    /// Refuse with FAILED_PRECONDITION.
+    Reject,
+}
+
+/// Assume this revision (`features.v1@1` or a fingerprint) for undeclared clients.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssumeConfig {
+    pub assume: String,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

@@ -270,7 +270,10 @@ fn unknown_revision_policy_and_missing_snapshot() {
     let r = replied(decide(&strict, &req, &w));
     assert_eq!((r.code, r.kind), (Code::FailedPrecondition, ReplyKind::UnknownRevision));
     let absent = RequestMeta { revision: None, ..req };
-    assert!(replied(decide(&strict, &absent, &w)).message.contains("x-schema-revision"));
+    let refuse = schema_config(r#""schema": {"undeclared": "reject"},"#);
+    let r = replied(decide(&refuse, &absent, &w));
+    assert_eq!((r.code, r.kind), (Code::FailedPrecondition, ReplyKind::UnknownRevision));
+    assert!(r.message.contains("x-schema-revision"), "{}", r.message);
 
     // Never had a snapshot: open routes by A/B only; closed refuses.
     let none = World::default();
@@ -301,4 +304,57 @@ fn alternatives_order_is_fallback_default_rest() {
     assert_eq!(r.alternatives(0).collect::<Vec<_>>(), vec![3, 1, 2]);
     assert_eq!(r.alternatives(3).collect::<Vec<_>>(), vec![1, 0, 2]);
     assert_eq!(r.alternatives(1).collect::<Vec<_>>(), vec![3, 0, 2]);
+}
+
+#[test]
+fn undeclared_clients_take_part_in_the_split_as_the_default_target_speaks() {
+    // stable serves @1, canary @3 (cannot read @1's requests), fallback @2 (can).
+    let cfg = schema_config("");
+    let v = view(&cfg);
+    let w = World { targets: &[], snapshot: Some(&v) };
+    let mut seen = [0usize; 3];
+    for i in 0..2_000 {
+        let key = format!("user-{i}");
+        let req = RequestMeta { user_key: Some(&key), ..grpc("/a.S/M") };
+        let (t, reason) = routed(decide(&cfg, &req, &w));
+        assert!(matches!(reason, Reason::Weight | Reason::Schema), "{reason:?}");
+        seen[t] += 1;
+    }
+    // Assumed to speak @1: the canary's half of the users moves on to the fallback, which
+    // serves @1 clients; nobody reaches the canary, which cannot.
+    assert_eq!(seen[1], 0, "{seen:?}");
+    assert!(seen[0] > 800 && seen[2] > 800, "{seen:?}");
+
+    // With a canary that can serve the assumed revision, undeclared users reach it.
+    let cfg = Config::from_json(
+        br#"{"sidecar": {"cluster": "sc"}, "routes": [{"name": "r", "match": ["*"], "default_target": "stable",
+             "targets": [{"name": "stable", "cluster": "a", "revision": "features.v1@1", "weight": 50},
+                         {"name": "canary", "cluster": "b", "revision": "features.v1@2", "weight": 50}]}]}"#,
+    )
+    .unwrap();
+    let v = view(&cfg);
+    let w = World { targets: &[], snapshot: Some(&v) };
+    let canary = (0..1_000)
+        .filter(|i| {
+            let key = format!("user-{i}");
+            routed(decide(&cfg, &RequestMeta { user_key: Some(&key), ..grpc("/a.S/M") }, &w)) == (1, Reason::Weight)
+        })
+        .count();
+    assert!((400..=600).contains(&canary), "{canary}");
+}
+
+#[test]
+fn undeclared_policy_can_assume_a_revision_or_keep_the_old_default() {
+    let v = view(&schema_config(""));
+    let w = World { targets: &[], snapshot: Some(&v) };
+    let req = RequestMeta { group: Some("canary"), ..grpc("/a.S/M") };
+    let assume3 = schema_config(r#""schema": {"undeclared": {"assume": "features.v1@3"}},"#);
+    assert_eq!(routed(decide(&assume3, &req, &w)), (1, Reason::Header));
+    let old = schema_config(r#""schema": {"undeclared": "default_target"},"#);
+    assert_eq!(routed(decide(&old, &req, &w)), (0, Reason::UnknownRevision));
+    // An assumed revision the registry does not know: the default target.
+    let ghost = schema_config(r#""schema": {"undeclared": {"assume": "features.v1@9"}},"#);
+    assert_eq!(routed(decide(&ghost, &req, &w)), (0, Reason::UnknownRevision));
+    assert!(Config::from_json(br#"{"schema": {"undeclared": {"assume": " "}}}"#).is_err());
+    assert!(Config::from_json(br#"{"schema": {"undeclared": "sometimes"}}"#).is_err());
 }

@@ -10,7 +10,7 @@ pub const FORGET_AFTER_MS: u64 = 600_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
-    stream: u32,
+    stream: u64,
     started_ms: u64,
     overdue: bool,
 }
@@ -19,12 +19,12 @@ struct Entry {
 pub struct InFlight(Vec<Entry>);
 
 impl InFlight {
-    pub fn start(&mut self, stream: u32, now_ms: u64) {
+    pub fn start(&mut self, stream: u64, now_ms: u64) {
         self.0.push(Entry { stream, started_ms: now_ms, overdue: false });
     }
 
     /// Forgets a finished stream; returns whether it had been counted overdue.
-    pub fn finish(&mut self, stream: u32) -> bool {
+    pub fn finish(&mut self, stream: u64) -> bool {
         match self.0.iter().position(|e| e.stream == stream) {
             Some(i) => self.0.swap_remove(i).overdue,
             None => false,
@@ -35,6 +35,7 @@ impl InFlight {
         u32::try_from(self.0.len()).unwrap_or(u32::MAX)
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -16,6 +16,7 @@ use crate::grpc::Code;
 use crate::health::DegradeRules;
 use crate::pattern::MethodPattern;
 pub use raw::{FailMode, Malformed, NonGrpc, UnknownRevision, ValidateMode};
+use raw::{UndeclaredConfig, UndeclaredMode};
 use raw::{DegradeConfig, FaultConfig, LatencyConfig, PluginConfig, RouteConfig, ValidateConfig};
 use std::collections::HashSet;
 use std::fmt;
@@ -54,6 +55,7 @@ pub struct Config {
     pub non_grpc: NonGrpc,
     pub access: Access,
     pub unknown_revision: UnknownRevision,
+    pub undeclared: Undeclared,
     pub without_snapshot: FailMode,
     /// Whether the budget header may carry bare milliseconds (custom headers only).
     pub budget_bare_millis: bool,
@@ -64,6 +66,7 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub stat_prefix: String,
     pub tick_ms: u32,
+    pub failure_policy: FailMode,
 }
 
 /// Lower-cased header names (HTTP/2 header names are lower case on the wire).
@@ -77,6 +80,18 @@ pub struct HeaderNames {
     pub revision: String,
     pub budget: String,
     pub priority: String,
+}
+
+/// What a client that declares no schema revision is taken to speak.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Undeclared {
+    /// The revision the route's default target serves (no constraint if it declares none).
+    AssumeDefaultTarget,
+    /// This revision, as a client would declare it.
+    Assume(String),
+    /// None: the client goes to the default target.
+    DefaultTarget,
+    Reject,
 }
 
 #[derive(Debug, Default)]
@@ -258,6 +273,15 @@ impl PluginConfig {
                 })
             }
         };
+        let undeclared = match self.schema.undeclared {
+            UndeclaredConfig::Mode(UndeclaredMode::AssumeDefaultTarget) => Undeclared::AssumeDefaultTarget,
+            UndeclaredConfig::Mode(UndeclaredMode::DefaultTarget) => Undeclared::DefaultTarget,
+            UndeclaredConfig::Mode(UndeclaredMode::Reject) => Undeclared::Reject,
+            UndeclaredConfig::Assume(a) if a.assume.trim().is_empty() => {
+                return Err(err("schema.undeclared.assume", "must name a revision (e.g. \"features.v1@1\")"));
+            }
+            UndeclaredConfig::Assume(a) => Undeclared::Assume(a.assume.trim().to_owned()),
+        };
         let mut names = HashSet::new();
         let mut routes = Vec::with_capacity(self.routes.len());
         for (i, r) in self.routes.into_iter().enumerate() {
@@ -291,6 +315,7 @@ impl PluginConfig {
             non_grpc: self.non_grpc,
             access,
             unknown_revision: self.schema.unknown_revision,
+            undeclared,
             without_snapshot: self.schema.without_snapshot,
             budget_bare_millis: !self.budget.header.eq_ignore_ascii_case("grpc-timeout"),
             malformed_budget: self.budget.malformed,
@@ -299,6 +324,7 @@ impl PluginConfig {
             routes,
             stat_prefix: self.stat_prefix,
             tick_ms: self.tick_ms,
+            failure_policy: self.failure_policy,
         })
     }
 }

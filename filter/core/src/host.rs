@@ -1,0 +1,153 @@
+//! What the core needs from the proxy it runs in, as two traits the host crates implement.
+//!
+//! * [`Host`]: one worker's view of the proxy: clock, logs, stats, state shared by every
+//!   worker, callouts to a cluster, the tick, and resuming a paused stream;
+//! * [`StreamHost`]: one HTTP stream: its headers, body, local reply and filter state.
+//!
+//! The proxy-wasm build implements them over the proxy-wasm ABI, the native build over
+//! Envoy's dynamic-modules ABI, and the unit tests over plain memory ([`crate::testing`]).
+//! Every method is infallible from the core's point of view: a host call that fails is
+//! reported as absence (`None`, `false`), never as a panic.
+
+/// Log levels, in Envoy's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// A host's handle of a defined metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricHandle(pub u64);
+
+/// Outcome of a compare-and-swap write to shared state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    Yes,
+    /// Another worker wrote first: read again and retry.
+    Conflict,
+    /// The host refused the write.
+    Failed,
+}
+
+/// A value in shared state and its version, for [`Host::shared_set`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Shared {
+    pub value: Option<Vec<u8>>,
+    /// 0 when absent.
+    pub cas: u32,
+}
+
+/// An HTTP call to a cluster.
+#[derive(Clone, Copy, Debug)]
+pub struct Callout<'a> {
+    pub cluster: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub authority: &'a str,
+    /// Further headers.
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: Option<&'a [u8]>,
+    pub timeout_ms: u32,
+}
+
+/// The answer to a [`Callout`]: `status` is `None` when the cluster did not answer
+/// (unreachable, reset, timed out).
+#[derive(Clone, Copy, Debug)]
+pub struct CalloutReply<'a> {
+    pub status: Option<u32>,
+    pub body: &'a [u8],
+}
+
+/// Identifies a callout in flight, as the host numbers them.
+pub type CalloutToken = u32;
+
+/// One worker's view of its proxy.
+pub trait Host {
+    /// Wall-clock time in nanoseconds since the Unix epoch (the same clock on every worker).
+    fn now_ns(&self) -> u64;
+    /// Whether a line at `level` would be logged, so dropped lines are never formatted.
+    fn log_enabled(&self, level: Level) -> bool;
+    fn log(&self, level: Level, message: &str);
+
+    /// Defines a metric at configuration time; `None` if the host refused.
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<MetricHandle>;
+    fn increment(&self, counter: MetricHandle, by: u64);
+    fn set_gauge(&self, gauge: MetricHandle, value: u64);
+    fn record(&self, histogram: MetricHandle, value: u64);
+
+    /// State shared by every worker running this configuration.
+    fn shared_get(&self, key: &str) -> Option<Shared>;
+    /// Writes `value` if `key` still has version `cas` (0: unconditionally).
+    fn shared_set(&self, key: &str, value: &[u8], cas: u32) -> Written;
+
+    /// Starts an HTTP call whose reply comes back through the worker's callout hook.
+    fn callout(&self, call: &Callout<'_>) -> Option<CalloutToken>;
+    /// Asks for the worker's tick every `ms` milliseconds.
+    fn set_tick_period_ms(&self, ms: u32);
+    /// Resumes a stream this worker paused (after an injected delay). Quietly nothing if
+    /// the stream is gone.
+    fn resume_stream(&self, stream: u64);
+    /// Resumes the stream whose callback is running after `ms` by the host's own timer;
+    /// `false` leaves it to the worker's ticks (finer ticks while something waits).
+    fn delay_stream(&self, _stream: u64, _ms: u32) -> bool {
+        false
+    }
+}
+
+/// Response header maps a stream reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseMap {
+    Headers,
+    Trailers,
+}
+
+/// A local reply: no upstream sees the request.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalReply<'a> {
+    pub http_status: u32,
+    /// `%RESPONSE_CODE_DETAILS%` in access logs; no spaces.
+    pub details: &'a str,
+    /// `Some((grpc-status, grpc-message))` for a trailers-only gRPC answer.
+    pub grpc: Option<(u32, &'a str)>,
+    /// Body of a non-gRPC reply.
+    pub body: &'a str,
+}
+
+/// One HTTP stream, as the host exposes it during a callback.
+pub trait StreamHost {
+    /// Sets a request header, replacing any value the client sent, and makes Envoy pick the
+    /// route again (the routing header is read by a `cluster_header` route).
+    fn set_request_header(&mut self, name: &str, value: &str);
+    fn remove_request_header(&mut self, name: &str);
+    fn add_response_header(&mut self, name: &str, value: &str);
+    /// Hands `f` the first value of a response header or trailer, if present.
+    fn response_value(&mut self, map: ResponseMap, name: &str, f: &mut dyn FnMut(&[u8]));
+    /// The request body buffered so far (`size` bytes as the host announced them).
+    fn request_body(&mut self, size: usize, f: &mut dyn FnMut(&[u8]));
+    fn send_reply(&mut self, reply: &LocalReply<'_>);
+    /// Filter state for access logs (`%FILTER_STATE(<host prefix>.<key>:PLAIN)%`).
+    fn set_filter_state(&mut self, key: &str, value: &[u8]);
+    /// Starts an HTTP call whose reply comes back to this stream.
+    fn callout(&mut self, call: &Callout<'_>) -> Option<CalloutToken>;
+    /// Lets a request paused in one of this stream's own callbacks go on.
+    fn resume_request(&mut self);
+}
+
+/// What a stream callback tells the host to do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Hold the stream (a local reply was sent, or the core resumes it later).
+    Pause,
+}
