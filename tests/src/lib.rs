@@ -6,11 +6,12 @@
 //! when its guard drops, including when a test fails. A part that cannot be found (Envoy,
 //! the `.wasm`) fails the test with a message saying how to get it; nothing is skipped.
 
-pub mod admin;
+// The admin client and the process guard come from the workspace's test kit.
+pub use testkit::http as admin;
 pub mod client;
 pub mod envoy;
 pub mod paths;
-pub mod process;
+pub use testkit::process;
 pub mod sidecar;
 pub mod traffic;
 pub mod upstream;
@@ -127,7 +128,8 @@ impl SidecarStack {
         Self::start_with(&config).await
     }
 
-    async fn start_with(plugin_config: &str) -> SidecarStack {
+    /// Starts everything with this plugin configuration (see [`SidecarStack::plugin_config`]).
+    pub async fn start_with(plugin_config: &str) -> SidecarStack {
         let schema_dir = tempfile::tempdir().expect("temp dir");
         sidecar::revisions::write(schema_dir.path(), "001-features", &sidecar::revisions::current());
         sidecar::revisions::write(schema_dir.path(), "002-features", &sidecar::revisions::with_new_field());
@@ -170,8 +172,9 @@ impl SidecarStack {
 
     /// Waits until every worker has a snapshot with all three revisions.
     pub async fn wait_for_snapshot(&self) {
-        self.envoy.wait_filter_stat("switchyard.sidecar.snapshots", |n| n >= 2).await;
-        let generation = self.envoy.stat("wasmcustom.switchyard.sidecar.generation").unwrap_or(0);
+        let installs = self.envoy.snapshot_installs();
+        self.envoy.wait_filter_stat("switchyard.sidecar.snapshots", |n| n >= installs).await;
+        let generation = self.envoy.filter_stat("switchyard.sidecar.generation");
         assert!(generation > 0, "no snapshot generation recorded");
     }
 

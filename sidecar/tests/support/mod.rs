@@ -2,11 +2,11 @@
 //! repository (prepared by `cargo xtask setup`) with the real ONNX Runtime.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use testkit::process::Process;
 use switchyard_proto::features::v1::{
     extract_realtime_request::ImageFormat, feature_extraction_service_client::FeatureExtractionServiceClient,
     ExtractRealtimeRequest,
@@ -18,9 +18,7 @@ pub type Client = FeatureExtractionServiceClient<
 
 const SETUP: &str = "run `cargo xtask setup` to prepare it";
 
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
-}
+pub use testkit::paths::root;
 
 /// The prepared model repository and ONNX Runtime; fails (never skips) when missing.
 pub fn require_setup() -> PathBuf {
@@ -35,10 +33,7 @@ pub fn require_setup() -> PathBuf {
     models
 }
 
-pub fn page(rotation: u32, ext: &str) -> Vec<u8> {
-    let path = root().join(format!("var/testdata/pages/page-{rotation}.{ext}"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("test page {} missing ({e}): {SETUP}", path.display()))
-}
+pub use testkit::pages::page;
 
 /// A private copy of some model versions, so a test can change files freely.
 pub struct Repo {
@@ -109,7 +104,7 @@ pub fn model_file(model: &str, version: u64) -> PathBuf {
 
 /// A running sidecar, killed on drop.
 pub struct Sidecar {
-    child: Child,
+    process: Process,
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
     /// `(default_version, address)` of each extra endpoint.
@@ -130,57 +125,23 @@ impl Sidecar {
         let file = dir.path().join("sidecar.toml");
         std::fs::write(&file, config).unwrap();
         let log = dir.path().join("sidecar.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard-sidecar"))
-            .args(["serve", "--config"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard-sidecar"));
+        cmd.args(["serve", "--config"])
             .arg(&file)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--model-repository"])
             .arg(repo)
             .args(extra_args)
             .env("RUST_LOG", "info,ort=warn")
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start switchyard-sidecar");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let read_log = |log: &Path| std::fs::read_to_string(log).unwrap_or_default();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    let Ok(ready) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-                    if ready["event"] == "ready" {
-                        let addr = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse().ok()).expect("address in ready line");
-                        let endpoints = ready["endpoints"]
-                            .as_array()
-                            .map(|list| list.iter().map(|e| (e["default_version"].as_str().unwrap_or("").to_string(), addr(&e["grpc"]))).collect())
-                            .unwrap_or_default();
-                        return Ok(Sidecar {
-                            child,
-                            grpc: addr(&ready["grpc"]),
-                            admin: addr(&ready["admin"]),
-                            endpoints,
-                            log,
-                            _config_dir: dir,
-                        });
-                    }
-                }
-                Err(_) => {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        return Err(format!("sidecar exited ({status}) before it was ready:\n{}", read_log(&log)));
-                    }
-                    if Instant::now() > deadline {
-                        let _ = child.kill();
-                        return Err(format!("sidecar not ready after 60 s:\n{}", read_log(&log)));
-                    }
-                }
-            }
-        }
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut process = Process::spawn("switchyard-sidecar", &mut cmd).expect("start switchyard-sidecar");
+        let ready = testkit::ready::wait(&mut process, &log, Duration::from_secs(60))?;
+        let addr = |v: &serde_json::Value| testkit::ready::address(v).expect("address in ready line");
+        let endpoints = ready["endpoints"]
+            .as_array()
+            .map(|list| list.iter().map(|e| (e["default_version"].as_str().unwrap_or("").to_string(), addr(&e["grpc"]))).collect())
+            .unwrap_or_default();
+        Ok(Sidecar { process, grpc: addr(&ready["grpc"]), admin: addr(&ready["admin"]), endpoints, log, _config_dir: dir })
     }
 
     pub fn log(&self) -> String {
@@ -220,19 +181,8 @@ impl Sidecar {
     }
 
     fn try_http(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
-        let mut stream = TcpStream::connect(self.admin)?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        )?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
-        let response = String::from_utf8_lossy(&raw);
-        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        Ok((status, body))
+        let reply = testkit::http::request_to(self.admin, method, path, body, Duration::from_secs(60))?;
+        Ok((reply.status, reply.body))
     }
 
     pub fn metrics(&self) -> String {
@@ -249,27 +199,13 @@ impl Sidecar {
 
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        let rc = unsafe { libc::kill(self.process.pid() as i32, signal) };
         assert_eq!(rc, 0, "kill failed");
     }
 
     /// Waits for the process to exit and returns its exit code.
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let until = Instant::now() + within;
-        while Instant::now() < until {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.wait_exit(within).and_then(|s| s.code())
     }
 }
 

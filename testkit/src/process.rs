@@ -1,6 +1,7 @@
 //! Child processes that cannot outlive their owner.
 
-use std::process::{Child, Command};
+use std::process::{Child, ChildStdout, Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 /// A running child process, killed (and reaped) when dropped.
 pub struct Process {
@@ -15,7 +16,7 @@ impl Process {
     }
 
     /// The child's stdout, if it was piped and not taken yet.
-    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
         self.child.stdout.take()
     }
 
@@ -23,9 +24,27 @@ impl Process {
         self.child.id()
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Whether the process has exited (and with what), without waiting.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `within` for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends SIGKILL and reaps the child.
@@ -34,10 +53,6 @@ impl Process {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 
