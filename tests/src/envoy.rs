@@ -12,6 +12,78 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// Which build of the filter Envoy loads. Every end-to-end test runs against the one
+/// `SWITCHYARD_FILTER` names (`wasm`, the default, or `native`); `cargo xtask test` runs
+/// them once for each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    /// The proxy-wasm module in Envoy's V8 runtime.
+    Wasm,
+    /// The dynamic module (`libswitchyard.so`).
+    Native,
+}
+
+impl Build {
+    pub fn current() -> Build {
+        match std::env::var("SWITCHYARD_FILTER").as_deref() {
+            Ok("native") => Build::Native,
+            Ok("wasm") | Err(_) => Build::Wasm,
+            Ok(other) => panic!("SWITCHYARD_FILTER={other:?}: expected wasm or native"),
+        }
+    }
+
+    /// Where Envoy puts the stats a filter defines.
+    pub fn stat_prefix(self) -> &'static str {
+        match self {
+            Build::Wasm => "wasmcustom.",
+            Build::Native => "dynamicmodulescustom.",
+        }
+    }
+
+    /// How many times one snapshot generation is installed (and counted in
+    /// `sidecar.snapshots`) per filter configuration: by every Wasm VM (one per worker),
+    /// or once on the native module's shared board.
+    pub fn snapshot_installs(self, concurrency: u32) -> u64 {
+        match self {
+            Build::Wasm => u64::from(concurrency),
+            Build::Native => 1,
+        }
+    }
+
+    /// The filter-state key of the decision, as access logs read it.
+    pub fn decision_state_key(self) -> &'static str {
+        match self {
+            Build::Wasm => "wasm.switchyard_decision",
+            Build::Native => "switchyard.decision",
+        }
+    }
+}
+
+/// The HTTP filter entry that loads Switchyard (`build`) with `plugin_config`.
+pub fn filter_json(build: Build, plugin_config: &str) -> Value {
+    match build {
+        Build::Wasm => wasm_filter_json(&paths::wasm(), plugin_config),
+        Build::Native => native_filter_json(plugin_config),
+    }
+}
+
+/// The dynamic-module filter entry (Envoy finds `libswitchyard.so` on
+/// `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`, which [`Envoy`] sets).
+pub fn native_filter_json(plugin_config: &str) -> Value {
+    json!({
+        "name": "envoy.filters.http.dynamic_modules",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": "switchyard", "do_not_close": true},
+            "filter_name": "switchyard",
+            "filter_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": plugin_config
+            }
+        }
+    })
+}
+
 /// An upstream cluster: a name and a loopback port speaking h2c (gRPC).
 #[derive(Clone, Debug)]
 pub struct Cluster {
@@ -41,6 +113,11 @@ pub struct EnvoyConfig {
     pub http1_clusters: Vec<Cluster>,
     /// An access log format; lines go to `access.log` in Envoy's directory.
     pub access_log_format: Option<String>,
+    /// Extra environment for the Envoy process.
+    pub env: Vec<(String, String)>,
+    /// The filter build Envoy loads: the one `SWITCHYARD_FILTER` names unless a test
+    /// needs a particular one.
+    pub build: Build,
 }
 
 impl EnvoyConfig {
@@ -54,6 +131,8 @@ impl EnvoyConfig {
             concurrency: 2,
             http1_clusters: Vec::new(),
             access_log_format: None,
+            env: Vec::new(),
+            build: Build::current(),
         }
     }
 }
@@ -78,7 +157,7 @@ impl Envoy {
         let bootstrap = dir.path().join("bootstrap.json");
         write_json(&bootstrap, &bootstrap_json(&config, admin_port, &dir.path().join("lds.json")));
         let mut envoy = Envoy {
-            process: spawn(&bootstrap, &dir.path().join("envoy.log"), config.concurrency),
+            process: spawn_on(&bootstrap, &dir.path().join("envoy.log"), config.concurrency, None, &config.env),
             dir,
             admin_port,
             listener_port,
@@ -101,7 +180,7 @@ impl Envoy {
     pub async fn start_file_on(config: &Path, admin_port: u16, listener_port: u16, concurrency: u32, cpu: Option<u32>) -> Envoy {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut envoy = Envoy {
-            process: spawn_on(config, &dir.path().join("envoy.log"), concurrency, cpu),
+            process: spawn_on(config, &dir.path().join("envoy.log"), concurrency, cpu, &[]),
             dir,
             admin_port,
             listener_port,
@@ -110,6 +189,16 @@ impl Envoy {
         };
         envoy.wait_ready().await;
         envoy
+    }
+
+    /// The filter build this Envoy runs.
+    pub fn build(&self) -> Build {
+        self.config.as_ref().map_or_else(Build::current, |c| c.build)
+    }
+
+    /// [`Build::snapshot_installs`] for this Envoy.
+    pub fn snapshot_installs(&self) -> u64 {
+        self.build().snapshot_installs(self.config.as_ref().map_or(1, |c| c.concurrency))
     }
 
     pub fn pid(&self) -> u32 {
@@ -210,18 +299,31 @@ impl Envoy {
         self.stats().remove(name)
     }
 
-    /// A stat the filter defined (`wasmcustom.` + name).
+    /// A stat the filter defined (`wasmcustom.` or `dynamicmodulescustom.` + name).
     pub fn filter_stat(&self, name: &str) -> u64 {
-        self.stat(&format!("wasmcustom.{name}")).unwrap_or(0)
+        self.stat(&format!("{}{name}", self.build().stat_prefix())).unwrap_or(0)
     }
 
     /// Waits until a filter stat satisfies `pred` (stats are flushed once a second).
     pub async fn wait_filter_stat(&self, name: &str, pred: impl Fn(u64) -> bool) -> u64 {
-        crate::eventually(&format!("stat {name}"), Duration::from_secs(10), async || {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
             let v = self.filter_stat(name);
-            pred(v).then_some(v)
-        })
-        .await
+            if pred(v) {
+                return v;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("timed out after 10 s waiting for stat {name} (now {v}); Envoy's log ends:\n{}", self.log_tail(40));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last `n` lines of Envoy's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// The access log so far (see [`EnvoyConfig::access_log_format`]).
@@ -234,13 +336,25 @@ impl Envoy {
         std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
     }
 
-    /// Signs of a crashed filter: a trapped VM (a Rust panic aborts, which traps) shows in
-    /// Envoy's log as a failed callback, and a failed VM is reloaded (`vm_reload_*` stats).
-    pub fn wasm_failures(&self) -> u64 {
+    /// Signs of a failed filter: a trapped VM (a Rust panic aborts, which traps) shows in
+    /// Envoy's log as a failed callback, and a failed VM is reloaded (`vm_reload_*` stats);
+    /// the native module logs each panic it caught; and a crash ends Envoy.
+    pub fn filter_failures(&self) -> u64 {
+        // An exited child stays a zombie until reaped: state `Z` in /proc.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let state = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()).unwrap_or("Z");
+        if state == "Z" || state == "X" {
+            panic!("Envoy is gone; log:\n{}", self.log());
+        }
         let log = self.log();
         let trapped = log
             .lines()
-            .filter(|l| l.contains("Uncaught RuntimeError") || l.contains("panicked at") || (l.contains("Function: proxy_on_") && l.contains("failed")))
+            .filter(|l| {
+                l.contains("Uncaught RuntimeError")
+                    || l.contains("panicked at")
+                    || l.contains("switchyard: panic in hook")
+                    || (l.contains("Function: proxy_on_") && l.contains("failed"))
+            })
             .count() as u64;
         let reloads: u64 = self
             .stats()
@@ -253,12 +367,18 @@ impl Envoy {
 
     /// Waits until Envoy's log contains `needle`, and returns the log.
     pub async fn wait_log(&self, needle: &str) -> String {
-        let found = crate::eventually(&format!("log line {needle:?}"), Duration::from_secs(10), async || {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
             let log = self.log();
-            log.contains(needle).then_some(log)
-        })
-        .await;
-        found
+            if log.contains(needle) {
+                return log;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let switchyard: Vec<&str> = log.lines().filter(|l| l.contains("switchyard:")).collect();
+                panic!("timed out after 10 s waiting for log line {needle:?}; Switchyard's lines:\n{}", switchyard.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -266,11 +386,7 @@ impl Envoy {
     }
 }
 
-fn spawn(bootstrap: &Path, log: &Path, concurrency: u32) -> Process {
-    spawn_on(bootstrap, log, concurrency, None)
-}
-
-fn spawn_on(bootstrap: &Path, log: &Path, concurrency: u32, cpu: Option<u32>) -> Process {
+fn spawn_on(bootstrap: &Path, log: &Path, concurrency: u32, cpu: Option<u32>, env: &[(String, String)]) -> Process {
     let mut cmd = match cpu {
         Some(cpu) => {
             let mut c = Command::new("taskset");
@@ -279,6 +395,9 @@ fn spawn_on(bootstrap: &Path, log: &Path, concurrency: u32, cpu: Option<u32>) ->
         }
         None => Command::new(paths::envoy()),
     };
+    // Where a configuration naming the module `switchyard` (rather than a file) finds it.
+    cmd.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", paths::native_dir());
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.current_dir(paths::root())
         .arg("-c")
         .arg(bootstrap)
@@ -380,7 +499,7 @@ pub fn listener_json(cfg: &EnvoyConfig, port: u16, plugin_config: &str, access_l
         None => json!([]),
     };
     let routes = switchyard_routes(&cfg.cluster_header, &cfg.default_cluster);
-    let filters = vec![wasm_filter_json(&paths::wasm(), plugin_config), router_filter_json()];
+    let filters = vec![filter_json(cfg.build, plugin_config), router_filter_json()];
     let mut listener = http_listener_json("switchyard", port, routes, filters, access_log);
     // An LDS resource is an `Any`.
     listener["@type"] = json!("type.googleapis.com/envoy.config.listener.v3.Listener");

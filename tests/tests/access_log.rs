@@ -2,11 +2,15 @@
 
 use std::time::Duration;
 use testbed::client::extract;
-use testbed::envoy::{Cluster, Envoy, EnvoyConfig};
+use testbed::envoy::{Build, Cluster, Envoy, EnvoyConfig};
 use testbed::upstream::Upstream;
 
-/// The access-log format documented in the README.
-const FORMAT: &str = "[%START_TIME%] \"%REQ(:PATH)%\" %GRPC_STATUS% %RESPONSE_CODE_DETAILS% upstream=%UPSTREAM_CLUSTER% switchyard=\"%FILTER_STATE(wasm.switchyard_decision:PLAIN)%\" %DURATION%ms";
+/// The access-log format documented in the README, with the build's filter-state key
+/// (`wasm.switchyard_decision` or `switchyard.decision`).
+fn format() -> String {
+    let key = Build::current().decision_state_key();
+    format!("[%START_TIME%] \"%REQ(:PATH)%\" %GRPC_STATUS% %RESPONSE_CODE_DETAILS% upstream=%UPSTREAM_CLUSTER% switchyard=\"%FILTER_STATE({key}:PLAIN)%\" %DURATION%ms")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_prints_the_decision_and_local_replies() {
@@ -17,7 +21,7 @@ async fn access_log_prints_the_decision_and_local_replies() {
         "targets": [{"name": "stable", "cluster": "stable", "weight": 1}, {"name": "canary", "cluster": "canary"}],
         "faults": [{"group": "doomed", "percent": 100, "abort": "UNAVAILABLE"}]}]}"#;
     let mut config = EnvoyConfig::new(vec![Cluster::new("stable", stable.port), Cluster::new("canary", canary.port)], plugin);
-    config.access_log_format = Some(FORMAT.into());
+    config.access_log_format = Some(format());
     let envoy = Envoy::start(config).await;
     let mut c = testbed::client::connect(&envoy.url()).await;
     extract(&mut c, &[("x-ab-group", "canary")]).await.unwrap();

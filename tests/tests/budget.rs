@@ -69,6 +69,23 @@ async fn deadline_only_the_fallback_can_meet_goes_to_the_fallback() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_target_keeps_its_estimate_so_hopeless_deadlines_still_fail_fast() {
+    // A one-second window: after a quiet second no target has a fresh measurement.
+    let stack = AbStack::start(&CONFIG.replace(r#""window_s": 30"#, r#""window_s": 1"#)).await;
+    warm_up(&stack).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let before: Vec<u64> = [&stack.stable, &stack.canary, &stack.fallback].iter().map(|u| u.requests()).collect();
+    let mut c = stack.client().await;
+    for i in 0..30 {
+        let group = ["stable", "canary", "fallback"][i % 3];
+        let err = extract(&mut c, &[("x-ab-group", group), ("grpc-timeout", "2m")]).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    }
+    let after: Vec<u64> = [&stack.stable, &stack.canary, &stack.fallback].iter().map(|u| u.requests()).collect();
+    assert_eq!(before, after, "a hopeless request reached an idle upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_timeouts_never_crash_the_vm() {
     let stack = AbStack::start(CONFIG).await;
     let mut c = stack.client().await;
@@ -88,6 +105,6 @@ async fn malformed_timeouts_never_crash_the_vm() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("malformed grpc-timeout"), "{}", err.message());
     assert_eq!(strict.stable.requests_to(EXTRACT), 0);
-    assert_eq!(stack.envoy.wasm_failures(), 0);
-    assert_eq!(strict.envoy.wasm_failures(), 0);
+    assert_eq!(stack.envoy.filter_failures(), 0);
+    assert_eq!(strict.envoy.filter_failures(), 0);
 }

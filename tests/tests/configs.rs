@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use switchyard_filter::config::Config;
+use switchyard_filter_core::config::Config;
 use testbed::paths;
 
 fn yaml_docs(path: &Path) -> Vec<Value> {
@@ -25,18 +25,19 @@ fn files(dir: &str, ext: &str) -> Vec<PathBuf> {
     out
 }
 
-/// Finds every Wasm filter `typed_config` in a document.
-fn wasm_filters(v: &Value, out: &mut Vec<Value>) {
+const WASM_FILTER: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+const NATIVE_FILTER: &str = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
+
+/// Finds every `typed_config` of type `type_url` in a document.
+fn typed_configs(v: &Value, type_url: &str, out: &mut Vec<Value>) {
     match v {
         Value::Object(m) => {
-            if m.get("@type").and_then(Value::as_str)
-                == Some("type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm")
-            {
+            if m.get("@type").and_then(Value::as_str) == Some(type_url) {
                 out.push(v.clone());
             }
-            m.values().for_each(|c| wasm_filters(c, out));
+            m.values().for_each(|c| typed_configs(c, type_url, out));
         }
-        Value::Array(a) => a.iter().for_each(|c| wasm_filters(c, out)),
+        Value::Array(a) => a.iter().for_each(|c| typed_configs(c, type_url, out)),
         _ => {}
     }
 }
@@ -50,10 +51,16 @@ fn plugin_configs() -> Vec<(String, String)> {
     for f in files("envoy", "yaml").into_iter().chain(files("envoy/istio", "yaml")) {
         for doc in yaml_docs(&f) {
             let mut filters = Vec::new();
-            wasm_filters(&doc, &mut filters);
+            typed_configs(&doc, WASM_FILTER, &mut filters);
             for w in filters {
                 let value = w.pointer("/config/configuration/value").and_then(Value::as_str).unwrap();
                 out.push((format!("{} (Wasm filter)", f.display()), value.to_owned()));
+            }
+            let mut modules = Vec::new();
+            typed_configs(&doc, NATIVE_FILTER, &mut modules);
+            for m in modules {
+                let value = m.pointer("/filter_config/value").and_then(Value::as_str).unwrap();
+                out.push((format!("{} (dynamic module)", f.display()), value.to_owned()));
             }
             if doc["kind"] == "WasmPlugin" {
                 out.push((format!("{} (WasmPlugin)", f.display()), doc["spec"]["pluginConfig"].to_string()));
@@ -152,7 +159,9 @@ fn envoy_validate(config: &Path) {
 
 #[test]
 fn every_envoy_config_validates() {
-    paths::wasm(); // the demo config loads the built filter
+    // The demo configs load the built filter, Wasm and native.
+    paths::wasm();
+    paths::native();
     let configs = files("envoy", "yaml");
     assert!(!configs.is_empty());
     for c in configs {
@@ -165,10 +174,25 @@ fn every_envoy_config_validates() {
 #[test]
 fn istio_envoyfilter_patch_validates_in_envoy() {
     let docs = yaml_docs(&paths::root().join("envoy/istio/envoyfilter.yaml"));
-    let patch = &docs[0]["spec"]["configPatches"][0]["patch"]["value"];
-    let mut filter = patch.clone();
+    let mut filter = docs[0]["spec"]["configPatches"][0]["patch"]["value"].clone();
     filter["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] =
         Value::String(paths::wasm().display().to_string());
+    validate_patch_in_envoy(filter);
+}
+
+/// The same for the native build's EnvoyFilter: Envoy loads the built `.so` from the path
+/// the patch names (the mounted volume's, here the build's) and runs its `config_new`.
+#[test]
+fn istio_native_envoyfilter_patch_validates_in_envoy() {
+    let docs = yaml_docs(&paths::root().join("envoy/istio/envoyfilter-native.yaml"));
+    let mut filter = docs[0]["spec"]["configPatches"][0]["patch"]["value"].clone();
+    assert_eq!(filter["typed_config"]["@type"], NATIVE_FILTER);
+    filter["typed_config"]["dynamic_module_config"]["module"]["local"]["filename"] =
+        Value::String(paths::native().display().to_string());
+    validate_patch_in_envoy(filter);
+}
+
+fn validate_patch_in_envoy(filter: Value) {
     // With the `sidecar_admin` cluster its plugin configuration polls (sidecar-cluster.yaml).
     let cluster = yaml_docs(&paths::root().join("envoy/istio/sidecar-cluster.yaml"))[0]["spec"]["configPatches"][0]["patch"]["value"].clone();
     assert_eq!(cluster["name"], "sidecar_admin");

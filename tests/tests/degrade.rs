@@ -40,7 +40,7 @@ async fn slow_canary_is_degraded_then_probed_back() {
     println!("recovery: canary restored {:?} after the fault was removed (cool-down 1.5 s)", fixed.elapsed());
     stack.envoy.wait_log("route features target canary: probing -> healthy").await;
     assert!(stack.envoy.filter_stat("switchyard.route.features.target.canary.probes") > 0);
-    assert_eq!(stack.envoy.wasm_failures(), 0);
+    assert_eq!(stack.envoy.filter_failures(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

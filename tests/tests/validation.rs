@@ -62,7 +62,7 @@ async fn invalid_payloads_are_refused_before_any_upstream_in_both_modes() {
         );
     }
     stack.envoy.wait_filter_stat("switchyard.validation_rejected", |n| n == 8).await;
-    assert_eq!(stack.envoy.wasm_failures(), 0);
+    assert_eq!(stack.envoy.filter_failures(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,5 +75,5 @@ async fn oversized_bodies_are_refused_without_buffering_them_whole() {
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("validation cap of 1000 bytes"), "{}", err.message());
     assert_eq!(stack.sidecar.requests_answered(), 0);
-    assert_eq!(stack.envoy.wasm_failures(), 0);
+    assert_eq!(stack.envoy.filter_failures(), 0);
 }

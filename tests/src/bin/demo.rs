@@ -3,7 +3,8 @@
 //! * the sidecar (`sidecar/demo.toml`) serving three real model versions — stable
 //!   `orientation/1`, canary `orientation/2`, fallback `orientation-lite/1` — and a schema
 //!   registry with three revisions of `features.v1`;
-//! * Envoy (`envoy/envoy.yaml`) with the Switchyard filter in front of it.
+//! * Envoy with the Switchyard filter in front of it: `envoy/envoy.yaml` (the Wasm build,
+//!   the default) or `envoy/envoy-native.yaml` (`--filter native`, the dynamic module).
 //!
 //! It sends sample requests (real images) and prints who answered and why, then makes the
 //! canary slow through the sidecar's chaos endpoint and shows the filter moving its
@@ -14,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use testbed::client::{call_path, connect, extract_image, Answer};
-use testbed::envoy::Envoy;
+use testbed::envoy::{Build, Envoy};
 use testbed::sidecar::{page, revisions, Sidecar, CANARY};
 use testbed::{admin, paths, Traffic};
 
@@ -22,9 +23,20 @@ const LISTENER: u16 = 10000;
 const ADMIN: u16 = 9901;
 const SIDECAR_ADMIN: u16 = 9464;
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let exit = std::env::args().any(|a| a == "--exit");
+fn main() -> Result<()> {
+    // `--filter wasm|native` picks the build; the testbed reads it from SWITCHYARD_FILTER
+    // (set here, before any thread exists).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(filter) = args.iter().position(|a| a == "--filter").and_then(|i| args.get(i + 1)) {
+        if filter != "wasm" && filter != "native" {
+            bail!("--filter {filter}: expected wasm or native");
+        }
+        std::env::set_var("SWITCHYARD_FILTER", filter);
+    }
+    tokio::runtime::Runtime::new()?.block_on(run(args.iter().any(|a| a == "--exit")))
+}
+
+async fn run(exit: bool) -> Result<()> {
     for port in [LISTENER, ADMIN, SIDECAR_ADMIN, 50051, 50052, 50053] {
         std::net::TcpListener::bind(("127.0.0.1", port))
             .with_context(|| format!("port {port} is in use; the demo needs it (is another demo running?)"))?;
@@ -42,7 +54,11 @@ async fn main() -> Result<()> {
 
     println!("Starting the sidecar (sidecar/demo.toml): loading three model versions…");
     let sidecar = Sidecar::start_config(&paths::root().join("sidecar/demo.toml"), tempfile::tempdir()?).await;
-    let envoy = Envoy::start_file(&paths::root().join("envoy/envoy.yaml"), ADMIN, LISTENER, 2).await;
+    let (config, filter) = match Build::current() {
+        Build::Wasm => ("envoy/envoy.yaml", paths::wasm()),
+        Build::Native => ("envoy/envoy-native.yaml", paths::native()),
+    };
+    let envoy = Envoy::start_file(&paths::root().join(config), ADMIN, LISTENER, 2).await;
     testbed::eventually("the filter's first snapshot", Duration::from_secs(10), async || {
         (envoy.filter_stat("switchyard.sidecar.snapshots") > 0).then_some(())
     })
@@ -50,7 +66,7 @@ async fn main() -> Result<()> {
 
     println!();
     println!("Switchyard demo");
-    println!("  Envoy    127.0.0.1:{LISTENER} (admin 127.0.0.1:{ADMIN}), config envoy/envoy.yaml, filter {}", paths::wasm().display());
+    println!("  Envoy    127.0.0.1:{LISTENER} (admin 127.0.0.1:{ADMIN}), config {config}, filter {}", filter.display());
     println!("  sidecar  stable 127.0.0.1:50051 (orientation/1), canary :50052 (orientation/2), fallback :50053 (orientation-lite/1)");
     println!("           admin 127.0.0.1:{SIDECAR_ADMIN} (/metrics, /v1/models, /v1/snapshot, /v1/chaos)");
     print_registry(&sidecar.snapshot());
@@ -87,6 +103,21 @@ async fn main() -> Result<()> {
     }
     println!();
     println!("300 distinct x-user-id values (weights stable 90 / canary 10): {split:?}");
+
+    // Most existing clients declare no revision. They are taken to speak what the default
+    // target serves (features.v1@1) and bucketed among the targets that can serve it: the
+    // canary (features.v1@2, a compatible evolution) gets its share of them too.
+    let mut undeclared = std::collections::BTreeMap::<String, u32>::new();
+    for i in 0..300 {
+        let key = format!("user-{i}");
+        if let Ok(a) = extract_image(&mut client, &[("x-user-id", &key)], page(0)).await {
+            *undeclared.entry(a.served_by).or_default() += 1;
+        }
+    }
+    println!("the same 300 users declaring no revision (schema.undeclared: assume_default_target): {undeclared:?}");
+    if !undeclared.contains_key("orientation/2") {
+        bail!("no undeclared client reached the canary: {undeclared:?}");
+    }
 
     degrade_and_restore(&envoy, &sidecar, &url).await?;
 
