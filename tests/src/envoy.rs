@@ -67,14 +67,13 @@ pub fn filter_json(build: Build, plugin_config: &str) -> Value {
     }
 }
 
-/// The dynamic-module filter entry (Envoy finds `libswitchyard.so` on
-/// `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`, which [`Envoy`] sets).
+/// The dynamic-module filter entry, loading the built `libswitchyard.so` by path.
 pub fn native_filter_json(plugin_config: &str) -> Value {
     json!({
         "name": "envoy.filters.http.dynamic_modules",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
-            "dynamic_module_config": {"name": "switchyard", "do_not_close": true},
+            "dynamic_module_config": {"module": {"local": {"filename": paths::native()}}, "do_not_close": true},
             "filter_name": "switchyard",
             "filter_config": {
                 "@type": "type.googleapis.com/google.protobuf.StringValue",
@@ -395,8 +394,6 @@ fn spawn_on(bootstrap: &Path, log: &Path, concurrency: u32, cpu: Option<u32>, en
         }
         None => Command::new(paths::envoy()),
     };
-    // Where a configuration naming the module `switchyard` (rather than a file) finds it.
-    cmd.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", paths::native_dir());
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.current_dir(paths::root())
         .arg("-c")

@@ -26,9 +26,3 @@ pub fn wasm() -> PathBuf {
 pub fn native() -> PathBuf {
     required("SWITCHYARD_NATIVE", root().join("target/native/libswitchyard.so"), "the filter's native module")
 }
-
-/// The directory Envoy searches for the native module.
-pub fn native_dir() -> PathBuf {
-    let so = native();
-    so.parent().map(PathBuf::from).unwrap_or(so)
-}

@@ -37,6 +37,7 @@ pub fn run(args: Args) -> Result<()> {
 fn filter() -> Result<()> {
     setup::run()?;
     let wasm = setup::build_wasm()?;
+    let native = setup::build_native()?;
     if Command::new("h2load").arg("--version").output().is_err() {
         run::status(Command::new("apt-get").args(["install", "-y", "nghttp2-client"]))
             .or_else(|_| {
@@ -58,6 +59,7 @@ fn filter() -> Result<()> {
             .args(["-c", "0"])
             .arg(paths::root().join("target/debug/switchyard-bench-filter"))
             .env("SWITCHYARD_WASM", &wasm)
+            .env("SWITCHYARD_NATIVE", &native)
             .env("SWITCHYARD_WASM_FLOOR", &floor)
             .env("SWITCHYARD_ENVOY", paths::envoy())
             .env("SWITCHYARD_SIDECAR", paths::root().join("target/debug/switchyard-sidecar")),

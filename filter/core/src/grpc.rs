@@ -56,6 +56,11 @@ impl Code {
         Self::NAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, c)| *c)
     }
 
+    /// Every canonical name, in code order.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        Self::NAMES.iter().map(|(n, _)| *n)
+    }
+
     pub fn name(self) -> &'static str {
         Self::NAMES.iter().find(|(_, c)| *c == self).map_or("UNKNOWN", |(n, _)| n)
     }

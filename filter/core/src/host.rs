@@ -98,11 +98,6 @@ pub trait Host {
     /// Resumes a stream this worker paused (after an injected delay). Quietly nothing if
     /// the stream is gone.
     fn resume_stream(&self, stream: u64);
-    /// Resumes the stream whose callback is running after `ms` by the host's own timer;
-    /// `false` leaves it to the worker's ticks (finer ticks while something waits).
-    fn delay_stream(&self, _stream: u64, _ms: u32) -> bool {
-        false
-    }
 }
 
 /// Response header maps a stream reads.
@@ -142,6 +137,12 @@ pub trait StreamHost {
     fn callout(&mut self, call: &Callout<'_>) -> Option<CalloutToken>;
     /// Lets a request paused in one of this stream's own callbacks go on.
     fn resume_request(&mut self);
+    /// Arranges for the host's own timer to report this stream's injected delay over
+    /// after `ms` (through `Stream::on_delay_over`); `false` leaves the resume to the
+    /// worker's ticks (finer ticks while something waits).
+    fn resume_after(&mut self, _ms: u32) -> bool {
+        false
+    }
 }
 
 /// What a stream callback tells the host to do next.

@@ -139,7 +139,8 @@ impl<H: Host> Stream<H> {
         }
         if d.delay_ms > 0 {
             self.delayed = true;
-            p.delay(self.id, d.delay_ms);
+            let host_timer = s.resume_after(d.delay_ms);
+            p.delay(self.id, d.delay_ms, host_timer);
             return Flow::Pause;
         }
         Flow::Continue

@@ -25,8 +25,6 @@ pub struct TestHost {
     pub callouts: RefCell<Vec<String>>,
     pub resumed: RefCell<Vec<u64>>,
     pub tick_ms: Cell<u32>,
-    /// Delays the host times itself (as the native module does), by stream.
-    pub timers: Option<RefCell<Vec<(u64, u32)>>>,
 }
 
 impl TestHost {
@@ -91,10 +89,10 @@ impl Host for TestHost {
     fn resume_stream(&self, stream: u64) {
         self.resumed.borrow_mut().push(stream);
     }
-    fn delay_stream(&self, stream: u64, ms: u32) -> bool {
-        self.timers.as_ref().map(|t| t.borrow_mut().push((stream, ms))).is_some()
-    }
 }
+
+/// A local reply as sent: HTTP status, details, and `(grpc-status, grpc-message)`.
+pub type SentReply = (u32, String, Option<(u32, String)>);
 
 /// One stream's side of the host: what the core did to it.
 #[derive(Default)]
@@ -103,10 +101,12 @@ pub struct TestStream {
     pub response_headers: Vec<(String, String)>,
     pub response_trailers: Vec<(String, String)>,
     pub body: Vec<u8>,
-    pub reply: Option<(u32, String, Option<(u32, String)>)>,
+    pub reply: Option<SentReply>,
     pub filter_state: Vec<(String, String)>,
     pub callouts: Vec<String>,
     pub resumed: bool,
+    /// Delays this stream's host times itself (as the native module does), if it does.
+    pub timers: Option<Vec<u32>>,
 }
 
 impl TestStream {
@@ -161,6 +161,9 @@ impl StreamHost for TestStream {
     }
     fn resume_request(&mut self) {
         self.resumed = true;
+    }
+    fn resume_after(&mut self, ms: u32) -> bool {
+        self.timers.as_mut().map(|t| t.push(ms)).is_some()
     }
 }
 

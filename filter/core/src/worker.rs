@@ -367,9 +367,8 @@ impl<H: Host> Worker<H> {
         }
     }
 
-    /// Pauses a stream for `delay_ms`: the host's timer or the tick resumes it.
-    pub(crate) fn delay(&self, stream: u64, delay_ms: u32) {
-        let host_timer = self.host.delay_stream(stream, delay_ms);
+    /// Holds a stream for `delay_ms`: the host's timer (`host_timer`) or the tick resumes it.
+    pub(crate) fn delay(&self, stream: u64, delay_ms: u32, host_timer: bool) {
         if let Ok(mut delayed) = self.delayed.try_borrow_mut() {
             delayed.push(Delayed { stream, resume_at_ms: self.now_ms().saturating_add(u64::from(delay_ms)), host_timer });
         }

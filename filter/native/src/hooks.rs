@@ -8,7 +8,6 @@ use crate::abi::{self, ConfigEnvoyPtr, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr}
 use crate::host::{self, log, worker_for, Module, NativeHost, NativeStream, SendPtr, Wake, EVENT_RESUME, EVENT_TICK};
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use switchyard_filter_core::config::{Config, FailMode};
@@ -16,7 +15,6 @@ use switchyard_filter_core::host::{Flow, Level, MetricKind};
 use switchyard_filter_core::ledger::Board;
 use switchyard_filter_core::stats::StatTable;
 use switchyard_filter_core::stream::Stream;
-use switchyard_filter_core::worker::Worker;
 
 /// Runs a hook's body; a panic becomes `fallback` and one log line naming the hook.
 fn guard<R>(hook: &'static str, fallback: impl FnOnce() -> R, body: impl FnOnce() -> R) -> R {
@@ -45,7 +43,7 @@ fn panic_header() -> Option<&'static str> {
 }
 
 #[allow(clippy::panic)]
-fn maybe_panic(stream: &mut NativeStream) {
+fn maybe_panic(stream: &mut NativeStream<'_>) {
     let Some(name) = panic_header() else { return };
     let mut present = false;
     stream.with_request_headers(|_, headers| {
@@ -203,20 +201,14 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
 struct Filter {
     core: Stream<NativeHost>,
     envoy: FilterEnvoyPtr,
-    wake: Arc<Wake>,
+    wake: Option<Arc<Wake>>,
     failure: FailMode,
 }
 
 impl Filter {
-    fn worker(&self) -> &Rc<Worker<NativeHost>> {
-        self.core.worker()
-    }
-
-    /// Runs `f` with this stream marked current on its worker's host.
-    fn with<R>(&mut self, f: impl FnOnce(&mut Stream<NativeHost>, &mut NativeStream) -> R) -> R {
-        let worker = self.worker().clone();
-        let _entered = worker.host().enter(self.envoy, &self.wake);
-        let mut s = NativeStream { filter: self.envoy, replied: false };
+    /// Runs `f` with the core's stream and this stream's side of the host.
+    fn with<R>(&mut self, f: impl FnOnce(&mut Stream<NativeHost>, &mut NativeStream<'_>) -> R) -> R {
+        let mut s = NativeStream { filter: self.envoy, replied: false, wake: &mut self.wake };
         f(&mut self.core, &mut s)
     }
 }
@@ -233,7 +225,7 @@ fn failed(envoy: FilterEnvoyPtr, module: *const c_void, open: u32) -> u32 {
     match policy {
         FailMode::Open => open,
         FailMode::Closed => {
-            NativeStream { filter: envoy, replied: false }.fail_closed("switchyard: the filter failed on this request");
+            NativeStream { filter: envoy, replied: false, wake: &mut None }.fail_closed("switchyard: the filter failed on this request");
             abi::HEADERS_STOP_ITERATION
         }
     }
@@ -244,7 +236,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(config: *const c_void,
     guard("http_filter_new", std::ptr::null, || {
         let Some(h) = handle(config) else { return std::ptr::null() };
         let Some(worker) = worker_for(&h.module, false) else { return std::ptr::null() };
-        let f = Filter { core: Stream::new(worker, envoy as u64), envoy, wake: Arc::new(Wake::default()), failure: h.module.failure };
+        let f = Filter { core: Stream::new(worker, envoy as u64), envoy, wake: None, failure: h.module.failure };
         Box::into_raw(Box::new(f)) as *const c_void
     })
 }
@@ -334,7 +326,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: *const c_v
         let mut f = unsafe { Box::from_raw(module as *mut Filter) };
         // Idempotent: a stream reset before completing still records its outcome.
         f.core.on_complete();
-        f.wake.close();
+        if let Some(wake) = &f.wake {
+            wake.close();
+        }
     })
 }
 

@@ -151,42 +151,16 @@ impl Wake {
     }
 }
 
-/// The stream whose hook is running on this thread, for host calls that need it.
-#[derive(Clone)]
-struct Current {
-    filter: FilterEnvoyPtr,
-    wake: Arc<Wake>,
-}
-
 /// One thread's view of a configuration.
 pub(crate) struct NativeHost {
     module: Arc<Module>,
     /// The main thread's worker polls the sidecar; worker threads only read the result.
     main: bool,
-    current: RefCell<Option<Current>>,
 }
 
 impl NativeHost {
     pub(crate) fn new(module: Arc<Module>, main: bool) -> Self {
-        Self { module, main, current: RefCell::new(None) }
-    }
-
-    /// Marks `filter` as the stream whose hook runs now (until the guard drops).
-    pub(crate) fn enter(&self, filter: FilterEnvoyPtr, wake: &Arc<Wake>) -> Entered<'_> {
-        if let Ok(mut c) = self.current.try_borrow_mut() {
-            *c = Some(Current { filter, wake: wake.clone() });
-        }
-        Entered(self)
-    }
-}
-
-pub(crate) struct Entered<'a>(&'a NativeHost);
-
-impl Drop for Entered<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut c) = self.0.current.try_borrow_mut() {
-            *c = None;
-        }
+        Self { module, main }
     }
 }
 
@@ -279,16 +253,7 @@ impl Host for NativeHost {
         // Worker threads tick as their streams run; the main thread at the configured period.
     }
     fn resume_stream(&self, _stream: u64) {
-        // Delays are resumed by `delay_stream`'s timer, never by the worker's tick.
-    }
-    fn delay_stream(&self, stream: u64, ms: u32) -> bool {
-        let Ok(current) = self.current.try_borrow() else { return false };
-        let Some(c) = current.as_ref().filter(|c| c.filter as u64 == stream) else { return false };
-        if !c.wake.arm(c.filter) {
-            return false;
-        }
-        let wake = c.wake.clone();
-        crate::ticker::at(Instant::now() + Duration::from_millis(u64::from(ms)), move || wake.commit(EVENT_RESUME))
+        // Delays are resumed by each stream's own timer (`resume_after`), never by a tick.
     }
 }
 
@@ -335,17 +300,20 @@ fn thread_seed() -> u64 {
 }
 
 /// One stream during one of its hooks.
-pub(crate) struct NativeStream {
+pub(crate) struct NativeStream<'a> {
     pub(crate) filter: FilterEnvoyPtr,
     /// Set once a local reply went out (the hook then stops iteration).
     pub(crate) replied: bool,
+    /// The stream's wake-up for injected delays, made on first use (most streams never
+    /// need one).
+    pub(crate) wake: &'a mut Option<Arc<Wake>>,
 }
 
 fn module(bytes: &[u8]) -> ModuleBuffer<'_> {
     ModuleBuffer::of(bytes)
 }
 
-impl NativeStream {
+impl NativeStream<'_> {
     fn header_value(&mut self, map: abi::HeaderType, name: &str, f: &mut dyn FnMut(&[u8])) {
         let mut out = EnvoyBuffer { ptr: std::ptr::null(), length: 0 };
         // SAFETY: live stream; the value is Envoy's until the hook ends or a setter runs,
@@ -401,7 +369,7 @@ impl NativeStream {
     }
 }
 
-impl StreamHost for NativeStream {
+impl StreamHost for NativeStream<'_> {
     fn set_request_header(&mut self, name: &str, value: &str) {
         // SAFETY: live stream, request phase.
         unsafe {
@@ -496,6 +464,14 @@ impl StreamHost for NativeStream {
     fn resume_request(&mut self) {
         // SAFETY: live stream.
         unsafe { abi::envoy_dynamic_module_callback_http_filter_continue_decoding(self.filter) };
+    }
+    fn resume_after(&mut self, ms: u32) -> bool {
+        let wake = self.wake.get_or_insert_with(Arc::default);
+        if !wake.arm(self.filter) {
+            return false;
+        }
+        let wake = wake.clone();
+        crate::ticker::at(Instant::now() + Duration::from_millis(u64::from(ms)), move || wake.commit(EVENT_RESUME))
     }
 }
 

@@ -4,11 +4,14 @@
 //! Envoy configurations (one worker each, pinned to CPU 1; the load generator and the
 //! upstream share CPU 0, so Envoy's CPU time is its own):
 //!
-//! * `native`: Envoy routes on a header with a route match, no Wasm;
+//! * `native`: Envoy routes on a header with a route match, no filter;
 //! * `wasm_floor`: the same native routing behind a proxy-wasm filter that does nothing
-//!   (`tests/wasm-floor`, same SDK and build profile): what any Wasm filter costs here;
-//! * `switchyard`: the filter doing A/B bucketing, the budget check and the degradation
-//!   bookkeeping on the same traffic;
+//!   (`tests/wasm-floor`, the proxy-wasm SDK, same build profile): what any Wasm filter
+//!   costs here;
+//! * `switchyard`: the Wasm build doing A/B bucketing, the budget check and the
+//!   degradation bookkeeping on the same traffic;
+//! * `switchyard_native`: the same decision core as an Envoy dynamic module
+//!   (`libswitchyard.so`), same configuration, same traffic;
 //! * `validate_filter` / `validate_sidecar`: the same plus payload validation, in the
 //!   filter or by a call to the sidecar's validator (the comparison that picks the mode).
 //!
@@ -28,7 +31,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use testbed::envoy::{
-    cluster_json, http1_cluster_json, http_listener_json, router_filter_json, switchyard_routes, wasm_filter_json, Cluster, Envoy,
+    cluster_json, http1_cluster_json, http_listener_json, native_filter_json, router_filter_json, switchyard_routes, wasm_filter_json,
+    Cluster, Envoy,
 };
 use testbed::upstream::Upstream;
 use testbed::{admin, free_port, paths};
@@ -36,7 +40,7 @@ use testbed::{admin, free_port, paths};
 const ROUNDS: usize = 5;
 const PATH: &str = "/features.v1.FeatureExtractionService/ExtractRealtime";
 
-/// Host calls the filter makes on a routed request (see `filter/src/glue/stream.rs`): read
+/// Host calls the filter makes on a routed request (see `filter/core/src/stream.rs`): read
 /// the request headers (the one call that makes the host allocate in the VM), set the
 /// routing header, read the clock; on the response read the clock, and for one complete
 /// response in eight read its `grpc-status` trailer.
@@ -48,8 +52,10 @@ enum Arm {
     Native,
     /// Native header routing behind the do-nothing Wasm filter at this path.
     Floor(PathBuf),
-    /// The Switchyard filter with this plugin configuration.
+    /// The Switchyard filter's Wasm build with this plugin configuration.
     Switchyard(String),
+    /// The Switchyard filter's native build (dynamic module) with this plugin configuration.
+    SwitchyardNative(String),
 }
 
 struct Workload {
@@ -107,10 +113,12 @@ async fn main() -> Result<()> {
     const NATIVE: usize = 0;
     const FLOOR: usize = 1;
     const SWITCHYARD: usize = 2;
+    const SWITCHYARD_NATIVE: usize = 3;
     let configs: Vec<(&str, Arm)> = vec![
         ("native", Arm::Native),
         ("wasm_floor", Arm::Floor(floor)),
         ("switchyard", Arm::Switchyard(ab("off"))),
+        ("switchyard_native", Arm::SwitchyardNative(ab("off"))),
         ("validate_filter", Arm::Switchyard(ab("filter"))),
         ("validate_sidecar", Arm::Switchyard(ab("sidecar"))),
     ];
@@ -131,7 +139,8 @@ async fn main() -> Result<()> {
     });
     for w in &workloads {
         // Validation is compared on the real traffic only.
-        let active: Vec<usize> = if w.name == "image" { (0..configs.len()).collect() } else { vec![NATIVE, FLOOR, SWITCHYARD] };
+        let active: Vec<usize> =
+            if w.name == "image" { (0..configs.len()).collect() } else { vec![NATIVE, FLOOR, SWITCHYARD, SWITCHYARD_NATIVE] };
         println!("workload {} ({} requests per run), warming up…", w.name, w.requests);
         for &i in &active {
             run(&h2load, &envoys[i], &w.body, w.requests / 10, dir.path())?;
@@ -169,11 +178,12 @@ async fn main() -> Result<()> {
                 "runs": runs[i].iter().map(|r| json!([r.rps, r.p50_ms, r.p99_ms, r.cpu_us_per_request])).collect::<Vec<_>>(),
             }));
         }
-        let (a, f, b) = (median(&runs[NATIVE]), median(&runs[FLOOR]), median(&runs[SWITCHYARD]));
+        let (a, f, b, n) = (median(&runs[NATIVE]), median(&runs[FLOOR]), median(&runs[SWITCHYARD]), median(&runs[SWITCHYARD_NATIVE]));
         let ratios = [
             ("", &b, &a, "switchyard ÷ native"),
             ("floor_", &f, &a, "wasm_floor ÷ native"),
             ("over_floor_", &b, &f, "switchyard ÷ wasm_floor"),
+            ("native_module_", &n, &a, "switchyard_native ÷ native"),
         ];
         for (prefix, x, base, what) in ratios {
             let (cpu, throughput) = (x.cpu_us_per_request / base.cpu_us_per_request, x.rps / base.rps);
@@ -190,24 +200,28 @@ async fn main() -> Result<()> {
     if which("valgrind").is_some() {
         println!("counting instructions under callgrind (slow: Envoy starts in about a minute)…");
         let mut counts = serde_json::Map::new();
-        for (name, arm) in configs.iter().take(SWITCHYARD + 1) {
+        for (name, arm) in configs.iter().take(SWITCHYARD_NATIVE + 1) {
             let config = bootstrap(&dir.path().join(format!("{name}-vg.json")), &upstream, sidecar.admin, arm)?;
             let per_workload = instructions(&h2load, &config, &workloads, dir.path()).await?;
             counts.insert(name.to_string(), per_workload);
         }
         for w in &workloads {
             let count = |name: &str| counts[name][w.name].as_f64().unwrap_or(0.0);
-            let (a, f, b) = (count("native"), count("wasm_floor"), count("switchyard"));
+            let (a, f, b, n) = (count("native"), count("wasm_floor"), count("switchyard"), count("switchyard_native"));
             println!(
-                "  {:<6} native {a:>8.0}  wasm_floor {f:>8.0}  switchyard {b:>8.0} instructions/request  ratio {:.3} (floor {:.3}, over floor {:.3})",
-                w.name,
+                "  {:<6} native {a:>8.0}  wasm_floor {f:>8.0}  switchyard {b:>8.0}  switchyard_native {n:>8.0} instructions/request",
+                w.name
+            );
+            println!(
+                "         switchyard ÷ native {:.3} (floor {:.3}, over floor {:.3}); switchyard_native ÷ native {:.3}",
                 b / a,
                 f / a,
-                b / f
+                b / f,
+                n / a
             );
             report["workloads"][w.name]["instructions_per_request"] = json!({
-                "native": a, "wasm_floor": f, "switchyard": b,
-                "ratio": b / a, "floor_ratio": f / a, "over_floor_ratio": b / f,
+                "native": a, "wasm_floor": f, "switchyard": b, "switchyard_native": n,
+                "ratio": b / a, "floor_ratio": f / a, "over_floor_ratio": b / f, "native_module_ratio": n / a,
             });
         }
     } else {
@@ -216,6 +230,12 @@ async fn main() -> Result<()> {
 
     report["cpu_per_request_ratio"] = report["workloads"]["image"]["cpu_per_request_ratio"].clone();
     report["throughput_ratio"] = report["workloads"]["image"]["throughput_ratio"].clone();
+    let image = &report["workloads"]["image"];
+    report["native_module"] = json!({
+        "instructions_ratio": image["instructions_per_request"]["native_module_ratio"].clone(),
+        "cpu_per_request_ratio": image["native_module_cpu_per_request_ratio"].clone(),
+        "throughput_ratio": image["native_module_throughput_ratio"].clone(),
+    });
     println!(
         "\nimage workload: cpu_per_request_ratio {:.3} (target ≤ 1.15), throughput_ratio {:.3} (target ≥ 0.90)",
         report["cpu_per_request_ratio"].as_f64().unwrap_or(0.0),
@@ -228,6 +248,13 @@ async fn main() -> Result<()> {
         image["floor_throughput_ratio"].as_f64().unwrap_or(0.0),
         image["over_floor_cpu_per_request_ratio"].as_f64().unwrap_or(0.0),
         image["over_floor_throughput_ratio"].as_f64().unwrap_or(0.0)
+    );
+    let native = &report["native_module"];
+    println!(
+        "  native module (switchyard_native ÷ native): instructions {:.3} (target ≤ 1.03), cpu_per_request_ratio {:.3} (≤ 1.05), throughput_ratio {:.3} (≥ 0.95)",
+        native["instructions_ratio"].as_f64().unwrap_or(0.0),
+        native["cpu_per_request_ratio"].as_f64().unwrap_or(0.0),
+        native["throughput_ratio"].as_f64().unwrap_or(0.0)
     );
     println!("host calls per routed request: {HOST_CALLS_PER_REQUEST}");
     let out = paths::root().join("target/bench");
@@ -266,7 +293,7 @@ fn bootstrap(path: &Path, upstream: &Upstream, sidecar_admin: u16, arm: &Arm) ->
     let mut clusters: Vec<Value> = ["stable", "canary"].iter().map(|n| cluster_json(&Cluster::new(n, upstream.port))).collect();
     clusters.push(http1_cluster_json(&Cluster::new("sidecar_admin", sidecar_admin)));
     let routes = match arm {
-        Arm::Switchyard(_) => switchyard_routes("x-switchyard-cluster", "stable"),
+        Arm::Switchyard(_) | Arm::SwitchyardNative(_) => switchyard_routes("x-switchyard-cluster", "stable"),
         Arm::Native | Arm::Floor(_) => json!([
             {"match": {"prefix": "/", "headers": [{"name": "x-ab-group", "string_match": {"exact": "canary"}}]},
              "route": {"cluster": "canary", "timeout": "0s"}},
@@ -278,6 +305,7 @@ fn bootstrap(path: &Path, upstream: &Upstream, sidecar_admin: u16, arm: &Arm) ->
         Arm::Native => {}
         Arm::Floor(wasm) => filters.push(wasm_filter_json(wasm, "")),
         Arm::Switchyard(plugin) => filters.push(wasm_filter_json(&paths::wasm(), plugin)),
+        Arm::SwitchyardNative(plugin) => filters.push(native_filter_json(plugin)),
     }
     filters.push(router_filter_json());
     let config = json!({

@@ -10,6 +10,8 @@
 //! agreement over every example configuration in the repository.
 
 pub mod raw;
+#[cfg(test)]
+mod schema_file;
 
 use crate::bucket;
 use crate::grpc::Code;
@@ -39,6 +41,25 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// The JSON Schema of the plugin configuration (draft 2020-12), generated from the types
+/// in [`raw`]: `filter/config.schema.json` is this, and a test fails when it is stale.
+pub fn json_schema() -> serde_json::Value {
+    let generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
+    let mut schema = generator.into_root_schema_for::<raw::PluginConfig>().to_value();
+    if let Some(root) = schema.as_object_mut() {
+        root.insert("$id".into(), "https://switchyard.dev/schemas/filter-config.json".into());
+        root.insert("title".into(), "Switchyard filter plugin configuration".into());
+        root.insert(
+            "description".into(),
+            "The JSON handed to the Switchyard filter: the Wasm build's `configuration` (Istio's \
+             `pluginConfig`) or the native module's `filter_config`. The filter validates it once at \
+             load and Envoy rejects a configuration it refuses."
+                .into(),
+        );
+    }
+    schema
+}
 
 fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError { path: path.into(), message: message.into() }

@@ -3,7 +3,6 @@
 //! shared health merge, snapshot polling) is tested here, natively.
 
 use super::*;
-use std::cell::RefCell;
 use crate::health::Mode;
 use crate::testing::{board, board_worker, worker, Proxy, TestHost, TestStream};
 
@@ -104,12 +103,11 @@ fn a_delayed_request_keeps_its_body_until_the_delay_is_over() {
     assert_eq!(stream.on_request_body(&mut s, 10, true), Flow::Continue);
 
     // A host with its own timer (the native module) reports the delay over to the stream.
-    let host = TestHost { timers: Some(RefCell::default()), ..TestHost::on(&proxy) };
-    let w = Rc::new(Worker::configure(host, AB.as_bytes(), 2).unwrap());
-    let mut s = grpc(&[("x-ab-group", "delayed")]);
+    let w = worker(&proxy, AB, 2);
+    let mut s = TestStream { timers: Some(Vec::new()), ..grpc(&[("x-ab-group", "delayed")]) };
     let mut stream = Stream::new(w.clone(), 8);
     assert_eq!(s.send_headers(&mut stream, false), Flow::Pause);
-    assert_eq!(*w.host().timers.as_ref().unwrap().borrow(), vec![(8, 50)]);
+    assert_eq!(s.timers, Some(vec![50]));
     assert_ne!(w.host().tick_ms.get(), crate::worker::DELAY_TICK_MS, "no fine ticks for a host timer");
     assert_eq!(stream.on_request_body(&mut s, 5, false), Flow::Pause);
     stream.on_delay_over(&mut s);
