@@ -45,7 +45,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// `cargo run` of the demo binary with the parts it needs found by path.
-pub fn demo_command(filter: Filter, wasm: &std::path::Path, native: &std::path::Path) -> std::process::Command {
+fn demo_command(filter: Filter, wasm: &std::path::Path, native: &std::path::Path) -> std::process::Command {
     let mut cmd = run::cargo();
     cmd.current_dir(paths::root())
         .args(["run", "--quiet", "--locked", "--package", "switchyard-tests", "--bin", "switchyard-demo"])

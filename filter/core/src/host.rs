@@ -9,14 +9,15 @@
 //! Every method is infallible from the core's point of view: a host call that fails is
 //! reported as absence (`None`, `false`), never as a panic.
 
-/// Log levels, in Envoy's order.
+/// Log levels, numbered as Envoy numbers them (both ABIs use these numbers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u32)]
 pub enum Level {
-    Trace,
-    Debug,
-    Info,
-    Warn,
-    Error,
+    Trace = 0,
+    Debug = 1,
+    Info = 2,
+    Warn = 3,
+    Error = 4,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -95,19 +95,10 @@ impl Module {
     }
 }
 
-pub(crate) fn level_number(level: Level) -> abi::LogLevel {
-    match level {
-        Level::Trace => 0,
-        Level::Debug => 1,
-        Level::Info => 2,
-        Level::Warn => 3,
-        Level::Error => 4,
-    }
-}
 
 pub(crate) fn log(level: Level, message: &str) {
     // SAFETY: the message is read during the call only.
-    unsafe { abi::envoy_dynamic_module_callback_log(level_number(level), ModuleBuffer::of(message.as_bytes())) };
+    unsafe { abi::envoy_dynamic_module_callback_log(level as abi::LogLevel, ModuleBuffer::of(message.as_bytes())) };
 }
 
 /// Wakes a stream on its own worker thread after a delay. Shared with the timer thread;
@@ -191,7 +182,7 @@ impl Host for NativeHost {
     }
     fn log_enabled(&self, level: Level) -> bool {
         // SAFETY: a plain query.
-        unsafe { abi::envoy_dynamic_module_callback_log_enabled(level_number(level)) }
+        unsafe { abi::envoy_dynamic_module_callback_log_enabled(level as abi::LogLevel) }
     }
     fn log(&self, level: Level, message: &str) {
         log(level, message);

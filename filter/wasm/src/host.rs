@@ -139,19 +139,9 @@ unsafe fn owned(data: *mut u8, size: usize) -> Vec<u8> {
     }
 }
 
-fn level_number(level: Level) -> u32 {
-    match level {
-        Level::Trace => 0,
-        Level::Debug => 1,
-        Level::Info => 2,
-        Level::Warn => 3,
-        Level::Error => 4,
-    }
-}
-
 pub fn log(level: Level, message: &str) {
     // Nothing useful can be done if logging itself fails.
-    let _ = unsafe { proxy_log(level_number(level), message.as_ptr(), message.len()) };
+    let _ = unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
 }
 
 /// Envoy's current log level for Wasm, so we can skip formatting dropped lines.
