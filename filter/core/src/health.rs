@@ -116,16 +116,6 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cause::None => "none",
-            Cause::SlowResponses => "slow_responses",
-            Cause::ErrorRate => "error_rate",
-            Cause::SidecarUnhealthy => "sidecar_unhealthy",
-            Cause::ProbeFailed => "probe_failed",
-        }
-    }
-
     fn from_u8(b: u8) -> Cause {
         match b {
             1 => Cause::SlowResponses,
@@ -196,10 +186,6 @@ impl Observed {
                 self.probe_good = self.probe_good.saturating_add(1);
             }
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.requests == 0
     }
 
     /// Counts `n` requests still in flight past the slow threshold as slow responses.

@@ -130,9 +130,6 @@ impl LatencyWindow {
         out
     }
 
-    pub fn clear(&mut self) {
-        *self = Self::new();
-    }
 }
 
 #[cfg(test)]

@@ -36,11 +36,11 @@
     )
 )]
 
-pub mod bucket;
-pub mod budget;
+pub(crate) mod bucket;
+pub(crate) mod budget;
 pub mod config;
-pub mod grpc;
-pub mod health;
+pub(crate) mod grpc;
+pub(crate) mod health;
 pub mod host;
 pub(crate) mod inflight;
 pub(crate) mod latency;
@@ -49,8 +49,8 @@ pub(crate) mod pattern;
 pub(crate) mod poller;
 pub mod request;
 pub(crate) mod rng;
-pub mod route;
-pub mod snapshot;
+pub(crate) mod route;
+pub(crate) mod snapshot;
 pub mod stats;
 pub mod stream;
 pub mod worker;

@@ -11,7 +11,7 @@
 //! revision lookup and a binary search over compatibility pairs.
 
 use crate::config::Config;
-pub use switchyard_api::{ModelHealth, SidecarSnapshot};
+pub use switchyard_api::SidecarSnapshot;
 
 /// A client's or target's revision, resolved in the registry: `(subject, revision)`.
 pub type Revision = (String, u32);
