@@ -22,19 +22,27 @@ pub struct Args {
     /// Seconds measured per run (after a short warm-up).
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// `filter` only: measure just these arms (comma-separated: native, wasm_floor,
+    /// switchyard, switchyard_native, validate_filter, validate_sidecar); `native` is
+    /// always measured, as the baseline.
+    #[arg(long, value_delimiter = ',')]
+    arms: Vec<String>,
+    /// `filter` only: count instructions under callgrind, skip the timed runs.
+    #[arg(long)]
+    instructions_only: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
     match args.name.as_str() {
         "sidecar" => sidecar(&args),
-        "filter" => filter(),
+        "filter" => filter(&args),
         other => bail!("unknown benchmark `{other}` (known: sidecar, filter)"),
     }
 }
 
 /// The filter against Envoy's native header routing (`tests/src/bin/bench_filter.rs`):
 /// installs `h2load` if missing, builds what it runs, and writes `target/bench/filter.json`.
-fn filter() -> Result<()> {
+fn filter(args: &Args) -> Result<()> {
     setup::run()?;
     let wasm = setup::build_wasm()?;
     let native = setup::build_native()?;
@@ -61,6 +69,8 @@ fn filter() -> Result<()> {
             .env("SWITCHYARD_WASM", &wasm)
             .env("SWITCHYARD_NATIVE", &native)
             .env("SWITCHYARD_WASM_FLOOR", &floor)
+            .env("SWITCHYARD_BENCH_ARMS", args.arms.join(","))
+            .env("SWITCHYARD_BENCH_INSTRUCTIONS_ONLY", if args.instructions_only { "1" } else { "" })
             .env("SWITCHYARD_ENVOY", paths::envoy())
             .env("SWITCHYARD_SIDECAR", paths::root().join("target/debug/switchyard-sidecar")),
     )

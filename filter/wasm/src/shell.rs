@@ -320,19 +320,12 @@ pub extern "C" fn proxy_on_http_call_response(context_id: u32, token: u32, _head
     }
 }
 
-#[no_mangle]
-pub extern "C" fn proxy_on_log(context_id: u32) {
-    on_stream(context_id, |s| s.core.on_complete());
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_done(_context_id: u32) -> bool {
-    true
-}
+// `proxy_on_log` and `proxy_on_done` are not exported: each export Envoy finds is a call
+// into the VM per stream, and the stream's end is recorded when its context is deleted.
 
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(context_id: u32) {
-    // The stream's outcome is recorded once, even if Envoy never logged it.
+    // The stream is over (completed, reset or cancelled): its outcome is recorded once.
     let removed = CONTEXTS.with(|c| {
         let Ok(mut c) = c.try_borrow_mut() else { return None };
         c.roots.remove(&context_id);

@@ -122,10 +122,29 @@ async fn main() -> Result<()> {
         ("validate_filter", Arm::Switchyard(ab("filter"))),
         ("validate_sidecar", Arm::Switchyard(ab("sidecar"))),
     ];
+    // `cargo xtask bench filter --arms a,b` measures a subset (the baseline always);
+    // `--instructions-only` skips the timed runs.
+    let chosen: Vec<String> = std::env::var("SWITCHYARD_BENCH_ARMS")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for a in &chosen {
+        if !configs.iter().any(|(name, _)| name == a) {
+            bail!("unknown arm {a:?} (arms: {})", configs.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "));
+        }
+    }
+    let selected = |i: usize| i == NATIVE || chosen.is_empty() || chosen.iter().any(|a| a == configs[i].0);
+    let timed = std::env::var("SWITCHYARD_BENCH_INSTRUCTIONS_ONLY").map_or(true, |v| v.is_empty());
     let mut envoys = Vec::new();
-    for (name, arm) in &configs {
+    for (i, (name, arm)) in configs.iter().enumerate() {
+        if !(timed && selected(i)) {
+            envoys.push(None);
+            continue;
+        }
         let config = bootstrap(&dir.path().join(format!("{name}.json")), &upstream, sidecar.admin, arm)?;
-        envoys.push(Envoy::start_file_on(&config.0, config.1, config.2, 1, Some(1)).await);
+        envoys.push(Some(Envoy::start_file_on(&config.0, config.1, config.2, 1, Some(1)).await));
     }
     // Every filter has its snapshot (the validation runs need the descriptors).
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -137,19 +156,21 @@ async fn main() -> Result<()> {
         "host_calls_per_request": HOST_CALLS_PER_REQUEST,
         "workloads": {},
     });
-    for w in &workloads {
+    for w in workloads.iter().filter(|_| timed) {
         // Validation is compared on the real traffic only.
-        let active: Vec<usize> =
-            if w.name == "image" { (0..configs.len()).collect() } else { vec![NATIVE, FLOOR, SWITCHYARD, SWITCHYARD_NATIVE] };
+        let active: Vec<usize> = (0..configs.len())
+            .filter(|&i| selected(i) && (w.name == "image" || [NATIVE, FLOOR, SWITCHYARD, SWITCHYARD_NATIVE].contains(&i)))
+            .collect();
+        let envoy = |i: usize| envoys.get(i).and_then(Option::as_ref).context("arm not started");
         println!("workload {} ({} requests per run), warming up…", w.name, w.requests);
         for &i in &active {
-            run(&h2load, &envoys[i], &w.body, w.requests / 10, dir.path())?;
+            run(&h2load, envoy(i)?, &w.body, w.requests / 10, dir.path())?;
         }
         let mut runs: Vec<Vec<Run>> = vec![Vec::new(); configs.len()];
         for round in 0..ROUNDS {
             for &i in &active {
                 let before = upstream.requests();
-                let r = run(&h2load, &envoys[i], &w.body, w.requests, dir.path())?;
+                let r = run(&h2load, envoy(i)?, &w.body, w.requests, dir.path())?;
                 let served = upstream.requests() - before;
                 if served < w.requests as u64 {
                     bail!("{}: only {served} of {} requests reached the upstream", configs[i].0, w.requests);
@@ -178,14 +199,17 @@ async fn main() -> Result<()> {
                 "runs": runs[i].iter().map(|r| json!([r.rps, r.p50_ms, r.p99_ms, r.cpu_us_per_request])).collect::<Vec<_>>(),
             }));
         }
-        let (a, f, b, n) = (median(&runs[NATIVE]), median(&runs[FLOOR]), median(&runs[SWITCHYARD]), median(&runs[SWITCHYARD_NATIVE]));
         let ratios = [
-            ("", &b, &a, "switchyard ÷ native"),
-            ("floor_", &f, &a, "wasm_floor ÷ native"),
-            ("over_floor_", &b, &f, "switchyard ÷ wasm_floor"),
-            ("native_module_", &n, &a, "switchyard_native ÷ native"),
+            ("", SWITCHYARD, NATIVE, "switchyard ÷ native"),
+            ("floor_", FLOOR, NATIVE, "wasm_floor ÷ native"),
+            ("over_floor_", SWITCHYARD, FLOOR, "switchyard ÷ wasm_floor"),
+            ("native_module_", SWITCHYARD_NATIVE, NATIVE, "switchyard_native ÷ native"),
         ];
         for (prefix, x, base, what) in ratios {
+            if runs[x].is_empty() || runs[base].is_empty() {
+                continue;
+            }
+            let (x, base) = (median(&runs[x]), median(&runs[base]));
             let (cpu, throughput) = (x.cpu_us_per_request / base.cpu_us_per_request, x.rps / base.rps);
             figures.insert(format!("{prefix}cpu_per_request_ratio"), json!(cpu));
             figures.insert(format!("{prefix}throughput_ratio"), json!(throughput));
@@ -200,13 +224,16 @@ async fn main() -> Result<()> {
     if which("valgrind").is_some() {
         println!("counting instructions under callgrind (slow: Envoy starts in about a minute)…");
         let mut counts = serde_json::Map::new();
-        for (name, arm) in configs.iter().take(SWITCHYARD_NATIVE + 1) {
+        for (i, (name, arm)) in configs.iter().enumerate().take(SWITCHYARD_NATIVE + 1) {
+            if !selected(i) {
+                continue;
+            }
             let config = bootstrap(&dir.path().join(format!("{name}-vg.json")), &upstream, sidecar.admin, arm)?;
             let per_workload = instructions(&h2load, &config, &workloads, dir.path()).await?;
             counts.insert(name.to_string(), per_workload);
         }
         for w in &workloads {
-            let count = |name: &str| counts[name][w.name].as_f64().unwrap_or(0.0);
+            let count = |name: &str| counts.get(name).and_then(|c| c[w.name].as_f64()).unwrap_or(f64::NAN);
             let (a, f, b, n) = (count("native"), count("wasm_floor"), count("switchyard"), count("switchyard_native"));
             println!(
                 "  {:<6} native {a:>8.0}  wasm_floor {f:>8.0}  switchyard {b:>8.0}  switchyard_native {n:>8.0} instructions/request",
