@@ -328,10 +328,15 @@ pub fn set_property(path: &str, value: &[u8]) -> HostResult<()> {
     check(unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) })
 }
 
+/// Makes the host calls that follow address this context (in a callback of another one).
+pub fn set_effective_context(context_id: u32) -> HostResult<()> {
+    check(unsafe { proxy_set_effective_context(context_id) })
+}
+
 /// Resumes a paused request from outside its own callbacks (e.g. after an injected delay).
 /// Fails quietly if the stream is already gone.
 pub fn resume_request(context_id: u32) -> HostResult<()> {
-    check(unsafe { proxy_set_effective_context(context_id) })?;
+    set_effective_context(context_id)?;
     check(unsafe { proxy_continue_stream(0) })
 }
 

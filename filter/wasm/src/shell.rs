@@ -5,6 +5,9 @@
 //! an unknown callout token among them, and a callout made through a raw host call is
 //! unknown to it. Here an unknown context or token is ignored, and a context being used
 //! when Envoy calls back into it is left alone rather than borrowed twice.
+//!
+//! A callout's answer comes to the plugin (root) context, whoever made the call: the table
+//! remembers which stream made which call.
 
 use crate::host::{self, Buffer, Map};
 use std::cell::RefCell;
@@ -77,6 +80,8 @@ impl Host for WasmHost {
 /// The stream whose callback is running (proxy-wasm addresses the current stream).
 struct WasmStream {
     context_id: u32,
+    /// Whether it made a callout (whose token the table may still hold).
+    called_out: bool,
 }
 
 impl StreamHost for WasmStream {
@@ -116,7 +121,10 @@ impl StreamHost for WasmStream {
         let _ = host::set_property(key, value);
     }
     fn callout(&mut self, call: &Callout<'_>) -> Option<CalloutToken> {
-        WasmHost.callout(call)
+        let token = WasmHost.callout(call)?;
+        self.called_out = true;
+        let context_id = self.context_id;
+        CONTEXTS.with(|c| c.try_borrow_mut().map(|mut c| c.callouts.insert(token, context_id)).is_ok()).then_some(token)
     }
     fn resume_request(&mut self) {
         let _ = host::resume_request(self.context_id);
@@ -159,6 +167,8 @@ type ById<T> = HashMap<u32, Rc<RefCell<T>>, BuildHasherDefault<IdHasher>>;
 struct Contexts {
     roots: ById<Root>,
     streams: ById<HttpStream>,
+    /// Callouts made by streams: token to stream.
+    callouts: HashMap<u32, u32, BuildHasherDefault<IdHasher>>,
 }
 
 thread_local! {
@@ -239,7 +249,8 @@ pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32)
                 c.roots.insert(context_id, Rc::new(RefCell::new(Root { worker: None })));
             }
             Some((false, Some(worker))) => {
-                let stream = HttpStream { core: Stream::new(worker, u64::from(context_id)), host: WasmStream { context_id } };
+                let host = WasmStream { context_id, called_out: false };
+                let stream = HttpStream { core: Stream::new(worker, u64::from(context_id)), host };
                 c.streams.insert(context_id, Rc::new(RefCell::new(stream)));
             }
             _ => {}
@@ -307,13 +318,17 @@ pub extern "C" fn proxy_on_response_trailers(context_id: u32, _trailers: usize) 
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_http_call_response(context_id: u32, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-    if let Some(stream) = lookup(context_id, |c| &c.streams) {
-        if let Ok(mut s) = stream.try_borrow_mut() {
-            let HttpStream { core, host } = &mut *s;
+pub extern "C" fn proxy_on_http_call_response(root_context_id: u32, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    let caller = CONTEXTS.with(|c| c.try_borrow_mut().ok().and_then(|mut c| c.callouts.remove(&token)));
+    if let Some(context_id) = caller {
+        // The stream may be gone by now: its answer is dropped then.
+        on_stream(context_id, |s| {
+            // Host calls in this callback (continuing the request) address the stream.
+            let _ = host::set_effective_context(context_id);
+            let HttpStream { core, host } = s;
             with_callout_reply(body_size, |reply| core.on_callout_reply(host, token, reply));
-        }
-    } else if let Some(w) = worker_of(context_id) {
+        });
+    } else if let Some(w) = worker_of(root_context_id) {
         with_callout_reply(body_size, |reply| {
             w.on_callout_reply(token, reply);
         });
@@ -334,6 +349,14 @@ pub extern "C" fn proxy_on_delete(context_id: u32) {
     if let Some(stream) = removed {
         if let Ok(mut s) = stream.try_borrow_mut() {
             s.core.on_complete();
+            if s.host.called_out {
+                // Envoy cancels a deleted context's calls: their answers never come.
+                CONTEXTS.with(|c| {
+                    if let Ok(mut c) = c.try_borrow_mut() {
+                        c.callouts.retain(|_, owner| *owner != context_id);
+                    }
+                });
+            }
         }
     }
 }
