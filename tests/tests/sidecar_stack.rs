@@ -213,6 +213,7 @@ async fn killed_sidecar_leaves_routing_on_the_last_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_any_snapshot_fail_open_routes_by_ab_and_fail_closed_refuses() {
+    let _turn = testbed::one_at_a_time().await;
     let sidecar = testbed::sidecar::Sidecar::start(None).await;
     // The admin cluster points nowhere: no snapshot will ever arrive.
     let mut dead = testbed::sidecar::Sidecar::start(None).await;
