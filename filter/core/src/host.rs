@@ -99,6 +99,27 @@ pub trait Host {
     /// Resumes a stream this worker paused (after an injected delay). Quietly nothing if
     /// the stream is gone.
     fn resume_stream(&self, stream: u64);
+    /// A target's health changed (already logged as a warning). For hosts that keep a
+    /// record, such as the rehearsal's timeline; Envoy's hosts have the log line.
+    fn health_changed(&self, _change: &HealthChange<'_>) {}
+}
+
+/// A target's health state changed, reported once per merge that changed it.
+#[derive(Clone, Copy, Debug)]
+pub struct HealthChange<'a> {
+    /// Index of the route in the configuration.
+    pub route: usize,
+    /// Index of the target in its route.
+    pub target: usize,
+    /// `healthy`, `degraded` or `probing`.
+    pub from: &'static str,
+    pub to: &'static str,
+    /// The rule that fired: `slow_responses`, `error_rate`, `sidecar_unhealthy`,
+    /// `probe_failed` (to degraded), `cooldown_over` (to probing), `probes_passed` (to
+    /// healthy).
+    pub rule: &'static str,
+    /// The same, as the log line says it.
+    pub why: &'a str,
 }
 
 /// Response header maps a stream reads.

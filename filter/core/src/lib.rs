@@ -55,5 +55,7 @@ pub mod stats;
 pub mod stream;
 pub mod worker;
 
+pub use route::{Reason, ReplyKind};
+
 #[cfg(test)]
 mod testing;

@@ -553,13 +553,17 @@ impl Route {
                 None => (self.default_target, Reason::UnknownGroup),
             };
         }
-        if let Some(key) = req.user_key {
-            let weights = self.targets.iter().map(|t| (t.seed, t.weight));
-            if let Some(t) = bucket::pick(bucket::key_hash(key), weights) {
-                return (t, Reason::Weight);
-            }
+        if let Some(t) = req.user_key.and_then(|key| self.sticky_target(key)) {
+            return (t, Reason::Weight);
         }
         (self.default_target, Reason::Default)
+    }
+
+    /// The target a user key's sticky bucket lands on, by weight alone (no group header,
+    /// health or schema): what the rehearsal compares across weight changes. `None` when
+    /// every weight is 0.
+    pub fn sticky_target(&self, user_key: &str) -> Option<usize> {
+        bucket::pick(bucket::key_hash(user_key), self.targets.iter().map(|t| (t.seed, t.weight)))
     }
 
     /// Other targets to try instead of `from`, in order: the fallback, the default

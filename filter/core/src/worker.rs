@@ -9,7 +9,7 @@
 
 use crate::config::{Config, ConfigError};
 use crate::health::{Cause, DegradeRules, Merge, Mode, Observed, Outcome, RouteHealth, Transition};
-use crate::host::{Host, Level, MetricHandle, MetricKind, Written};
+use crate::host::{HealthChange, Host, Level, MetricHandle, MetricKind, Written};
 use crate::ledger::{estimate, per_target, Ledger, Place, Sharing};
 use crate::poller::Poller;
 use crate::request::RequestMeta;
@@ -503,15 +503,25 @@ impl<H: Host> Worker<H> {
             let name = route.targets.get(t.target).map_or("", |t| t.name.as_str());
             self.bump(self.stats.transitions());
             self.bump_opt(self.stats.target_transitions(ri, t.target));
-            let why = match (t.to, t.cause) {
-                (Mode::Degraded, cause) => format!(" ({})", describe(cause, &route.rules)),
-                (Mode::Probing, _) => format!(" (cool-down over; sending {}% of its traffic as probes)", route.rules.probe_share_pct),
-                (Mode::Healthy, _) => format!(" ({} good probes)", route.rules.probe_successes),
+            let (rule, why) = match (t.to, t.cause) {
+                (Mode::Degraded, cause) => (rule_name(cause), describe(cause, &route.rules)),
+                (Mode::Probing, _) => {
+                    ("cooldown_over", format!("cool-down over; sending {}% of its traffic as probes", route.rules.probe_share_pct))
+                }
+                (Mode::Healthy, _) => ("probes_passed", format!("{} good probes", route.rules.probe_successes)),
             };
             self.host.log(
                 Level::Warn,
-                &format!("switchyard: route {} target {name}: {} -> {}{why}", route.name, t.from.as_str(), t.to.as_str()),
+                &format!("switchyard: route {} target {name}: {} -> {} ({why})", route.name, t.from.as_str(), t.to.as_str()),
             );
+            self.host.health_changed(&HealthChange {
+                route: ri,
+                target: t.target,
+                from: t.from.as_str(),
+                to: t.to.as_str(),
+                rule,
+                why: &why,
+            });
         }
     }
 
@@ -592,6 +602,17 @@ fn finish(l: &mut Ledger, stream: u64, d: &Decision) -> bool {
 }
 
 /// A transition's cause with the threshold that tripped, for the log line.
+/// The rule behind a move to `Degraded`, as a stable key.
+fn rule_name(cause: Cause) -> &'static str {
+    match cause {
+        Cause::SlowResponses => "slow_responses",
+        Cause::ErrorRate => "error_rate",
+        Cause::SidecarUnhealthy => "sidecar_unhealthy",
+        Cause::ProbeFailed => "probe_failed",
+        Cause::None => "none",
+    }
+}
+
 fn describe(cause: Cause, rules: &DegradeRules) -> String {
     match cause {
         Cause::SlowResponses => format!(

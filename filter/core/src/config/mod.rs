@@ -69,7 +69,7 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
 pub const MAX_WEIGHT: u32 = 1_000_000;
 
 /// The validated configuration the filter runs on.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Config {
     pub headers: HeaderNames,
     pub decision_to_filter_state: bool,
@@ -91,7 +91,7 @@ pub struct Config {
 }
 
 /// Lower-cased header names (HTTP/2 header names are lower case on the wire).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct HeaderNames {
     pub group: String,
     pub user_key: String,
@@ -115,7 +115,7 @@ pub enum Undeclared {
     Reject,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Access {
     pub allow: Vec<MethodPattern>,
     pub deny: Vec<MethodPattern>,
@@ -132,7 +132,7 @@ impl Access {
 }
 
 /// Where the sidecar's snapshot is polled from.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Sidecar {
     pub cluster: String,
     pub path: String,
@@ -141,7 +141,7 @@ pub struct Sidecar {
     pub timeout_ms: u32,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Route {
     pub name: String,
     pub methods: Vec<MethodPattern>,
@@ -172,7 +172,7 @@ impl Route {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Target {
     pub name: String,
     pub cluster: String,

@@ -1,0 +1,127 @@
+//! `switchyard-rehearse`: what a configuration will do, before it takes traffic.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Rehearse a canary: run Switchyard's own decision core against a traffic scenario on a
+/// virtual clock and report shares, health transitions, reaction times and users moved.
+///
+/// Exit status: 0 when every expectation in the scenario is met, 1 when one is not (a
+/// pipeline gate), 2 when an input is wrong (the message says which and where).
+#[derive(Parser, Debug)]
+#[command(name = "switchyard-rehearse", version)]
+struct Args {
+    /// The plugin configuration: its JSON, or an Envoy / Istio YAML that embeds it (the
+    /// first embedded JSON document with `routes` is used).
+    #[arg(long)]
+    config: PathBuf,
+    /// The scenario (YAML or JSON); see `examples/rehearsal/`.
+    #[arg(long)]
+    scenario: PathBuf,
+    /// A sidecar snapshot document (`GET /v1/snapshot`) answering the filter's polls.
+    #[arg(long)]
+    snapshot: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    /// For people.
+    Text,
+    /// The whole report, for tools.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("switchyard-rehearse: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<bool> {
+    let config = plugin_config(&args.config)?;
+    let scenario_text = read(&args.scenario)?;
+    let scenario = switchyard_rehearse::Scenario::parse(&scenario_text).map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
+    let snapshot = match &args.snapshot {
+        Some(p) => Some(
+            serde_json::from_str::<serde_json::Value>(&read(p)?)
+                .with_context(|| format!("{}: not a JSON snapshot document", p.display()))?,
+        ),
+        None => None,
+    };
+    let report = switchyard_rehearse::rehearse(&config, &scenario, snapshot.as_ref()).map_err(|e| {
+        let file = match e.input {
+            "config" => args.config.display().to_string(),
+            "snapshot" => args.snapshot.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+            _ => args.scenario.display().to_string(),
+        };
+        anyhow::anyhow!("{file}: {e}")
+    })?;
+    match args.format {
+        Format::Text => print!("{}", report.text()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(report.passed)
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The plugin configuration's JSON, from a JSON file or from the Envoy / Istio YAML that
+/// carries it as a string.
+fn plugin_config(path: &Path) -> Result<String> {
+    let text = read(path)?;
+    if text.trim_start().starts_with('{') {
+        return Ok(text);
+    }
+    let mut found = None;
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_yaml::Value::deserialize(doc).with_context(|| format!("{}: not YAML", path.display()))?;
+        find_plugin_config(&value, &mut found);
+        if found.is_some() {
+            break;
+        }
+    }
+    match found {
+        Some(json) => Ok(json),
+        None => bail!("{}: neither a JSON plugin configuration nor a YAML file embedding one (a string holding a JSON object with `routes`)", path.display()),
+    }
+}
+
+
+fn find_plugin_config(v: &serde_yaml::Value, found: &mut Option<String>) {
+    if found.is_some() {
+        return;
+    }
+    match v {
+        serde_yaml::Value::String(s)
+            if s.trim_start().starts_with('{') && serde_json::from_str::<serde_json::Value>(s).is_ok_and(|j| j.get("routes").is_some()) =>
+        {
+            *found = Some(s.clone());
+        }
+        serde_yaml::Value::Mapping(m) => {
+            // Istio's WasmPlugin carries it as a YAML object under `pluginConfig`.
+            if let Some(pc) = m.get("pluginConfig").filter(|pc| pc.get("routes").is_some()) {
+                if let Ok(json) = serde_json::to_string(pc) {
+                    *found = Some(json);
+                    return;
+                }
+            }
+            m.values().for_each(|x| find_plugin_config(x, found));
+        }
+        serde_yaml::Value::Sequence(s) => s.iter().for_each(|x| find_plugin_config(x, found)),
+        serde_yaml::Value::Tagged(t) => find_plugin_config(&t.value, found),
+        _ => {}
+    }
+}
