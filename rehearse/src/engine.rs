@@ -128,7 +128,7 @@ impl<'s> Engine<'s> {
         let h = &config.headers;
         let traffic = Traffic {
             path: t.method.as_bytes().to_vec(),
-            users: (0..t.users).map(|i| format!("user-{i}").into_bytes()).collect(),
+            users: (0..t.users).map(|i| crate::split::user_key(i).into_bytes()).collect(),
             group_header: h.group.as_bytes().to_vec(),
             user_header: h.user_key.as_bytes().to_vec(),
             revision_header: h.revision.as_bytes().to_vec(),
@@ -532,7 +532,7 @@ fn parse_config(json: &serde_json::Value) -> Result<Config, RehearsalError> {
 }
 
 /// Sets target weights in a plugin configuration's JSON.
-fn set_weights(json: &mut serde_json::Value, route: Option<&str>, weights: &std::collections::BTreeMap<String, u32>) -> Result<(), String> {
+pub(crate) fn set_weights(json: &mut serde_json::Value, route: Option<&str>, weights: &std::collections::BTreeMap<String, u32>) -> Result<(), String> {
     let routes = json.get_mut("routes").and_then(|r| r.as_array_mut()).ok_or("the configuration has no `routes`")?;
     let r = match route {
         Some(name) => routes.iter_mut().find(|r| r.get("name").and_then(|n| n.as_str()) == Some(name)).ok_or(format!("no route named {name:?}"))?,

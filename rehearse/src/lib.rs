@@ -19,14 +19,16 @@ mod record;
 pub mod report;
 pub mod scenario;
 mod sim;
+mod split;
 
 pub use report::Report;
 pub use scenario::{Scenario, ScenarioError};
+pub use split::{split, Split};
 
 /// Why a rehearsal could not run, and where the input is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RehearsalError {
-    /// Which input: `config`, `scenario` or `snapshot`.
+    /// Which input: `config`, `scenario`, `snapshot` (or `weights`).
     pub input: &'static str,
     /// Where in it: a JSON path (`routes[0].targets[1].weight`), `line:column`, or empty.
     pub at: String,
@@ -66,6 +68,11 @@ pub fn rehearse(config: &str, scenario: &Scenario, snapshot: Option<&serde_json:
     let mut engine = engine::Engine::new(scenario, config, snapshot)?;
     engine.run()?;
     Ok(engine.into_report())
+}
+
+/// Checks a plugin configuration as the filter does; the error names the field.
+pub fn check_config(config: &str) -> Result<(), RehearsalError> {
+    split::parse(config).map(|_| ())
 }
 
 /// Parses a scenario (YAML or JSON) and runs it: the whole pipeline from text.

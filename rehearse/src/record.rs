@@ -5,7 +5,6 @@ use crate::expect;
 use crate::report::*;
 use crate::scenario::Scenario;
 use crate::sim::Change;
-use std::collections::BTreeMap;
 use switchyard_filter_core::config::Config;
 use switchyard_filter_core::{Reason, ReplyKind};
 
@@ -296,44 +295,7 @@ impl Recorder {
     }
 
     pub(crate) fn weights_changed(&mut self, now: u64, before: &Config, after: &Config, users: u32) {
-        for (b, a) in before.routes.iter().zip(&after.routes) {
-            let weights = |r: &switchyard_filter_core::config::Route| r.targets.iter().map(|t| (t.name.clone(), t.weight)).collect::<BTreeMap<_, _>>();
-            let (wb, wa) = (weights(b), weights(a));
-            if wb == wa {
-                continue;
-            }
-            let mut moved: BTreeMap<(usize, usize), u32> = BTreeMap::new();
-            let mut left_raised = 0;
-            for u in 0..users {
-                let key = format!("user-{u}");
-                let (Some(from), Some(to)) = (b.sticky_target(&key), a.sticky_target(&key)) else { continue };
-                let (Some(from_t), Some(to_t)) = (b.targets.get(from), a.targets.get(to)) else { continue };
-                if from_t.name == to_t.name {
-                    continue;
-                }
-                *moved.entry((from, to)).or_default() += 1;
-                let raised = a.targets.iter().find(|t| t.name == from_t.name).is_some_and(|t| t.weight > from_t.weight);
-                if raised {
-                    left_raised += 1;
-                }
-            }
-            self.weight_changes.push(WeightChange {
-                at_s: now as f64 / 1e9,
-                route: a.name.clone(),
-                before: wb,
-                after: wa,
-                users,
-                moved: moved
-                    .into_iter()
-                    .map(|((f, t), n)| Move {
-                        from: b.targets.get(f).map(|t| t.name.clone()).unwrap_or_default(),
-                        to: a.targets.get(t).map(|t| t.name.clone()).unwrap_or_default(),
-                        users: n,
-                    })
-                    .collect(),
-                left_a_raised_target: left_raised,
-            });
-        }
+        self.weight_changes.extend(crate::split::compare(before, after, users, now as f64 / 1e9));
     }
 
     /// One point of the time series is over.

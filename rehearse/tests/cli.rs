@@ -55,3 +55,13 @@ fn bad_input_exits_2_naming_file_and_place() {
     assert_eq!(code, 2);
     assert!(err.contains("plugin.json: config at routes[0].targets[0]"), "{err}");
 }
+
+#[test]
+fn the_example_plugin_json_is_the_one_envoy_yaml_embeds() {
+    // Two files, one configuration: rehearsing either gives the same report.
+    let scenario = "examples/rehearsal/slow-canary.yaml";
+    let (a, out_a, err_a) = rehearse("envoy/envoy.yaml", scenario, &["--format", "json"]);
+    let (b, out_b, err_b) = rehearse("examples/rehearsal/plugin.json", scenario, &["--format", "json"]);
+    assert_eq!((a, b), (0, 0), "{err_a}{err_b}");
+    assert_eq!(out_a, out_b, "examples/rehearsal/plugin.json differs from the configuration in envoy/envoy.yaml");
+}

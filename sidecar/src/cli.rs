@@ -51,6 +51,9 @@ pub struct ServeArgs {
     /// Admin HTTP listen address, loopback only [config: admin_listen; default 127.0.0.1:9464].
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
+    /// Envoy's admin address, loopback only, for the console's live view [config: envoy_admin].
+    #[arg(long)]
+    pub envoy_admin: Option<SocketAddr>,
     /// Model repository directory [config: repository.path; default var/models].
     #[arg(long)]
     pub model_repository: Option<PathBuf>,
@@ -132,6 +135,9 @@ impl ServeArgs {
         }
         set!(listen => listen);
         set!(admin_listen => admin_listen);
+        if let Some(a) = self.envoy_admin {
+            c.envoy_admin = Some(a);
+        }
         set!(model_repository => repository.path);
         set!(version_header => version_header);
         set!(max_image_bytes => max_image_bytes);

@@ -27,6 +27,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin HTTP listen address (`/metrics`, reload, chaos, per-version state). Loopback only.
     pub admin_listen: SocketAddr,
+    /// Envoy's admin address, read by the console's live view (`/console`). Loopback only;
+    /// absent: the live view shows the sidecar's side alone.
+    pub envoy_admin: Option<SocketAddr>,
     /// Request metadata key that pins a model version (`2`, `canary`, `orientation/2`).
     pub version_header: String,
     /// Largest accepted `image_data`, in bytes.
@@ -65,6 +68,7 @@ impl Default for Config {
         Self {
             listen: ([127, 0, 0, 1], 50051).into(),
             admin_listen: ([127, 0, 0, 1], 9464).into(),
+            envoy_admin: None,
             version_header: "x-model-version".into(),
             max_image_bytes: 16 << 20,
             max_image_side: 16_384,
@@ -291,6 +295,9 @@ impl Config {
                 "admin_listen",
                 format!("must be a loopback address (it can inject faults); got {}", self.admin_listen),
             ));
+        }
+        if let Some(envoy) = self.envoy_admin.filter(|a| !a.ip().is_loopback()) {
+            return Err(invalid("envoy_admin", format!("must be a loopback address (Envoy's admin can change it); got {envoy}")));
         }
         if self.version_header.is_empty()
             || !self.version_header.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))

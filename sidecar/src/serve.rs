@@ -161,7 +161,8 @@ impl Sidecar {
             reloader: Arc::clone(&reloader),
             extra_metrics,
         })
-        .merge(extra_admin);
+        .merge(extra_admin)
+        .merge(crate::console::router(config.envoy_admin));
 
         let grpc_listener = TcpListener::bind(config.listen)
             .await

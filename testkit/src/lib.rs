@@ -6,6 +6,7 @@
 //! Tests fail, never skip, when something they need is missing: the messages say which
 //! `cargo xtask` command provides it.
 
+pub mod browser;
 pub mod http;
 pub mod pages;
 pub mod paths;

@@ -117,6 +117,9 @@ pub struct EnvoyConfig {
     /// The filter build Envoy loads: the one `SWITCHYARD_FILTER` names unless a test
     /// needs a particular one.
     pub build: Build,
+    /// Envoy's admin port, when something must know it before Envoy starts (a free one
+    /// otherwise).
+    pub admin_port: Option<u16>,
 }
 
 impl EnvoyConfig {
@@ -132,6 +135,7 @@ impl EnvoyConfig {
             access_log_format: None,
             env: Vec::new(),
             build: Build::current(),
+            admin_port: None,
         }
     }
 }
@@ -151,7 +155,7 @@ impl Envoy {
     /// Starts Envoy and waits until its listener accepts connections.
     pub async fn start(config: EnvoyConfig) -> Envoy {
         let dir = tempfile::tempdir().expect("temp dir");
-        let admin_port = free_port();
+        let admin_port = config.admin_port.unwrap_or_else(free_port);
         let listener_port = free_port();
         let bootstrap = dir.path().join("bootstrap.json");
         write_json(&bootstrap, &bootstrap_json(&config, admin_port, &dir.path().join("lds.json")));

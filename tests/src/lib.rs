@@ -146,13 +146,24 @@ impl SidecarStack {
 
     /// Starts everything with this plugin configuration (see [`SidecarStack::plugin_config`]).
     pub async fn start_with(plugin_config: &str) -> SidecarStack {
+        Self::start_on(plugin_config, None).await
+    }
+
+    /// [`SidecarStack::start_with`], with the sidecar's console reading this Envoy's admin
+    /// (`envoy_admin`), for the live view.
+    pub async fn start_with_console(plugin_config: &str) -> SidecarStack {
+        Self::start_on(plugin_config, Some(free_port())).await
+    }
+
+    async fn start_on(plugin_config: &str, envoy_admin: Option<u16>) -> SidecarStack {
         let turn = one_at_a_time().await;
         let schema_dir = tempfile::tempdir().expect("temp dir");
         sidecar::revisions::write(schema_dir.path(), "001-features", &sidecar::revisions::current());
         sidecar::revisions::write(schema_dir.path(), "002-features", &sidecar::revisions::with_new_field());
         sidecar::revisions::write(schema_dir.path(), "003-features+force", &sidecar::revisions::breaking());
-        let sidecar = sidecar::Sidecar::start(Some(schema_dir.path())).await;
-        let envoy = Self::envoy(&sidecar, plugin_config).await;
+        let top = envoy_admin.map(|p| format!("envoy_admin = \"127.0.0.1:{p}\"")).unwrap_or_default();
+        let sidecar = sidecar::Sidecar::start_with(Some(schema_dir.path()), &top).await;
+        let envoy = Self::envoy_on(&sidecar, plugin_config, envoy_admin).await;
         let stack = SidecarStack { envoy, sidecar, schema_dir, _turn: turn };
         stack.wait_for_snapshot().await;
         stack
@@ -160,12 +171,17 @@ impl SidecarStack {
 
     /// An Envoy in front of `sidecar` with `plugin_config`.
     pub async fn envoy(sidecar: &sidecar::Sidecar, plugin_config: &str) -> envoy::Envoy {
+        Self::envoy_on(sidecar, plugin_config, None).await
+    }
+
+    async fn envoy_on(sidecar: &sidecar::Sidecar, plugin_config: &str, admin_port: Option<u16>) -> envoy::Envoy {
         let clusters = ["stable", "canary", "fallback"]
             .iter()
             .map(|t| envoy::Cluster::new(t, sidecar.ports[*t]))
             .collect();
         let mut config = envoy::EnvoyConfig::new(clusters, plugin_config);
         config.http1_clusters = vec![envoy::Cluster::new("sidecar_admin", sidecar.admin)];
+        config.admin_port = admin_port;
         envoy::Envoy::start(config).await
     }
 

@@ -59,6 +59,11 @@ pub fn page(degrees: u32) -> Vec<u8> {
 impl Sidecar {
     /// Starts the sidecar; `schema_dir` (if any) is the registry's watched directory.
     pub async fn start(schema_dir: Option<&Path>) -> Sidecar {
+        Self::start_with(schema_dir, "").await
+    }
+
+    /// [`Sidecar::start`] with more top-level configuration (TOML lines).
+    pub async fn start_with(schema_dir: Option<&Path>, top: &str) -> Sidecar {
         let dir = tempfile::tempdir().expect("temp dir");
         let schema = match schema_dir {
             Some(d) => format!(
@@ -71,6 +76,7 @@ impl Sidecar {
         let config = format!(
             r#"listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
+{top}
 
 [runtime]
 execution_providers = ["cpu"]

@@ -16,9 +16,11 @@ const CONFIG: &str = r#"{"expose_decision": true, "tick_ms": 50, "routes": [{
 
 /// Teaches the filter each target's latency by sending it requests.
 async fn warm_up(stack: &AbStack) {
-    stack.stable.set_delay(Duration::from_millis(200));
-    stack.canary.set_delay(Duration::from_millis(300));
-    stack.fallback.set_delay(Duration::from_millis(40));
+    // Far apart, so a loaded machine's own delay cannot reorder them against the deadlines
+    // below (10 ms, 250 ms).
+    stack.stable.set_delay(Duration::from_millis(500));
+    stack.canary.set_delay(Duration::from_millis(700));
+    stack.fallback.set_delay(Duration::from_millis(30));
     let mut c = stack.client().await;
     let mut calls = Vec::new();
     for target in ["stable", "canary", "fallback"] {
@@ -42,10 +44,10 @@ async fn deadline_below_every_target_fails_fast_without_an_upstream_request() {
     let before: Vec<u64> = [&stack.stable, &stack.canary, &stack.fallback].iter().map(|u| u.requests()).collect();
     let mut c = stack.client().await;
     let started = std::time::Instant::now();
-    let err = extract(&mut c, &[("x-ab-group", "canary"), ("grpc-timeout", "20m")]).await.unwrap_err();
+    let err = extract(&mut c, &[("x-ab-group", "canary"), ("grpc-timeout", "10m")]).await.unwrap_err();
     let took = started.elapsed();
     assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
-    assert!(err.message().contains("deadline 20.0ms"), "{}", err.message());
+    assert!(err.message().contains("deadline 10.0ms"), "{}", err.message());
     let after: Vec<u64> = [&stack.stable, &stack.canary, &stack.fallback].iter().map(|u| u.requests()).collect();
     assert_eq!(before, after, "an upstream saw a request that was answered locally");
     println!("fail-fast answer in {took:?}");
@@ -58,7 +60,7 @@ async fn deadline_only_the_fallback_can_meet_goes_to_the_fallback() {
     let stack = AbStack::start(CONFIG).await;
     warm_up(&stack).await;
     let mut c = stack.client().await;
-    let a = extract(&mut c, &[("x-ab-group", "canary"), ("grpc-timeout", "100m")]).await.unwrap();
+    let a = extract(&mut c, &[("x-ab-group", "canary"), ("grpc-timeout", "250m")]).await.unwrap();
     assert_eq!(a.served_by, "fallback");
     assert_eq!(a.decision().as_deref(), Some("target=fallback; reason=budget"));
     // A generous deadline keeps the A/B choice.
@@ -81,7 +83,7 @@ async fn an_idle_target_keeps_its_estimate_so_hopeless_deadlines_still_fail_fast
         let group = ["stable", "canary", "fallback"][i % 3];
         // 20 ms: under every target's last estimate (40, 200, 300 ms). The client enforces
         // the deadline too, so on a loaded machine its own timer may answer first.
-        let err = extract(&mut c, &[("x-ab-group", group), ("grpc-timeout", "20m")]).await.unwrap_err();
+        let err = extract(&mut c, &[("x-ab-group", group), ("grpc-timeout", "10m")]).await.unwrap_err();
         match err.code() {
             tonic::Code::DeadlineExceeded if err.message().starts_with("switchyard: deadline") => refused += 1,
             tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {}

@@ -39,3 +39,10 @@ pub fn native() -> PathBuf {
 pub fn var() -> PathBuf {
     root().join("var")
 }
+
+/// Where `cargo install` puts binaries: `$CARGO_HOME`, else `~/.cargo`.
+pub fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"))
+}

@@ -13,6 +13,8 @@ const WASM_TARGET: &str = "wasm32-wasip1";
 
 pub fn run() -> Result<()> {
     wasm_target()?;
+    console_toolchain()?;
+    browser()?;
     venv()?;
     models()?;
     eprintln!("setup: done");
@@ -26,6 +28,40 @@ fn wasm_target() -> Result<()> {
         return Ok(());
     }
     run::status(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+}
+
+/// The wasm-bindgen version the console is built with (the `wasm-bindgen` crate's, exactly).
+const WASM_BINDGEN: &str = "0.2.130";
+/// The browser engine of the console's build.
+const CONSOLE_TARGET: &str = "wasm32-unknown-unknown";
+
+/// What the sidecar's build script needs to build the console's engine: the
+/// wasm32-unknown-unknown target and `wasm-bindgen-cli` at the crate's exact version.
+fn console_toolchain() -> Result<()> {
+    let installed = run::output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .context("rustup is needed to add the wasm32-unknown-unknown target")?;
+    if !installed.lines().any(|l| l.trim() == CONSOLE_TARGET) {
+        run::status(Command::new("rustup").args(["target", "add", CONSOLE_TARGET]))?;
+    }
+    let bindgen = paths::cargo_home().join("bin/wasm-bindgen");
+    let version = Command::new(&bindgen).arg("--version").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if version.as_deref().is_some_and(|v| v.split_whitespace().nth(1) == Some(WASM_BINDGEN)) {
+        return Ok(());
+    }
+    // Not `--locked`: the CLI's own lock file pins a webpki-roots this registry lacks.
+    run::status(run::cargo().args(["install", "wasm-bindgen-cli", "--version", &format!("={WASM_BINDGEN}")]))
+}
+
+/// Debian's Chromium and its WebDriver, for the console's browser tests and benchmark.
+fn browser() -> Result<()> {
+    if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
+        return Ok(());
+    }
+    let install = || run::status(Command::new("apt-get").args(["install", "-y", "-q", "chromium", "chromium-driver"]).env("DEBIAN_FRONTEND", "noninteractive"));
+    install().or_else(|_| {
+        run::status(Command::new("apt-get").arg("update"))?;
+        install()
+    })
 }
 
 /// Creates `.venv` and installs `xtask/requirements.txt` into it when the file changed

@@ -69,6 +69,7 @@ async fn run(exit: bool) -> Result<()> {
     println!("  Envoy    127.0.0.1:{LISTENER} (admin 127.0.0.1:{ADMIN}), config {config}, filter {}", filter.display());
     println!("  sidecar  stable 127.0.0.1:50051 (orientation/1), canary :50052 (orientation/2), fallback :50053 (orientation-lite/1)");
     println!("           admin 127.0.0.1:{SIDECAR_ADMIN} (/metrics, /v1/models, /v1/snapshot, /v1/chaos)");
+    println!("  console  http://127.0.0.1:{SIDECAR_ADMIN}/console/  (open the Live view now to watch the canary below)");
     print_registry(&sidecar.snapshot());
 
     println!();
@@ -122,6 +123,7 @@ async fn run(exit: bool) -> Result<()> {
     degrade_and_restore(&envoy, &sidecar, &url).await?;
 
     println!();
+    println!("Console:         http://127.0.0.1:{SIDECAR_ADMIN}/console/  (Rehearse: this configuration in your browser; Live: the canary)");
     println!("Filter stats:    curl -s 127.0.0.1:{ADMIN}/stats | grep switchyard");
     println!("Sidecar:         curl -s 127.0.0.1:{SIDECAR_ADMIN}/v1/models   (and /metrics, /v1/snapshot)");
     println!("Try it:          grpcurl -plaintext -H 'x-ab-group: canary' -H 'x-schema-revision: features.v1@2' \\");
