@@ -11,8 +11,9 @@ use std::process::{Child, Command, Stdio};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which benchmark to run: `sidecar` (model serving) or `filter` (the Envoy filter's
-    /// cost against native routing).
+    /// Which benchmark to run: `sidecar` (model serving), `filter` (the Envoy filter's
+    /// cost against native routing) or `rehearse` (simulated requests/s natively and in
+    /// the browser).
     name: String,
     /// Rounds of the whole set of measurements, interleaved; figures are per-round medians.
     /// Fewer or shorter rounds let noise on a shared machine move the ratios by ±0.06.
@@ -36,8 +37,27 @@ pub fn run(args: Args) -> Result<()> {
     match args.name.as_str() {
         "sidecar" => sidecar(&args),
         "filter" => filter(&args),
-        other => bail!("unknown benchmark `{other}` (known: sidecar, filter)"),
+        "rehearse" => rehearse(),
+        other => bail!("unknown benchmark `{other}` (known: sidecar, filter, rehearse)"),
     }
+}
+
+/// The rehearsal engine natively and in headless Chromium on one scenario
+/// (`tests/src/bin/bench_rehearse.rs`); writes `target/bench/rehearse.json`.
+fn rehearse() -> Result<()> {
+    setup::run()?;
+    run::status(run::cargo().current_dir(paths::root()).args(["build", "--locked", "--release", "--package", "switchyard-rehearse"]))?;
+    run::status(run::cargo().current_dir(paths::root()).args([
+        "build", "--locked", "--package", "switchyard-sidecar", "--bin", "switchyard-sidecar",
+    ]))?;
+    run::status(run::cargo().current_dir(paths::root()).args([
+        "build", "--locked", "--package", "switchyard-tests", "--bin", "switchyard-bench-rehearse",
+    ]))?;
+    run::status(
+        Command::new(paths::root().join("target/debug/switchyard-bench-rehearse"))
+            .env("SWITCHYARD_REHEARSE", paths::root().join("target/release/switchyard-rehearse"))
+            .env("SWITCHYARD_SIDECAR", paths::root().join("target/debug/switchyard-sidecar")),
+    )
 }
 
 /// The filter against Envoy's native header routing (`tests/src/bin/bench_filter.rs`):
