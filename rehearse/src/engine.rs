@@ -68,6 +68,8 @@ pub(crate) struct Engine<'s> {
     seq: u64,
     /// When the next request arrives (`u64::MAX`: no more).
     next_arrival: u64,
+    /// Requests of the replayed log taken so far.
+    replayed: usize,
     pub(crate) generations: Vec<Generation>,
     /// The configuration's JSON, as weight changes edit it.
     config_json: serde_json::Value,
@@ -81,6 +83,9 @@ pub(crate) struct Engine<'s> {
     pub(crate) recorder: Recorder,
     end_ns: u64,
 }
+
+/// The request headers the filter reads, as `(name, value)` pairs (absent ones `None`).
+type Headers<'a> = [Option<(&'a [u8], &'a [u8])>; 7];
 
 /// A `grpc-timeout` value and the client's deadline it stands for.
 struct Timeout {
@@ -152,7 +157,8 @@ impl<'s> Engine<'s> {
             rng: Rng::new(scenario.seed),
             queue: BinaryHeap::new(),
             seq: 0,
-            next_arrival: 0,
+            next_arrival: scenario.replay_log.as_ref().map_or(0, |l| l.requests.first().map_or(u64::MAX, |r| r.at_ns)),
+            replayed: 0,
             generations: Vec::new(),
             config_json: config_value,
             shared,
@@ -296,34 +302,70 @@ impl<'s> Engine<'s> {
     }
 
     fn arrival(&mut self, now: u64) {
-        let (rate, _) = self.rate_at(now);
-        self.schedule_arrival(now);
-        if rate <= 0.0 {
-            return;
+        // From the log, or drawn from the scenario's shares.
+        let logged = match self.scenario.replay_log.as_ref() {
+            Some(log) => {
+                let entry = log.requests.get(self.replayed);
+                self.replayed += 1;
+                self.next_arrival = log.requests.get(self.replayed).map_or(u64::MAX, |r| r.at_ns);
+                match entry {
+                    Some(e) => Some(e),
+                    None => return,
+                }
+            }
+            None => None,
+        };
+        if logged.is_none() {
+            let (rate, _) = self.rate_at(now);
+            self.schedule_arrival(now);
+            if rate <= 0.0 {
+                return;
+            }
         }
         let fleet = &self.scenario.fleet;
         let envoy = self.rng.below(fleet.envoys) as u16;
         let worker = self.rng.below(fleet.workers) as u16;
         let generation = (self.generations.len() - 1) as u32;
-        let user = self.rng.below(self.traffic.users.len() as u32) as usize;
-        let group = pick(&self.traffic.groups, self.rng.unit() * 100.0);
-        let revision = pick(&self.traffic.revisions, self.rng.unit() * 100.0);
-        let timeout = pick(&self.traffic.timeouts, self.rng.unit() * 100.0);
-        let low = self.rng.unit() * 100.0 < self.traffic.low_pct;
-        let deadline_ns = now + timeout.map_or(self.traffic.client_timeout_ns, |t| t.ns);
+        let tr = &self.traffic;
+        let (headers, deadline_ns): (Headers<'_>, u64) = match logged {
+            Some(e) => {
+                let wait = e.timeout.as_deref().and_then(timeout_ns).unwrap_or(tr.client_timeout_ns);
+                (
+                    [
+                        Some((b":path".as_slice(), e.path.as_bytes())),
+                        Some((b"content-type".as_slice(), b"application/grpc".as_slice())),
+                        e.user.as_deref().map(|v| (tr.user_header.as_slice(), v.as_bytes())),
+                        e.group.as_deref().map(|v| (tr.group_header.as_slice(), v.as_bytes())),
+                        e.revision.as_deref().map(|v| (tr.revision_header.as_slice(), v.as_bytes())),
+                        e.timeout.as_deref().map(|v| (tr.budget_header.as_slice(), v.as_bytes())),
+                        e.priority.as_deref().map(|v| (tr.priority_header.as_slice(), v.as_bytes())),
+                    ],
+                    now + wait,
+                )
+            }
+            None => {
+                let user = self.rng.below(tr.users.len() as u32) as usize;
+                let group = pick(&tr.groups, self.rng.unit() * 100.0);
+                let revision = pick(&tr.revisions, self.rng.unit() * 100.0);
+                let timeout = pick(&tr.timeouts, self.rng.unit() * 100.0);
+                let low = self.rng.unit() * 100.0 < tr.low_pct;
+                (
+                    [
+                        Some((b":path".as_slice(), tr.path.as_slice())),
+                        Some((b"content-type".as_slice(), b"application/grpc".as_slice())),
+                        tr.users.get(user).map(|u| (tr.user_header.as_slice(), u.as_slice())),
+                        group.map(|g| (tr.group_header.as_slice(), g.as_slice())),
+                        revision.map(|r| (tr.revision_header.as_slice(), r.as_slice())),
+                        timeout.map(|t| (tr.budget_header.as_slice(), t.header.as_slice())),
+                        low.then_some((tr.priority_header.as_slice(), b"low".as_slice())),
+                    ],
+                    now + timeout.map_or(tr.client_timeout_ns, |t| t.ns),
+                )
+            }
+        };
 
         let Some(gen) = self.generations.last() else { return };
         let Some(w) = gen.workers.get(usize::from(envoy)).and_then(|e| e.get(usize::from(worker))) else { return };
-        let tr = &self.traffic;
-        let headers: [Option<(&[u8], &[u8])>; 7] = [
-            Some((b":path", &tr.path)),
-            Some((b"content-type", b"application/grpc")),
-            tr.users.get(user).map(|u| (tr.user_header.as_slice(), u.as_slice())),
-            group.map(|g| (tr.group_header.as_slice(), g.as_slice())),
-            revision.map(|r| (tr.revision_header.as_slice(), r.as_slice())),
-            timeout.map(|t| (tr.budget_header.as_slice(), t.header.as_slice())),
-            low.then_some((tr.priority_header.as_slice(), b"low".as_slice())),
-        ];
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -524,6 +566,22 @@ impl<'s> Engine<'s> {
         // Give the (now empty) vectors back, keeping their capacity.
         *self.world.inbox.borrow_mut() = inbox;
     }
+}
+
+/// A `grpc-timeout` value (`250m`, `2S`) in ns: the replayed client's deadline.
+fn timeout_ns(v: &str) -> Option<u64> {
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    let ns = match unit {
+        "H" => 3_600_000_000_000,
+        "M" => 60_000_000_000,
+        "S" => 1_000_000_000,
+        "m" => 1_000_000,
+        "u" => 1_000,
+        "n" => 1,
+        _ => return None,
+    };
+    n.checked_mul(ns)
 }
 
 fn parse_config(json: &serde_json::Value) -> Result<Config, RehearsalError> {

@@ -16,6 +16,7 @@ mod behaviour;
 mod engine;
 mod expect;
 mod record;
+pub mod replay;
 pub mod report;
 pub mod scenario;
 mod sim;
@@ -65,6 +66,9 @@ impl From<ScenarioError> for RehearsalError {
 /// with `snapshot` (the sidecar's snapshot document) answering the filter's polls, if the
 /// configuration polls a sidecar.
 pub fn rehearse(config: &str, scenario: &Scenario, snapshot: Option<&serde_json::Value>) -> Result<Report, RehearsalError> {
+    if let (Some(log), None) = (&scenario.traffic.replay, &scenario.replay_log) {
+        return Err(RehearsalError::scenario("traffic.replay", format!("the log {log:?} was not read (the command line reads it; the console cannot)")));
+    }
     let mut engine = engine::Engine::new(scenario, config, snapshot)?;
     engine.run()?;
     Ok(engine.into_report())

@@ -51,7 +51,13 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<bool> {
     let config = plugin_config(&args.config)?;
     let scenario_text = read(&args.scenario)?;
-    let scenario = switchyard_rehearse::Scenario::parse(&scenario_text).map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
+    let mut scenario =
+        switchyard_rehearse::Scenario::parse(&scenario_text).map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
+    if let Some(log) = scenario.traffic.replay.clone() {
+        let path = args.scenario.parent().unwrap_or(Path::new(".")).join(&log);
+        let replay = switchyard_rehearse::replay::Replay::parse(&read(&path)?).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        scenario.attach_replay(replay);
+    }
     let snapshot = match &args.snapshot {
         Some(p) => Some(
             serde_json::from_str::<serde_json::Value>(&read(p)?)

@@ -40,6 +40,9 @@ pub struct Scenario {
     pub changes: Vec<Change>,
     #[serde(default)]
     pub expect: Vec<Expectation>,
+    /// The requests of `traffic.replay`, once its log is read (by the command line).
+    #[serde(skip)]
+    pub replay_log: Option<crate::replay::Replay>,
 }
 
 fn one() -> u64 {
@@ -94,7 +97,11 @@ pub struct Traffic {
     #[serde(default = "default_method")]
     pub method: String,
     /// Requests per second, stepping at each point's `at_s` (Poisson arrivals).
+    #[serde(default)]
     pub rate: Vec<RatePoint>,
+    /// Instead of `rate` and the shares below: an Envoy access log (the README's format),
+    /// relative to the scenario's file, whose requests are replayed as they came.
+    pub replay: Option<String>,
     /// Distinct user keys (`x-user-id`), drawn uniformly.
     #[serde(default = "thousand_u32")]
     pub users: u32,
@@ -277,6 +284,11 @@ impl Scenario {
         Ok(scenario)
     }
 
+    /// Attaches the replayed log's requests (read by the caller from `traffic.replay`).
+    pub fn attach_replay(&mut self, log: crate::replay::Replay) {
+        self.replay_log = Some(log);
+    }
+
     /// Simulated requests the rate asks for.
     pub fn expected_requests(&self) -> f64 {
         let mut total = 0.0;
@@ -309,8 +321,11 @@ impl Scenario {
             return Err(at("fleet.workers", format!("must be 1 to {MAX_WORKERS}; got {}", self.fleet.workers)));
         }
         let t = &self.traffic;
-        if t.rate.is_empty() {
-            return Err(at("traffic.rate", "needs at least one point"));
+        if t.rate.is_empty() && t.replay.is_none() {
+            return Err(at("traffic.rate", "needs at least one point (or name a log in traffic.replay)"));
+        }
+        if t.replay.is_some() && !t.rate.is_empty() {
+            return Err(at("traffic.replay", "replays a log's requests; leave traffic.rate out"));
         }
         let mut last = f64::NEG_INFINITY;
         for (i, p) in t.rate.iter().enumerate() {

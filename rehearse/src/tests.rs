@@ -202,3 +202,25 @@ fn unmet_expectations_fail_the_rehearsal() {
     // A canary bad from the start counts as turning bad at 0 s.
     assert!(r.expectations[1].met, "{}", r.text());
 }
+
+#[test]
+fn an_access_log_replays_its_requests_as_they_came() {
+    let mut log = String::new();
+    for i in 0..2_000u32 {
+        let (ms, user) = (i * 5, format!("u{}", i % 300));
+        let group = if i % 10 == 0 { "canary" } else { "-" };
+        log.push_str(&format!(
+            "[2026-12-01T10:00:{:02}.{:03}Z] \"/features.v1.FeatureExtractionService/ExtractRealtime\" 0 via_upstream upstream=features_stable switchyard=\"target=stable; reason=weight\" 20ms user={user} group={group} revision=- timeout=- priority=-\n",
+            ms / 1000,
+            ms % 1000
+        ));
+    }
+    let mut scenario = crate::Scenario::parse("duration_s: 60\ntraffic: {replay: access.log}\n").unwrap();
+    assert_eq!(crate::rehearse(&config(RULES, ""), &scenario, None).unwrap_err().at, "traffic.replay");
+    scenario.attach_replay(crate::replay::Replay::parse(&log).unwrap());
+    let r = crate::rehearse(&config(RULES, ""), &scenario, None).unwrap();
+    assert_eq!(r.requests, 2_000);
+    assert_eq!(target(&r, "canary").by_reason.get("header").copied(), Some(200));
+    // Ten seconds of log: the requests all arrive in the first ten seconds.
+    assert_eq!(r.series.requests.iter().skip(10).sum::<u64>(), 0);
+}

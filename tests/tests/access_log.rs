@@ -9,7 +9,11 @@ use testbed::upstream::Upstream;
 /// (`wasm.switchyard_decision` or `switchyard.decision`).
 fn format() -> String {
     let key = Build::current().decision_state_key();
-    format!("[%START_TIME%] \"%REQ(:PATH)%\" %GRPC_STATUS% %RESPONSE_CODE_DETAILS% upstream=%UPSTREAM_CLUSTER% switchyard=\"%FILTER_STATE({key}:PLAIN)%\" %DURATION%ms")
+    format!(
+        "[%START_TIME%] \"%REQ(:PATH)%\" %GRPC_STATUS% %RESPONSE_CODE_DETAILS% upstream=%UPSTREAM_CLUSTER% \
+         switchyard=\"%FILTER_STATE({key}:PLAIN)%\" %DURATION%ms user=%REQ(x-user-id)% group=%REQ(x-ab-group)% \
+         revision=%REQ(x-schema-revision)% timeout=%REQ(grpc-timeout)% priority=%REQ(x-priority)%"
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,4 +38,12 @@ async fn access_log_prints_the_decision_and_local_replies() {
     assert!(log.contains(r#"upstream=canary switchyard="target=canary; reason=header""#), "{log}");
     assert!(log.contains("Unavailable fault_abort"), "{log}");
     assert!(log.contains(r#"switchyard="reply=fault_abort""#), "{log}");
+
+    // The same log replays through the rehearsal to the same decisions.
+    let mut scenario = switchyard_rehearse::Scenario::parse("duration_s: 30\ntraffic: {replay: access.log}\n").unwrap();
+    scenario.attach_replay(switchyard_rehearse::replay::Replay::parse(&log).unwrap());
+    let report = switchyard_rehearse::rehearse(plugin, &scenario, None).unwrap();
+    assert_eq!(report.requests, 2, "{}", report.text());
+    assert_eq!(report.targets[1].by_reason.get("header").copied(), Some(1), "{}", report.text());
+    assert_eq!(report.replies.get("fault_abort").copied(), Some(1), "{}", report.text());
 }
