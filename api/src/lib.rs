@@ -9,6 +9,8 @@
 //! | GET  | [`SNAPSHOT_PATH`] (`?`[`DESCRIPTORS_QUERY`]`=1` adds descriptor sets) | [`SidecarSnapshot`]; `304` to `If-None-Match: <generation>` |
 //! | POST | [`VALIDATE_PATH`]`?`[`METHOD_QUERY`]`=/pkg.Service/Method&`[`REVISION_QUERY`]`=features.v1@2` | [`ValidateReply`] |
 
+pub mod deployment;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use switchyard_schema::snapshot::Snapshot;

@@ -93,8 +93,8 @@ fn plugin_config(path: &Path) -> Result<String> {
     }
     let mut found = None;
     for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value = serde_yaml::Value::deserialize(doc).with_context(|| format!("{}: not YAML", path.display()))?;
-        find_plugin_config(&value, &mut found);
+        let value = serde_json::Value::deserialize(doc).with_context(|| format!("{}: not YAML", path.display()))?;
+        found = switchyard_api::deployment::plugin_config(&value);
         if found.is_some() {
             break;
         }
@@ -106,28 +106,3 @@ fn plugin_config(path: &Path) -> Result<String> {
 }
 
 
-fn find_plugin_config(v: &serde_yaml::Value, found: &mut Option<String>) {
-    if found.is_some() {
-        return;
-    }
-    match v {
-        serde_yaml::Value::String(s)
-            if s.trim_start().starts_with('{') && serde_json::from_str::<serde_json::Value>(s).is_ok_and(|j| j.get("routes").is_some()) =>
-        {
-            *found = Some(s.clone());
-        }
-        serde_yaml::Value::Mapping(m) => {
-            // Istio's WasmPlugin carries it as a YAML object under `pluginConfig`.
-            if let Some(pc) = m.get("pluginConfig").filter(|pc| pc.get("routes").is_some()) {
-                if let Ok(json) = serde_json::to_string(pc) {
-                    *found = Some(json);
-                    return;
-                }
-            }
-            m.values().for_each(|x| find_plugin_config(x, found));
-        }
-        serde_yaml::Value::Sequence(s) => s.iter().for_each(|x| find_plugin_config(x, found)),
-        serde_yaml::Value::Tagged(t) => find_plugin_config(&t.value, found),
-        _ => {}
-    }
-}

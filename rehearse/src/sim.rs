@@ -6,7 +6,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use switchyard_filter_core::host::{
-    Callout, CalloutToken, HealthChange, Host, Level, LocalReply, MetricHandle, MetricKind, ResponseMap, Shared, StreamHost, Written,
+    Callout, CalloutToken, HealthChange, Host, Level, LocalReply, MetricHandle, MetricKind, ResponseMap, RouteRefresh, Shared, StreamHost,
+    Written,
 };
 use switchyard_filter_core::{Reason, ReplyKind};
 
@@ -158,14 +159,17 @@ impl StreamHost for SimStream<'_> {
         }
     }
     fn remove_request_header(&mut self, _: &str) {}
+    fn refresh_route(&mut self, _: RouteRefresh) {}
+    fn request_body_size(&mut self) -> usize {
+        0
+    }
     fn add_response_header(&mut self, _: &str, _: &str) {}
     fn response_value(&mut self, map: ResponseMap, name: &str, f: &mut dyn FnMut(&[u8])) {
         if name != "grpc-status" {
             return;
         }
         if let (Some(status), ResponseMap::Headers | ResponseMap::Trailers) = (self.status, map) {
-            let mut buf = itoa_buf(status);
-            f(buf.as_bytes_mut());
+            f(Digits::of(status).as_bytes());
         }
     }
     fn request_body(&mut self, _: usize, _: &mut dyn FnMut(&[u8])) {}
@@ -204,23 +208,23 @@ struct Digits {
 }
 
 impl Digits {
-    fn as_bytes_mut(&mut self) -> &[u8] {
+    fn as_bytes(&self) -> &[u8] {
         self.buf.get(self.start..).unwrap_or_default()
     }
-}
 
-fn itoa_buf(mut n: u32) -> Digits {
-    let mut buf = [0u8; 10];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        if let Some(b) = buf.get_mut(i) {
-            *b = b'0' + (n % 10) as u8;
+    fn of(mut n: u32) -> Digits {
+        let mut buf = [0u8; 10];
+        let mut i = buf.len();
+        loop {
+            i -= 1;
+            if let Some(b) = buf.get_mut(i) {
+                *b = b'0' + (n % 10) as u8;
+            }
+            n /= 10;
+            if n == 0 || i == 0 {
+                break;
+            }
         }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
+        Digits { buf, start: i }
     }
-    Digits { buf, start: i }
 }

@@ -59,23 +59,10 @@ async fn config(envoy: Option<SocketAddr>) -> Response {
         Ok(b) => b,
         Err(e) => return (StatusCode::BAD_GATEWAY, axum::Json(serde_json::json!({"error": format!("Envoy admin {addr}: {e}")}))).into_response(),
     };
-    let found = serde_json::from_slice::<serde_json::Value>(&dump).ok().and_then(|v| plugin_config(&v));
+    let found = serde_json::from_slice::<serde_json::Value>(&dump).ok().and_then(|v| switchyard_api::deployment::plugin_config(&v));
     match found {
         Some(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         None => (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "no Switchyard configuration in Envoy's config_dump"}))).into_response(),
-    }
-}
-
-/// The first string in a config dump holding a JSON object with `routes`: the plugin
-/// configuration, whichever build and however it is wrapped.
-fn plugin_config(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) if s.trim_start().starts_with('{') => {
-            serde_json::from_str::<serde_json::Value>(s).ok().filter(|j| j.get("routes").is_some()).map(|_| s.clone())
-        }
-        serde_json::Value::Array(a) => a.iter().find_map(plugin_config),
-        serde_json::Value::Object(o) => o.values().find_map(plugin_config),
-        _ => None,
     }
 }
 
@@ -140,14 +127,5 @@ mod tests {
         assert_eq!(parse_response(chunked).unwrap(), b"abcde");
         assert!(parse_response(b"HTTP/1.1 503 x\r\n\r\n").is_err());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nabc").is_err());
-    }
-
-    #[test]
-    fn the_plugin_configuration_is_found_in_a_config_dump() {
-        let dump = serde_json::json!({"configs": [{"dynamic_listeners": [{"filters": [
-            {"typed_config": {"value": {"config": {"configuration": {"value": "{\"routes\": []}"}}}}}
-        ]}]}]});
-        assert_eq!(plugin_config(&dump).as_deref(), Some("{\"routes\": []}"));
-        assert_eq!(plugin_config(&serde_json::json!({"a": "{\"x\": 1}"})), None);
     }
 }

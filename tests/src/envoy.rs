@@ -69,11 +69,16 @@ pub fn filter_json(build: Build, plugin_config: &str) -> Value {
 
 /// The dynamic-module filter entry, loading the built `libswitchyard.so` by path.
 pub fn native_filter_json(plugin_config: &str) -> Value {
+    dynamic_module_filter_json(&paths::native(), plugin_config)
+}
+
+/// The dynamic-module filter entry for the module at `so`.
+pub fn dynamic_module_filter_json(so: &Path, plugin_config: &str) -> Value {
     json!({
         "name": "envoy.filters.http.dynamic_modules",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
-            "dynamic_module_config": {"module": {"local": {"filename": paths::native()}}, "do_not_close": true},
+            "dynamic_module_config": {"module": {"local": {"filename": so}}, "do_not_close": true},
             "filter_name": "switchyard",
             "filter_config": {
                 "@type": "type.googleapis.com/google.protobuf.StringValue",
@@ -96,6 +101,18 @@ impl Cluster {
     }
 }
 
+/// How Envoy's route turns the routing header into a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routing {
+    /// A `cluster_header` route while the header is present, the default cluster otherwise:
+    /// the filter clears the route cache (`route_refresh: route`).
+    ClusterHeader,
+    /// One route whose matcher cluster specifier maps the header's value to a cluster (the
+    /// default cluster when absent): the filter refreshes only the cluster
+    /// (`route_refresh: cluster`).
+    Matcher,
+}
+
 /// What the test wants Envoy to look like.
 #[derive(Clone, Debug)]
 pub struct EnvoyConfig {
@@ -104,8 +121,10 @@ pub struct EnvoyConfig {
     pub plugin_config: String,
     /// Cluster for requests the filter does not route (non-gRPC, unrouted methods).
     pub default_cluster: String,
-    /// Internal header the `cluster_header` route reads.
+    /// Internal header the filter writes its choice into.
     pub cluster_header: String,
+    /// How the route reads it.
+    pub routing: Routing,
     /// Worker threads; more than one exercises per-worker VMs.
     pub concurrency: u32,
     /// HTTP/1.1 clusters (name, port), e.g. the sidecar's admin port the filter polls.
@@ -130,6 +149,7 @@ impl EnvoyConfig {
             plugin_config: plugin_config.into(),
             default_cluster,
             cluster_header: "x-switchyard-cluster".into(),
+            routing: Routing::ClusterHeader,
             concurrency: 2,
             http1_clusters: Vec::new(),
             access_log_format: None,
@@ -499,7 +519,8 @@ pub fn listener_json(cfg: &EnvoyConfig, port: u16, plugin_config: &str, access_l
         }]),
         None => json!([]),
     };
-    let routes = switchyard_routes(&cfg.cluster_header, &cfg.default_cluster);
+    let clusters: Vec<&str> = cfg.clusters.iter().map(|c| c.name.as_str()).collect();
+    let routes = switchyard_routes(cfg.routing, &cfg.cluster_header, &clusters, &cfg.default_cluster);
     let filters = vec![filter_json(cfg.build, plugin_config), router_filter_json()];
     let mut listener = http_listener_json("switchyard", port, routes, filters, access_log);
     // An LDS resource is an `Any`.
@@ -507,19 +528,47 @@ pub fn listener_json(cfg: &EnvoyConfig, port: u16, plugin_config: &str, access_l
     listener
 }
 
-/// The routes a Switchyard deployment needs: the filter's choice by `cluster_header`, and
-/// the default cluster for requests it left alone.
-pub fn switchyard_routes(cluster_header: &str, default_cluster: &str) -> Value {
-    json!([
-        {
-            "match": {"prefix": "/", "headers": [{"name": cluster_header, "present_match": true}]},
-            "route": {"cluster_header": cluster_header, "timeout": "0s"}
-        },
-        {
-            "match": {"prefix": "/"},
-            "route": {"cluster": default_cluster, "timeout": "0s"}
+/// The routes a Switchyard deployment needs: the filter's choice by the routing header,
+/// and the default cluster for requests it left alone.
+pub fn switchyard_routes(routing: Routing, cluster_header: &str, clusters: &[&str], default_cluster: &str) -> Value {
+    match routing {
+        Routing::ClusterHeader => json!([
+            {
+                "match": {"prefix": "/", "headers": [{"name": cluster_header, "present_match": true}]},
+                "route": {"cluster_header": cluster_header, "timeout": "0s"}
+            },
+            {
+                "match": {"prefix": "/"},
+                "route": {"cluster": default_cluster, "timeout": "0s"}
+            }
+        ]),
+        Routing::Matcher => {
+            let action = |cluster: &str| {
+                json!({"action": {"name": cluster, "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.matcher.v3.ClusterAction",
+                    "cluster": cluster}}})
+            };
+            let map: serde_json::Map<String, Value> = clusters.iter().map(|c| (c.to_string(), action(c))).collect();
+            json!([{
+                "match": {"prefix": "/"},
+                "route": {"timeout": "0s", "inline_cluster_specifier_plugin": {"extension": {
+                    "name": "envoy.router.cluster_specifier_plugin.matcher",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.matcher.v3.MatcherClusterSpecifier",
+                        "cluster_matcher": {
+                            "matcher_tree": {
+                                "input": {"name": "routing-header", "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                                    "header_name": cluster_header}},
+                                "exact_match_map": {"map": map}
+                            },
+                            "on_no_match": action(default_cluster)
+                        }
+                    }
+                }}}
+            }])
         }
-    ])
+    }
 }
 
 pub fn router_filter_json() -> Value {

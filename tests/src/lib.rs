@@ -61,6 +61,11 @@ impl AbStack {
 
     /// With `workers` Envoy worker threads.
     pub async fn start_with(plugin_config: &str, workers: u32) -> AbStack {
+        Self::start_routed(plugin_config, workers, envoy::Routing::ClusterHeader).await
+    }
+
+    /// With `workers` Envoy worker threads and the route picking the cluster by `routing`.
+    pub async fn start_routed(plugin_config: &str, workers: u32, routing: envoy::Routing) -> AbStack {
         let stable = upstream::Upstream::start("stable").await;
         let canary = upstream::Upstream::start("canary").await;
         let fallback = upstream::Upstream::start("fallback").await;
@@ -70,6 +75,7 @@ impl AbStack {
             .collect();
         let mut config = envoy::EnvoyConfig::new(clusters, plugin_config);
         config.concurrency = workers;
+        config.routing = routing;
         let envoy = envoy::Envoy::start(config).await;
         AbStack { envoy, stable, canary, fallback }
     }

@@ -1,6 +1,7 @@
 //! A/B routing through a real Envoy running the filter.
 
 use testbed::client::{extract, EXTRACT};
+use testbed::envoy::Routing;
 use testbed::{ab_config, AbStack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,6 +42,35 @@ async fn spoofed_internal_routing_header_is_ignored() {
     let _ = extract(&mut c, &[("x-ab-group", "fallback"), ("x-switchyard-cluster", "canary")]).await;
     let seen = stack.fallback.last_headers().unwrap();
     assert_eq!(seen.get("x-switchyard-cluster").unwrap(), "fallback");
+}
+
+/// `route_refresh: cluster` behind a route whose matcher cluster specifier reads the
+/// routing header: Envoy keeps the matched route and only picks its cluster again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matcher_route_takes_the_choice_with_a_cluster_refresh() {
+    let config = ab_config(10).replacen('{', r#"{"route_refresh": "cluster", "#, 1);
+    let stack = AbStack::start_routed(&config, 2, Routing::Matcher).await;
+    let mut c = stack.client().await;
+    for target in ["stable", "canary", "fallback"] {
+        let a = extract(&mut c, &[("x-ab-group", target), ("x-switchyard-cluster", "canary")]).await.unwrap();
+        assert_eq!(a.served_by, target);
+    }
+    // Sticky buckets: many users split, each one stays.
+    let mut canary = 0;
+    for i in 0..400 {
+        let user = format!("user-{i}");
+        let first = extract(&mut c, &[("x-user-id", &user)]).await.unwrap().served_by;
+        let again = extract(&mut c, &[("x-user-id", &user)]).await.unwrap().served_by;
+        assert_eq!(first, again, "{user} moved");
+        canary += usize::from(first == "canary");
+    }
+    assert!((16..=64).contains(&canary), "canary got {canary} of 400 users, want about 40");
+    // Unrouted method with a spoofed header: removed, the route's default cluster serves.
+    let before = stack.canary.requests();
+    let _ = testbed::client::call_path(&stack.envoy.url(), "/other.v1.Service/Method").await;
+    let _ = testbed::client::call_raw(&stack.envoy.url(), "/other.v1.Service/Method", &[("x-switchyard-cluster", "canary")], Vec::new()).await;
+    assert_eq!(stack.canary.requests(), before);
+    assert_eq!(stack.stable.requests_to("/other.v1.Service/Method"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,6 +81,7 @@ fn filter(args: &Args) -> Result<()> {
         "build", "--locked", "--package", "switchyard-tests", "--bin", "switchyard-bench-filter",
     ]))?;
     let floor = build_wasm_floor()?;
+    let module_floor = build_native_floor()?;
     // The bench and its load generator stay on CPU 0; it pins Envoy to CPU 1.
     run::status(
         Command::new("taskset")
@@ -89,6 +90,7 @@ fn filter(args: &Args) -> Result<()> {
             .env("SWITCHYARD_WASM", &wasm)
             .env("SWITCHYARD_NATIVE", &native)
             .env("SWITCHYARD_WASM_FLOOR", &floor)
+            .env("SWITCHYARD_NATIVE_FLOOR", &module_floor)
             .env("SWITCHYARD_BENCH_ARMS", args.arms.join(","))
             .env("SWITCHYARD_BENCH_INSTRUCTIONS_ONLY", if args.instructions_only { "1" } else { "" })
             .env("SWITCHYARD_ENVOY", paths::envoy())
@@ -107,6 +109,19 @@ fn build_wasm_floor() -> Result<PathBuf> {
         target_dir.as_os_str(),
     ]))?;
     Ok(target_dir.join("wasm32-wasip1/release/switchyard_wasm_floor.wasm"))
+}
+
+/// Builds the do-nothing dynamic module (`tests/native-floor`), the floor under any
+/// dynamic-module filter; returns its path.
+fn build_native_floor() -> Result<PathBuf> {
+    let target_dir = paths::root().join("target/native-floor");
+    run::status(run::cargo().current_dir(paths::root()).args(["build", "--locked", "--release"]).args([
+        "--manifest-path".as_ref(),
+        paths::root().join("tests/native-floor/Cargo.toml").as_os_str(),
+        "--target-dir".as_ref(),
+        target_dir.as_os_str(),
+    ]))?;
+    Ok(target_dir.join("release/libswitchyard_native_floor.so"))
 }
 
 /// A child process killed when dropped.

@@ -9,6 +9,8 @@
 //! Every method is infallible from the core's point of view: a host call that fails is
 //! reported as absence (`None`, `false`), never as a panic.
 
+pub use crate::config::RouteRefresh;
+
 /// Log levels, numbered as Envoy numbers them (both ABIs use these numbers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u32)]
@@ -143,14 +145,23 @@ pub struct LocalReply<'a> {
 
 /// One HTTP stream, as the host exposes it during a callback.
 pub trait StreamHost {
-    /// Sets a request header, replacing any value the client sent, and makes Envoy pick the
-    /// route again (the routing header is read by a `cluster_header` route).
+    /// Sets a request header, replacing any value the client sent.
     fn set_request_header(&mut self, name: &str, value: &str);
+    /// Adds a request header the request does not carry yet (cheaper than a replace).
+    fn add_request_header(&mut self, name: &str, value: &str) {
+        self.set_request_header(name, value);
+    }
     fn remove_request_header(&mut self, name: &str);
+    /// Has Envoy take up a changed routing header: match the route again, or only pick the
+    /// matched route's cluster again. (proxy-wasm does the former by itself on any request
+    /// header change.)
+    fn refresh_route(&mut self, what: RouteRefresh);
+    /// The size of the request body buffered so far, asked only when the body is read.
+    fn request_body_size(&mut self) -> usize;
     fn add_response_header(&mut self, name: &str, value: &str);
     /// Hands `f` the first value of a response header or trailer, if present.
     fn response_value(&mut self, map: ResponseMap, name: &str, f: &mut dyn FnMut(&[u8]));
-    /// The request body buffered so far (`size` bytes as the host announced them).
+    /// The request body buffered so far (`size` bytes, as `request_body_size` said).
     fn request_body(&mut self, size: usize, f: &mut dyn FnMut(&[u8]));
     fn send_reply(&mut self, reply: &LocalReply<'_>);
     /// Filter state for access logs (`%FILTER_STATE(<host prefix>.<key>:PLAIN)%`).

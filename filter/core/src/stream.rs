@@ -76,6 +76,7 @@ impl<H: Host> Stream<H> {
     ) -> Flow {
         let worker = self.worker.clone();
         let p = &*worker;
+        p.serve();
         let cfg = &p.config;
         let req = RequestMeta::scan(&cfg.headers, headers);
         let verdict = p.decide(&req);
@@ -87,7 +88,9 @@ impl<H: Host> Stream<H> {
             Verdict::PassNonGrpc | Verdict::Unrouted => {
                 p.bump(if matches!(verdict, Verdict::Unrouted) { p.stats.unrouted() } else { p.stats.passthrough() });
                 if req.has_cluster_header {
+                    // The client's value picked the route; without it the default applies.
                     s.remove_request_header(&cfg.headers.cluster);
+                    s.refresh_route(cfg.route_refresh);
                 }
                 Flow::Continue
             }
@@ -111,7 +114,12 @@ impl<H: Host> Stream<H> {
             return Flow::Continue;
         };
         // Overwrites any value the client sent.
-        s.set_request_header(&cfg.headers.cluster, &target.cluster);
+        if req.has_cluster_header {
+            s.set_request_header(&cfg.headers.cluster, &target.cluster);
+        } else {
+            s.add_request_header(&cfg.headers.cluster, &target.cluster);
+        }
+        s.refresh_route(cfg.route_refresh);
         p.bump_opt(p.stats.target_requests(d.route, d.target));
         p.bump(p.stats.reason(d.reason));
         if d.probe {
@@ -165,8 +173,8 @@ impl<H: Host> Stream<H> {
 
     /// Request body data: `size` bytes are buffered so far. A request held by an injected
     /// delay keeps its body too: letting the body through would release the headers early.
-    pub fn on_request_body<S: StreamHost>(&mut self, s: &mut S, size: usize, end_of_stream: bool) -> Flow {
-        let flow = self.check_body(s, size, end_of_stream);
+    pub fn on_request_body<S: StreamHost>(&mut self, s: &mut S, end_of_stream: bool) -> Flow {
+        let flow = self.check_body(s, end_of_stream);
         if flow == Flow::Continue && self.delayed && self.worker.holds(self.id) {
             return Flow::Pause;
         }
@@ -182,11 +190,12 @@ impl<H: Host> Stream<H> {
     }
 
     /// Validation of the body as it arrives, per the route's mode.
-    fn check_body<S: StreamHost>(&mut self, s: &mut S, size: usize, end_of_stream: bool) -> Flow {
+    fn check_body<S: StreamHost>(&mut self, s: &mut S, end_of_stream: bool) -> Flow {
         let Some(d) = self.decision else { return Flow::Continue };
         if !d.validate || self.declared.is_none() {
             return Flow::Continue;
         }
+        let size = s.request_body_size();
         let worker = self.worker.clone();
         let Some(route) = worker.config.routes.get(d.route) else { return Flow::Continue };
         let cap = route.validate.max_body_bytes as usize + FRAME_PREFIX;

@@ -107,11 +107,22 @@ pub struct TestStream {
     pub resumed: bool,
     /// Delays this stream's host times itself (as the native module does), if it does.
     pub timers: Option<Vec<u32>>,
+    /// Route refreshes asked for, in order.
+    pub refreshes: Vec<RouteRefresh>,
+    /// The body size the host announces, and how often the core asked for it.
+    pub body_size: usize,
+    pub body_size_reads: usize,
 }
 
 impl TestStream {
     pub fn request(headers: &[(&str, &str)]) -> Self {
         Self { request_headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(), ..Self::default() }
+    }
+
+    /// Runs the request-body callback with `size` bytes buffered.
+    pub fn send_body(&mut self, stream: &mut Stream<TestHost>, size: usize, end_of_stream: bool) -> Flow {
+        self.body_size = size;
+        stream.on_request_body(self, end_of_stream)
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -131,8 +142,18 @@ impl StreamHost for TestStream {
         self.request_headers.retain(|(n, _)| n != name);
         self.request_headers.push((name.into(), value.into()));
     }
+    fn add_request_header(&mut self, name: &str, value: &str) {
+        self.request_headers.push((name.into(), value.into()));
+    }
     fn remove_request_header(&mut self, name: &str) {
         self.request_headers.retain(|(n, _)| n != name);
+    }
+    fn refresh_route(&mut self, what: RouteRefresh) {
+        self.refreshes.push(what);
+    }
+    fn request_body_size(&mut self) -> usize {
+        self.body_size_reads += 1;
+        self.body_size
     }
     fn add_response_header(&mut self, name: &str, value: &str) {
         self.response_headers.push((name.into(), value.into()));

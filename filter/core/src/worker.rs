@@ -84,6 +84,11 @@ pub struct Worker<H: Host> {
     decision_values: Vec<Vec<Vec<String>>>,
     delayed: RefCell<Vec<Delayed>>,
     last_merge_ms: Cell<u64>,
+    /// Whether a stream has come to this worker yet. With host data, a worker that never
+    /// served one (the main thread's VM) merges no health: it would only redo what the
+    /// serving workers do, at a tick's cost each time. It merges once before its first
+    /// decision instead.
+    served: Cell<bool>,
     /// Counts complete responses, to sample their trailers.
     responses: Cell<u32>,
 }
@@ -186,6 +191,7 @@ impl<H: Host> Worker<H> {
             decision_values,
             delayed: RefCell::new(Vec::new()),
             last_merge_ms: Cell::new(0),
+            served: Cell::new(false),
             responses: Cell::new(0),
             stats,
             config,
@@ -305,8 +311,22 @@ impl<H: Host> Worker<H> {
             poller.poll(self, now);
             poller.refresh(self);
         }
-        self.merge_health(now);
+        if self.served.get() || self.ledger.is_board() {
+            self.merge_health(now);
+        }
         self.flush_stats();
+    }
+
+    /// A stream arrived. The first one to a worker that has not merged health yet waits
+    /// for one merge, so that its decision reads what the other workers found.
+    pub(crate) fn serve(&self) {
+        if !self.served.replace(true) && !self.ledger.is_board() && self.ticks {
+            let now = self.now_ms();
+            if let Some(poller) = &self.poller {
+                poller.refresh(self);
+            }
+            self.merge_health(now);
+        }
     }
 
     /// What decisions read of a target now.

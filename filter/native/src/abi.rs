@@ -186,6 +186,8 @@ extern "C" {
     ) -> bool;
     /// Makes Envoy match the route again (after the routing header changed).
     pub fn envoy_dynamic_module_callback_http_clear_route_cache(filter: FilterEnvoyPtr);
+    /// Makes Envoy pick the matched route's cluster again (`refreshRouteCluster`), no re-match.
+    pub fn envoy_dynamic_module_callback_http_clear_route_cluster_cache(filter: FilterEnvoyPtr);
     /// Answers the stream locally with these headers and body.
     pub fn envoy_dynamic_module_callback_http_send_response(
         filter: FilterEnvoyPtr,

@@ -263,16 +263,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(envoy: Fil
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(envoy: FilterEnvoyPtr, module: *const c_void, end_of_stream: bool) -> u32 {
     guard("http_filter_request_body", || failed(envoy, module, abi::BODY_CONTINUE), || {
         let Some(f) = filter(module) else { return abi::BODY_CONTINUE };
-        // SAFETY: live stream, request-body phase.
-        let size = unsafe {
-            let received = abi::envoy_dynamic_module_callback_http_get_body_size(envoy, abi::RECEIVED_REQUEST_BODY);
-            if abi::envoy_dynamic_module_callback_http_received_buffered_request_body(envoy) {
-                received
-            } else {
-                received + abi::envoy_dynamic_module_callback_http_get_body_size(envoy, abi::BUFFERED_REQUEST_BODY)
-            }
-        };
-        match f.with(|core, s| core.on_request_body(s, size, end_of_stream)) {
+        match f.with(|core, s| core.on_request_body(s, end_of_stream)) {
             Flow::Continue => abi::BODY_CONTINUE,
             Flow::Pause => abi::BODY_STOP_AND_BUFFER,
         }

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchyard_filter_core::config::FailMode;
 use switchyard_filter_core::host::{
-    Callout, CalloutReply, CalloutToken, Host, Level, LocalReply, MetricHandle, MetricKind, ResponseMap, Shared, StreamHost,
-    Written,
+    Callout, CalloutReply, CalloutToken, Host, Level, LocalReply, MetricHandle, MetricKind, ResponseMap, RouteRefresh, Shared,
+    StreamHost, Written,
 };
 use switchyard_filter_core::ledger::{Board, Sharing};
 use switchyard_filter_core::worker::Worker;
@@ -365,14 +365,40 @@ impl StreamHost for NativeStream<'_> {
         // SAFETY: live stream, request phase.
         unsafe {
             abi::envoy_dynamic_module_callback_http_set_header(self.filter, abi::REQUEST_HEADER, module(name.as_bytes()), module(value.as_bytes()));
-            abi::envoy_dynamic_module_callback_http_clear_route_cache(self.filter);
+        }
+    }
+    fn add_request_header(&mut self, name: &str, value: &str) {
+        // SAFETY: live stream, request phase.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_add_header(self.filter, abi::REQUEST_HEADER, module(name.as_bytes()), module(value.as_bytes()));
         }
     }
     fn remove_request_header(&mut self, name: &str) {
         // SAFETY: a null value removes the header.
         unsafe {
             abi::envoy_dynamic_module_callback_http_set_header(self.filter, abi::REQUEST_HEADER, module(name.as_bytes()), ModuleBuffer::NULL);
-            abi::envoy_dynamic_module_callback_http_clear_route_cache(self.filter);
+        }
+    }
+    fn refresh_route(&mut self, what: RouteRefresh) {
+        // SAFETY: live stream, request phase.
+        unsafe {
+            match what {
+                RouteRefresh::Route => abi::envoy_dynamic_module_callback_http_clear_route_cache(self.filter),
+                RouteRefresh::Cluster => abi::envoy_dynamic_module_callback_http_clear_route_cluster_cache(self.filter),
+            }
+        }
+    }
+    fn request_body_size(&mut self) -> usize {
+        // The final chunk is not in the buffered body yet, unless an earlier filter buffered
+        // the whole body and handed it on as this chunk.
+        // SAFETY: live stream, request-body phase.
+        unsafe {
+            let received = abi::envoy_dynamic_module_callback_http_get_body_size(self.filter, abi::RECEIVED_REQUEST_BODY);
+            if abi::envoy_dynamic_module_callback_http_received_buffered_request_body(self.filter) {
+                received
+            } else {
+                received + abi::envoy_dynamic_module_callback_http_get_body_size(self.filter, abi::BUFFERED_REQUEST_BODY)
+            }
         }
     }
     fn add_response_header(&mut self, name: &str, value: &str) {

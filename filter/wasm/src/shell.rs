@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use switchyard_filter_core::host::{
-    Callout, CalloutReply, CalloutToken, Flow, Host, Level, LocalReply, MetricHandle, MetricKind, ResponseMap, Shared,
-    StreamHost, Written,
+    Callout, CalloutReply, CalloutToken, Flow, Host, Level, LocalReply, MetricHandle, MetricKind, ResponseMap, RouteRefresh,
+    Shared, StreamHost, Written,
 };
 use switchyard_filter_core::request::{serialize_pairs, HeaderPairs};
 use switchyard_filter_core::stream::Stream;
@@ -82,15 +82,25 @@ struct WasmStream {
     context_id: u32,
     /// Whether it made a callout (whose token the table may still hold).
     called_out: bool,
+    /// The body size the last body callback announced.
+    body_size: usize,
 }
 
 impl StreamHost for WasmStream {
     fn set_request_header(&mut self, name: &str, value: &str) {
-        // proxy-wasm re-runs the route match on a header change by itself.
         let _ = host::replace_header(Map::RequestHeaders, name, value);
+    }
+    fn add_request_header(&mut self, name: &str, value: &str) {
+        let _ = host::add_header(Map::RequestHeaders, name, value);
     }
     fn remove_request_header(&mut self, name: &str) {
         let _ = host::remove_header(Map::RequestHeaders, name);
+    }
+    fn refresh_route(&mut self, _what: RouteRefresh) {
+        // proxy-wasm's host matches the route again on any request header change by itself.
+    }
+    fn request_body_size(&mut self) -> usize {
+        self.body_size
     }
     fn add_response_header(&mut self, name: &str, value: &str) {
         let _ = host::add_header(Map::ResponseHeaders, name, value);
@@ -249,7 +259,7 @@ pub extern "C" fn proxy_on_context_create(context_id: u32, root_context_id: u32)
                 c.roots.insert(context_id, Rc::new(RefCell::new(Root { worker: None })));
             }
             Some((false, Some(worker))) => {
-                let host = WasmStream { context_id, called_out: false };
+                let host = WasmStream { context_id, called_out: false, body_size: 0 };
                 let stream = HttpStream { core: Stream::new(worker, u64::from(context_id)), host };
                 c.streams.insert(context_id, Rc::new(RefCell::new(stream)));
             }
@@ -304,7 +314,11 @@ pub extern "C" fn proxy_on_request_headers(context_id: u32, _headers: usize, end
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_body(context_id: u32, body_size: usize, end_of_stream: bool) -> u32 {
-    on_stream(context_id, |s| action(s.core.on_request_body(&mut s.host, body_size, end_of_stream))).unwrap_or(CONTINUE)
+    on_stream(context_id, |s| {
+        s.host.body_size = body_size;
+        action(s.core.on_request_body(&mut s.host, end_of_stream))
+    })
+    .unwrap_or(CONTINUE)
 }
 
 #[no_mangle]

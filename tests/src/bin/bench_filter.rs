@@ -11,7 +11,10 @@
 //! * `switchyard`: the Wasm build doing A/B bucketing, the budget check and the
 //!   degradation bookkeeping on the same traffic;
 //! * `switchyard_native`: the same decision core as an Envoy dynamic module
-//!   (`libswitchyard.so`), same configuration, same traffic;
+//!   (`libswitchyard.so`), same configuration, same traffic (its route refreshes only the
+//!   cluster: a matcher cluster specifier on the routing header);
+//! * `native_module_floor`: native routing behind a dynamic module that does nothing
+//!   (`tests/native-floor`): what any dynamic-module filter costs here;
 //! * `validate_filter` / `validate_sidecar`: the same plus payload validation, in the
 //!   filter or by a call to the sidecar's validator (the comparison that picks the mode).
 //!
@@ -31,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use testbed::envoy::{
-    cluster_json, http1_cluster_json, http_listener_json, native_filter_json, router_filter_json, switchyard_routes, wasm_filter_json,
+    cluster_json, http1_cluster_json, http_listener_json, native_filter_json, router_filter_json, switchyard_routes, wasm_filter_json, dynamic_module_filter_json, Routing,
     Cluster, Envoy,
 };
 use testbed::upstream::Upstream;
@@ -56,6 +59,8 @@ enum Arm {
     Switchyard(String),
     /// The Switchyard filter's native build (dynamic module) with this plugin configuration.
     SwitchyardNative(String),
+    /// Native header routing behind the do-nothing dynamic module at this path.
+    ModuleFloor(PathBuf),
 }
 
 struct Workload {
@@ -86,8 +91,15 @@ async fn main() -> Result<()> {
     testbed::sidecar::revisions::write(&schema_dir, "001-features", &testbed::sidecar::revisions::current());
     let sidecar = testbed::sidecar::Sidecar::start(Some(&schema_dir)).await;
 
-    let ab = |validate: &str| {
-        json!({
+    // SWITCHYARD_BENCH_PLUGIN_EXTRA='{"tick_ms": 1000}' overrides top-level fields of the
+    // Switchyard arms' plugin configuration (for profiling).
+    let extra: Value = match std::env::var("SWITCHYARD_BENCH_PLUGIN_EXTRA") {
+        Ok(s) if !s.is_empty() => serde_json::from_str(&s).context("SWITCHYARD_BENCH_PLUGIN_EXTRA: not JSON")?,
+        _ => json!({}),
+    };
+    let ab = |validate: &str, route_refresh: &str| {
+        let mut config = json!({
+            "route_refresh": route_refresh,
             "sidecar": {"cluster": "sidecar_admin", "poll_ms": 1000},
             "routes": [{
                 "name": "features",
@@ -100,8 +112,11 @@ async fn main() -> Result<()> {
                 "fallback": "stable",
                 "validate": {"mode": validate, "max_body_bytes": 1_000_000}
             }]
-        })
-        .to_string()
+        });
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            config[k] = v.clone();
+        }
+        config.to_string()
     };
     let floor = PathBuf::from(
         std::env::var_os("SWITCHYARD_WASM_FLOOR").context("SWITCHYARD_WASM_FLOOR: the do-nothing filter's .wasm (`cargo xtask bench filter` builds it)")?,
@@ -109,18 +124,26 @@ async fn main() -> Result<()> {
     if !floor.is_file() {
         bail!("SWITCHYARD_WASM_FLOOR: {} does not exist", floor.display());
     }
+    let module_floor = PathBuf::from(
+        std::env::var_os("SWITCHYARD_NATIVE_FLOOR").context("SWITCHYARD_NATIVE_FLOOR: the do-nothing dynamic module (`cargo xtask bench filter` builds it)")?,
+    );
+    if !module_floor.is_file() {
+        bail!("SWITCHYARD_NATIVE_FLOOR: {} does not exist", module_floor.display());
+    }
     // Indices into `configs` used below.
     const NATIVE: usize = 0;
     const FLOOR: usize = 1;
     const SWITCHYARD: usize = 2;
     const SWITCHYARD_NATIVE: usize = 3;
+    const MODULE_FLOOR: usize = 4;
     let configs: Vec<(&str, Arm)> = vec![
         ("native", Arm::Native),
         ("wasm_floor", Arm::Floor(floor)),
-        ("switchyard", Arm::Switchyard(ab("off"))),
-        ("switchyard_native", Arm::SwitchyardNative(ab("off"))),
-        ("validate_filter", Arm::Switchyard(ab("filter"))),
-        ("validate_sidecar", Arm::Switchyard(ab("sidecar"))),
+        ("switchyard", Arm::Switchyard(ab("off", "route"))),
+        ("switchyard_native", Arm::SwitchyardNative(ab("off", "cluster"))),
+        ("native_module_floor", Arm::ModuleFloor(module_floor)),
+        ("validate_filter", Arm::Switchyard(ab("filter", "route"))),
+        ("validate_sidecar", Arm::Switchyard(ab("sidecar", "route"))),
     ];
     // `cargo xtask bench filter --arms a,b` measures a subset (the baseline always);
     // `--instructions-only` skips the timed runs.
@@ -159,7 +182,7 @@ async fn main() -> Result<()> {
     for w in workloads.iter().filter(|_| timed) {
         // Validation is compared on the real traffic only.
         let active: Vec<usize> = (0..configs.len())
-            .filter(|&i| selected(i) && (w.name == "image" || [NATIVE, FLOOR, SWITCHYARD, SWITCHYARD_NATIVE].contains(&i)))
+            .filter(|&i| selected(i) && (w.name == "image" || [NATIVE, FLOOR, SWITCHYARD, SWITCHYARD_NATIVE, MODULE_FLOOR].contains(&i)))
             .collect();
         let envoy = |i: usize| envoys.get(i).and_then(Option::as_ref).context("arm not started");
         println!("workload {} ({} requests per run), warming up…", w.name, w.requests);
@@ -204,6 +227,8 @@ async fn main() -> Result<()> {
             ("floor_", FLOOR, NATIVE, "wasm_floor ÷ native"),
             ("over_floor_", SWITCHYARD, FLOOR, "switchyard ÷ wasm_floor"),
             ("native_module_", SWITCHYARD_NATIVE, NATIVE, "switchyard_native ÷ native"),
+            ("native_module_floor_", MODULE_FLOOR, NATIVE, "module floor ÷ native"),
+            ("native_module_over_floor_", SWITCHYARD_NATIVE, MODULE_FLOOR, "switchyard_native ÷ floor"),
         ];
         for (prefix, x, base, what) in ratios {
             if runs[x].is_empty() || runs[base].is_empty() {
@@ -224,31 +249,50 @@ async fn main() -> Result<()> {
     if which("valgrind").is_some() {
         println!("counting instructions under callgrind (slow: Envoy starts in about a minute)…");
         let mut counts = serde_json::Map::new();
-        for (i, (name, arm)) in configs.iter().enumerate().take(SWITCHYARD_NATIVE + 1) {
+        for (i, (name, arm)) in configs.iter().enumerate().take(MODULE_FLOOR + 1) {
             if !selected(i) {
                 continue;
             }
-            let config = bootstrap(&dir.path().join(format!("{name}-vg.json")), &upstream, sidecar.admin, arm)?;
-            let per_workload = instructions(&h2load, &config, &workloads, dir.path()).await?;
+            let config = bootstrap(&dir.path().join(format!("{name}-vg.json")), &upstream, sidecar.admin, &arm.under_valgrind()?)?;
+            let before = upstream.requests();
+            // SWITCHYARD_BENCH_CALLGRIND_DIR=<dir> keeps callgrind's dumps (one per arm and
+            // workload) for `callgrind_annotate`.
+            let dumps = match std::env::var_os("SWITCHYARD_BENCH_CALLGRIND_DIR") {
+                Some(d) => PathBuf::from(d).join(name),
+                None => dir.path().join(name),
+            };
+            std::fs::create_dir_all(&dumps)?;
+            let per_workload = instructions(&h2load, &config, &workloads, &dumps).await?;
+            // Every request must have been routed upstream, as in the timed runs (a local
+            // reply would be counted as a cheap request).
+            let expected: usize = workloads.iter().map(|w| w.instruction_requests * 3 / 2).sum();
+            let reached = upstream.requests() - before;
+            if reached != expected as u64 {
+                bail!("{name} under valgrind: {reached} of {expected} requests reached the upstream");
+            }
             counts.insert(name.to_string(), per_workload);
         }
         for w in &workloads {
             let count = |name: &str| counts.get(name).and_then(|c| c[w.name].as_f64()).unwrap_or(f64::NAN);
             let (a, f, b, n) = (count("native"), count("wasm_floor"), count("switchyard"), count("switchyard_native"));
+            let m = count("native_module_floor");
             println!(
-                "  {:<6} native {a:>8.0}  wasm_floor {f:>8.0}  switchyard {b:>8.0}  switchyard_native {n:>8.0} instructions/request",
+                "  {:<6} native {a:>8.0}  wasm_floor {f:>8.0}  switchyard {b:>8.0}  native_module_floor {m:>8.0}  switchyard_native {n:>8.0} instructions/request",
                 w.name
             );
             println!(
-                "         switchyard ÷ native {:.3} (floor {:.3}, over floor {:.3}); switchyard_native ÷ native {:.3}",
+                "         switchyard ÷ native {:.3} (floor {:.3}, over floor {:.3}); switchyard_native ÷ native {:.3} (floor {:.3}, over floor {:.3})",
                 b / a,
                 f / a,
                 b / f,
-                n / a
+                n / a,
+                m / a,
+                n / m
             );
             report["workloads"][w.name]["instructions_per_request"] = json!({
-                "native": a, "wasm_floor": f, "switchyard": b, "switchyard_native": n,
+                "native": a, "wasm_floor": f, "switchyard": b, "switchyard_native": n, "native_module_floor": m,
                 "ratio": b / a, "floor_ratio": f / a, "over_floor_ratio": b / f, "native_module_ratio": n / a,
+                "native_module_floor_ratio": m / a, "native_module_over_floor_ratio": n / m,
             });
         }
     } else {
@@ -320,8 +364,10 @@ fn bootstrap(path: &Path, upstream: &Upstream, sidecar_admin: u16, arm: &Arm) ->
     let mut clusters: Vec<Value> = ["stable", "canary"].iter().map(|n| cluster_json(&Cluster::new(n, upstream.port))).collect();
     clusters.push(http1_cluster_json(&Cluster::new("sidecar_admin", sidecar_admin)));
     let routes = match arm {
-        Arm::Switchyard(_) | Arm::SwitchyardNative(_) => switchyard_routes("x-switchyard-cluster", "stable"),
-        Arm::Native | Arm::Floor(_) => json!([
+        Arm::Switchyard(_) => switchyard_routes(Routing::ClusterHeader, "x-switchyard-cluster", &["stable", "canary"], "stable"),
+        // The native module can have Envoy pick the cluster again without matching the route.
+        Arm::SwitchyardNative(_) => switchyard_routes(Routing::Matcher, "x-switchyard-cluster", &["stable", "canary"], "stable"),
+        Arm::Native | Arm::Floor(_) | Arm::ModuleFloor(_) => json!([
             {"match": {"prefix": "/", "headers": [{"name": "x-ab-group", "string_match": {"exact": "canary"}}]},
              "route": {"cluster": "canary", "timeout": "0s"}},
             {"match": {"prefix": "/"}, "route": {"cluster": "stable", "timeout": "0s"}}
@@ -331,6 +377,7 @@ fn bootstrap(path: &Path, upstream: &Upstream, sidecar_admin: u16, arm: &Arm) ->
     match arm {
         Arm::Native => {}
         Arm::Floor(wasm) => filters.push(wasm_filter_json(wasm, "")),
+        Arm::ModuleFloor(so) => filters.push(dynamic_module_filter_json(so, "")),
         Arm::Switchyard(plugin) => filters.push(wasm_filter_json(&paths::wasm(), plugin)),
         Arm::SwitchyardNative(plugin) => filters.push(native_filter_json(plugin)),
     }
@@ -346,13 +393,39 @@ fn bootstrap(path: &Path, upstream: &Upstream, sidecar_admin: u16, arm: &Arm) ->
     Ok((path.to_owned(), admin, listener))
 }
 
-fn h2load_cmd(h2load: &Path, listener: u16, body: &Path, requests: usize) -> Command {
+impl Arm {
+    /// The arm as measured under valgrind, where every response takes long: a slow
+    /// threshold that far off keeps the canary healthy (the client's `grpc-timeout` is
+    /// as far off, see [`h2load_cmd`]), so every request is routed as in the timed runs.
+    fn under_valgrind(&self) -> Result<Arm> {
+        let relax = |plugin: &str| -> Result<String> {
+            let mut v: Value = serde_json::from_str(plugin)?;
+            for route in v["routes"].as_array_mut().into_iter().flatten() {
+                route["degrade"] = json!({"slow_threshold_ms": 600_000});
+            }
+            Ok(v.to_string())
+        };
+        Ok(match self {
+            Arm::Native => Arm::Native,
+            Arm::Floor(p) => Arm::Floor(p.clone()),
+            Arm::ModuleFloor(p) => Arm::ModuleFloor(p.clone()),
+            Arm::Switchyard(plugin) => Arm::Switchyard(relax(plugin)?),
+            Arm::SwitchyardNative(plugin) => Arm::SwitchyardNative(relax(plugin)?),
+        })
+    }
+}
+
+/// The client's deadline: 5 s in timed runs, far off under valgrind.
+const TIMEOUT: &str = "5S";
+const TIMEOUT_UNDER_VALGRIND: &str = "600S";
+
+fn h2load_cmd(h2load: &Path, listener: u16, body: &Path, requests: usize, timeout: &str) -> Command {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", "0"])
         .arg(h2load)
         .args(["-n", &requests.to_string(), "-c", "8", "-m", "8", "-t", "1"])
         .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
-        .args(["-H", "x-user-id: bench-user-7", "-H", "grpc-timeout: 5S"])
+        .args(["-H", "x-user-id: bench-user-7", "-H", &format!("grpc-timeout: {timeout}")])
         .arg("-d")
         .arg(body)
         .arg(format!("http://127.0.0.1:{listener}{PATH}"));
@@ -362,7 +435,7 @@ fn h2load_cmd(h2load: &Path, listener: u16, body: &Path, requests: usize) -> Com
 fn run(h2load: &Path, envoy: &Envoy, body: &Path, requests: usize, dir: &Path) -> Result<Run> {
     let log = dir.join("h2load.tsv");
     let cpu_before = envoy.cpu_time();
-    let out = h2load_cmd(h2load, envoy.listener_port, body, requests)
+    let out = h2load_cmd(h2load, envoy.listener_port, body, requests, TIMEOUT)
         .arg(format!("--log-file={}", log.display()))
         .output()
         .context("running h2load")?;
@@ -412,12 +485,12 @@ async fn instructions(h2load: &Path, config: &(PathBuf, u16, u16), workloads: &[
     .await;
     let mut out = serde_json::Map::new();
     for w in workloads {
-        let warm = h2load_cmd(h2load, *listener, &w.body, w.instruction_requests / 2).output()?;
+        let warm = h2load_cmd(h2load, *listener, &w.body, w.instruction_requests / 2, TIMEOUT_UNDER_VALGRIND).output()?;
         if !warm.status.success() {
             bail!("h2load warm-up failed under valgrind");
         }
         let total_before = callgrind_total(pid, &out_file)?;
-        let measured = h2load_cmd(h2load, *listener, &w.body, w.instruction_requests).output()?;
+        let measured = h2load_cmd(h2load, *listener, &w.body, w.instruction_requests, TIMEOUT_UNDER_VALGRIND).output()?;
         if !String::from_utf8_lossy(&measured.stdout).contains(&format!("{} succeeded", w.instruction_requests)) {
             bail!("h2load under valgrind did not complete");
         }

@@ -17,7 +17,7 @@ use crate::bucket;
 use crate::grpc::Code;
 use crate::health::DegradeRules;
 use crate::pattern::MethodPattern;
-pub use raw::{FailMode, Malformed, NonGrpc, UnknownRevision, ValidateMode};
+pub use raw::{FailMode, Malformed, NonGrpc, RouteRefresh, UnknownRevision, ValidateMode};
 use raw::{UndeclaredConfig, UndeclaredMode};
 use raw::{DegradeConfig, FaultConfig, LatencyConfig, PluginConfig, RouteConfig, ValidateConfig};
 use std::collections::HashSet;
@@ -72,6 +72,7 @@ pub const MAX_WEIGHT: u32 = 1_000_000;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub headers: HeaderNames,
+    pub route_refresh: RouteRefresh,
     pub decision_to_filter_state: bool,
     pub non_grpc: NonGrpc,
     pub access: Access,
@@ -332,6 +333,7 @@ impl PluginConfig {
                 budget,
                 priority,
             },
+            route_refresh: self.route_refresh,
             decision_to_filter_state: self.decision_to_filter_state,
             non_grpc: self.non_grpc,
             access,

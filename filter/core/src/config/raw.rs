@@ -37,6 +37,12 @@ pub struct PluginConfig {
     /// route. Any value a client sends is overwritten or removed.
     #[schemars(pattern(pattern::HEADER_NAME))]
     pub cluster_header: String,
+    /// What Envoy redoes once the routing header is written: `route` matches the route
+    /// again (works with a `cluster_header` route); `cluster` only picks the matched
+    /// route's cluster again (Envoy's `refreshRouteCluster`: cheaper, for a route whose
+    /// cluster comes from a matcher cluster specifier on the routing header). The native
+    /// module honours it; proxy-wasm always matches the route again.
+    pub route_refresh: RouteRefresh,
     /// Add the decision (`target=…; reason=…`) to responses.
     pub expose_decision: bool,
     #[schemars(pattern(pattern::HEADER_NAME))]
@@ -68,6 +74,7 @@ impl Default for PluginConfig {
             group_header: "x-ab-group".into(),
             user_key_header: "x-user-id".into(),
             cluster_header: "x-switchyard-cluster".into(),
+            route_refresh: RouteRefresh::Route,
             expose_decision: false,
             decision_header: "x-switchyard-decision".into(),
             decision_to_filter_state: false,
@@ -175,6 +182,16 @@ pub enum UndeclaredMode {
 #[serde(deny_unknown_fields)]
 pub struct AssumeConfig {
     pub assume: String,
+}
+
+/// What Envoy redoes after the filter writes the routing header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteRefresh {
+    /// Clear the route cache: the route is matched again.
+    Route,
+    /// Keep the matched route, pick its cluster again.
+    Cluster,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

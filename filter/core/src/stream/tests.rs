@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::health::Mode;
+use crate::host::RouteRefresh;
 use crate::testing::{board, board_worker, worker, Proxy, TestHost, TestStream};
 
 const AB: &str = r#"{"expose_decision": true, "decision_to_filter_state": true, "tick_ms": 100,
@@ -55,6 +56,45 @@ fn unrouted_and_non_grpc_requests_lose_a_spoofed_cluster_header() {
 }
 
 #[test]
+fn envoy_is_asked_to_redo_the_route_or_only_the_cluster_as_configured() {
+    let proxy = Rc::new(Proxy::default());
+    // Default: the route is matched again (a `cluster_header` route); a request without
+    // the header gets it added, not replaced.
+    let w = worker(&proxy, AB, 1);
+    let mut s = grpc(&[("x-ab-group", "canary")]);
+    s.send_headers(&mut Stream::new(w, 1), true);
+    assert_eq!(s.request_headers.iter().filter(|(n, _)| n == "x-switchyard-cluster").count(), 1);
+    assert_eq!(s.refreshes, vec![RouteRefresh::Route]);
+
+    let refresh_cluster = AB.replacen('{', r#"{"route_refresh": "cluster", "#, 1);
+    let w = worker(&proxy, &refresh_cluster, 2);
+    let mut s = grpc(&[("x-ab-group", "canary"), ("x-switchyard-cluster", "evil")]);
+    s.send_headers(&mut Stream::new(w.clone(), 1), true);
+    assert_eq!(s.header("x-switchyard-cluster"), Some("c_canary"));
+    assert_eq!(s.refreshes, vec![RouteRefresh::Cluster]);
+    // A spoofed header on a request left alone is removed, and the cluster picked again.
+    let mut s = TestStream::request(&[(":path", "/other.v1.S/M"), ("content-type", "application/grpc"), ("x-switchyard-cluster", "evil")]);
+    s.send_headers(&mut Stream::new(w.clone(), 2), true);
+    assert_eq!((s.header("x-switchyard-cluster"), s.refreshes.as_slice()), (None, &[RouteRefresh::Cluster][..]));
+    // Nothing to take up when nothing changed.
+    let mut s = TestStream::request(&[(":path", "/other.v1.S/M"), ("content-type", "application/grpc")]);
+    s.send_headers(&mut Stream::new(w, 3), true);
+    assert!(s.refreshes.is_empty());
+}
+
+#[test]
+fn an_unvalidated_body_costs_no_host_call() {
+    let proxy = Rc::new(Proxy::default());
+    let w = worker(&proxy, AB, 1);
+    let mut s = grpc(&[("x-ab-group", "canary")]);
+    let mut stream = Stream::new(w, 1);
+    s.send_headers(&mut stream, false);
+    assert_eq!(s.send_body(&mut stream, 100, false), Flow::Continue);
+    assert_eq!(s.send_body(&mut stream, 200, true), Flow::Continue);
+    assert_eq!(s.body_size_reads, 0);
+}
+
+#[test]
 fn denied_methods_get_a_trailers_only_grpc_reply() {
     let proxy = Rc::new(Proxy::default());
     let w = worker(&proxy, AB, 1);
@@ -96,11 +136,11 @@ fn a_delayed_request_keeps_its_body_until_the_delay_is_over() {
     let mut s = grpc(&[("x-ab-group", "delayed")]);
     let mut stream = Stream::new(w.clone(), 7);
     assert_eq!(s.send_headers(&mut stream, false), Flow::Pause);
-    assert_eq!(stream.on_request_body(&mut s, 5, false), Flow::Pause, "the body would release the headers");
+    assert_eq!(s.send_body(&mut stream, 5, false), Flow::Pause, "the body would release the headers");
     w.host().advance_ms(60);
     w.tick();
     assert_eq!(*w.host().resumed.borrow(), vec![7]);
-    assert_eq!(stream.on_request_body(&mut s, 10, true), Flow::Continue);
+    assert_eq!(s.send_body(&mut stream, 10, true), Flow::Continue);
 
     // A host with its own timer (the native module) reports the delay over to the stream.
     let w = worker(&proxy, AB, 2);
@@ -109,10 +149,10 @@ fn a_delayed_request_keeps_its_body_until_the_delay_is_over() {
     assert_eq!(s.send_headers(&mut stream, false), Flow::Pause);
     assert_eq!(s.timers, Some(vec![50]));
     assert_ne!(w.host().tick_ms.get(), crate::worker::DELAY_TICK_MS, "no fine ticks for a host timer");
-    assert_eq!(stream.on_request_body(&mut s, 5, false), Flow::Pause);
+    assert_eq!(s.send_body(&mut stream, 5, false), Flow::Pause);
     stream.on_delay_over(&mut s);
     assert!(s.resumed);
-    assert_eq!(stream.on_request_body(&mut s, 10, true), Flow::Continue);
+    assert_eq!(s.send_body(&mut stream, 10, true), Flow::Continue);
 }
 
 #[test]
@@ -148,6 +188,27 @@ fn workers_degrade_a_slow_target_together_through_shared_state() {
     assert_eq!(s.header("x-switchyard-cluster"), Some("c_fallback"));
     let logs = a.host().logs.borrow();
     assert!(logs.iter().any(|(_, l)| l.contains("target canary: healthy -> degraded (3 consecutive responses slower than 100 ms")), "{logs:?}");
+}
+
+#[test]
+fn a_worker_that_serves_no_stream_merges_no_health_until_its_first_one() {
+    let proxy = Rc::new(Proxy::default());
+    let (serving, idle) = (worker(&proxy, AB, 1), worker(&proxy, AB, 2));
+    for id in 1..=3 {
+        answered(&serving, id, "canary", 150);
+    }
+    serving.host().advance_ms(100);
+    serving.tick();
+    let record = || proxy.shared.borrow().values().map(|s| s.cas).collect::<Vec<_>>();
+    let written = record();
+    idle.tick();
+    assert_eq!(idle.state(0, 1).mode, Mode::Healthy, "not merged: the idle worker's view is stale");
+    assert_eq!(record(), written, "and it wrote nothing");
+    // Its first stream merges before deciding: the degraded canary is not chosen.
+    let mut s = grpc(&[("x-ab-group", "canary")]);
+    s.send_headers(&mut Stream::new(idle.clone(), 9), true);
+    assert_eq!(s.header("x-switchyard-cluster"), Some("c_fallback"));
+    assert_eq!(idle.state(0, 1).mode, Mode::Degraded);
 }
 
 /// One request of `group` on `w` that takes `ms` to answer OK.
@@ -239,8 +300,8 @@ fn bodies_over_the_cap_are_refused_without_buffering() {
     let mut s = TestStream::request(&[(":path", "/a.S/M"), ("content-type", "application/grpc")]);
     let mut stream = Stream::new(w, 1);
     assert_eq!(s.send_headers(&mut stream, false), Flow::Continue);
-    assert_eq!(stream.on_request_body(&mut s, 10, false), Flow::Pause, "held until complete");
-    assert_eq!(stream.on_request_body(&mut s, 22, false), Flow::Pause);
+    assert_eq!(s.send_body(&mut stream, 10, false), Flow::Pause, "held until complete");
+    assert_eq!(s.send_body(&mut stream, 22, false), Flow::Pause);
     let (_, details, grpc) = s.reply.unwrap();
     assert_eq!(details, "validation_rejected");
     let (code, message) = grpc.unwrap();
@@ -257,7 +318,7 @@ fn the_sidecar_validator_answer_rejects_or_releases_the_body() {
         s.body = vec![0, 0, 0, 0, 1, 8];
         let mut stream = Stream::new(w.clone(), 1);
         s.send_headers(&mut stream, false);
-        assert_eq!(stream.on_request_body(&mut s, 6, true), Flow::Pause);
+        assert_eq!(s.send_body(&mut stream, 6, true), Flow::Pause);
         assert_eq!(s.callouts, vec!["POST sc /v1/validate?method=/a.S/M&revision=x@1".to_string()]);
         stream.on_callout_reply(&mut s, 101, reply);
         s
