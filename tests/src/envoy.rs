@@ -111,6 +111,9 @@ pub enum Routing {
     /// default cluster when absent): the filter refreshes only the cluster
     /// (`route_refresh: cluster`).
     Matcher,
+    /// The same matcher reading the filter-state key the filter writes instead
+    /// (`cluster_filter_state`, native module).
+    FilterState(&'static str),
 }
 
 /// What the test wants Envoy to look like.
@@ -542,7 +545,7 @@ pub fn switchyard_routes(routing: Routing, cluster_header: &str, clusters: &[&st
                 "route": {"cluster": default_cluster, "timeout": "0s"}
             }
         ]),
-        Routing::Matcher => {
+        Routing::Matcher | Routing::FilterState(_) => {
             let action = |cluster: &str| {
                 json!({"action": {"name": cluster, "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.matcher.v3.ClusterAction",
@@ -557,9 +560,14 @@ pub fn switchyard_routes(routing: Routing, cluster_header: &str, clusters: &[&st
                         "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.matcher.v3.MatcherClusterSpecifier",
                         "cluster_matcher": {
                             "matcher_tree": {
-                                "input": {"name": "routing-header", "typed_config": {
-                                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
-                                    "header_name": cluster_header}},
+                                "input": match routing {
+                                    Routing::FilterState(key) => json!({"name": "routing-state", "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.FilterStateInput",
+                                        "key": key}}),
+                                    _ => json!({"name": "routing-header", "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                                        "header_name": cluster_header}}),
+                                },
                                 "exact_match_map": {"map": map}
                             },
                             "on_no_match": action(default_cluster)

@@ -73,6 +73,38 @@ async fn a_matcher_route_takes_the_choice_with_a_cluster_refresh() {
     assert_eq!(stack.stable.requests_to("/other.v1.Service/Method"), 2);
 }
 
+/// `cluster_filter_state`: the native module puts its choice in filter state, which the
+/// route's matcher reads; nothing is added to the request. The Wasm build refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_native_module_routes_through_filter_state() {
+    let config = ab_config(10).replacen('{', r#"{"route_refresh": "cluster", "cluster_filter_state": "switchyard.cluster", "#, 1);
+    if testbed::envoy::Build::current() == testbed::envoy::Build::Wasm {
+        let mut stack = AbStack::start(&ab_config(10)).await;
+        assert!(!stack.envoy.push_listener(&config).await, "the Wasm build accepted cluster_filter_state");
+        stack.envoy.wait_log("switchyard: invalid plugin configuration: cluster_filter_state: this build cannot route by filter state").await;
+        return;
+    }
+    let stack = AbStack::start_routed(&config, 2, Routing::FilterState("switchyard.cluster")).await;
+    let mut c = stack.client().await;
+    for target in ["stable", "canary", "fallback"] {
+        let a = extract(&mut c, &[("x-ab-group", target)]).await.unwrap();
+        assert_eq!(a.served_by, target);
+    }
+    assert!(stack.fallback.last_headers().unwrap().get("x-switchyard-cluster").is_none(), "nothing is added to the request");
+    // A client's header routes nothing.
+    let a = extract(&mut c, &[("x-ab-group", "stable"), ("x-switchyard-cluster", "canary")]).await.unwrap();
+    assert_eq!(a.served_by, "stable");
+    let before = stack.canary.requests();
+    let _ = testbed::client::call_raw(&stack.envoy.url(), "/other.v1.Service/Method", &[("x-switchyard-cluster", "canary")], Vec::new()).await;
+    assert_eq!(stack.canary.requests(), before);
+    let mut canary = 0;
+    for i in 0..400 {
+        let user = format!("user-{i}");
+        canary += usize::from(extract(&mut c, &[("x-user-id", &user)]).await.unwrap().served_by == "canary");
+    }
+    assert!((16..=64).contains(&canary), "canary got {canary} of 400 users, want about 40");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_user_key_is_sticky_and_many_split_by_weight() {
     let stack = AbStack::start(&ab_config(10)).await;

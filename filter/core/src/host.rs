@@ -104,6 +104,11 @@ pub trait Host {
     /// A target's health changed (already logged as a warning). For hosts that keep a
     /// record, such as the rehearsal's timeline; Envoy's hosts have the log line.
     fn health_changed(&self, _change: &HealthChange<'_>) {}
+    /// Whether streams can carry the chosen cluster in filter state
+    /// (`cluster_filter_state`); a configuration asking for it is refused otherwise.
+    fn routes_by_filter_state(&self) -> bool {
+        false
+    }
 }
 
 /// A target's health state changed, reported once per merge that changed it.
@@ -166,6 +171,9 @@ pub trait StreamHost {
     fn send_reply(&mut self, reply: &LocalReply<'_>);
     /// Filter state for access logs (`%FILTER_STATE(<host prefix>.<key>:PLAIN)%`).
     fn set_filter_state(&mut self, key: &str, value: &[u8]);
+    /// Puts the chosen cluster into Envoy filter state under `key`, exactly (for a
+    /// matcher route's `FilterStateInput`). Only asked of hosts that route by filter state.
+    fn set_routing_state(&mut self, _key: &str, _cluster: &str) {}
     /// Starts an HTTP call whose reply comes back to this stream.
     fn callout(&mut self, call: &Callout<'_>) -> Option<CalloutToken>;
     /// Lets a request paused in one of this stream's own callbacks go on.

@@ -76,7 +76,6 @@ impl<H: Host> Stream<H> {
     ) -> Flow {
         let worker = self.worker.clone();
         let p = &*worker;
-        p.serve();
         let cfg = &p.config;
         let req = RequestMeta::scan(&cfg.headers, headers);
         let verdict = p.decide(&req);
@@ -87,7 +86,7 @@ impl<H: Host> Stream<H> {
             Verdict::Route(d) => self.route(s, p, &req, d, end_of_stream),
             Verdict::PassNonGrpc | Verdict::Unrouted => {
                 p.bump(if matches!(verdict, Verdict::Unrouted) { p.stats.unrouted() } else { p.stats.passthrough() });
-                if req.has_cluster_header {
+                if req.has_cluster_header && cfg.cluster_filter_state.is_none() {
                     // The client's value picked the route; without it the default applies.
                     s.remove_request_header(&cfg.headers.cluster);
                     s.refresh_route(cfg.route_refresh);
@@ -113,8 +112,11 @@ impl<H: Host> Stream<H> {
         let Some(target) = cfg.routes.get(d.route).and_then(|r| r.targets.get(d.target)) else {
             return Flow::Continue;
         };
-        // Overwrites any value the client sent.
-        if req.has_cluster_header {
+        if let Some(key) = &cfg.cluster_filter_state {
+            // Nothing on the request: a client's header does not route.
+            s.set_routing_state(key, &target.cluster);
+        } else if req.has_cluster_header {
+            // Overwrites any value the client sent.
             s.set_request_header(&cfg.headers.cluster, &target.cluster);
         } else {
             s.add_request_header(&cfg.headers.cluster, &target.cluster);

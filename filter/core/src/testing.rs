@@ -25,6 +25,8 @@ pub struct TestHost {
     pub callouts: RefCell<Vec<String>>,
     pub resumed: RefCell<Vec<u64>>,
     pub tick_ms: Cell<u32>,
+    /// Whether streams can route by filter state (as the native module's can).
+    pub filter_state_routing: bool,
 }
 
 impl TestHost {
@@ -89,6 +91,9 @@ impl Host for TestHost {
     fn resume_stream(&self, stream: u64) {
         self.resumed.borrow_mut().push(stream);
     }
+    fn routes_by_filter_state(&self) -> bool {
+        self.filter_state_routing
+    }
 }
 
 /// A local reply as sent: HTTP status, details, and `(grpc-status, grpc-message)`.
@@ -109,6 +114,8 @@ pub struct TestStream {
     pub timers: Option<Vec<u32>>,
     /// Route refreshes asked for, in order.
     pub refreshes: Vec<RouteRefresh>,
+    /// The cluster put into filter state, by key.
+    pub routing_state: Option<(String, String)>,
     /// The body size the host announces, and how often the core asked for it.
     pub body_size: usize,
     pub body_size_reads: usize,
@@ -151,6 +158,9 @@ impl StreamHost for TestStream {
     fn refresh_route(&mut self, what: RouteRefresh) {
         self.refreshes.push(what);
     }
+    fn set_routing_state(&mut self, key: &str, cluster: &str) {
+        self.routing_state = Some((key.into(), cluster.into()));
+    }
     fn request_body_size(&mut self) -> usize {
         self.body_size_reads += 1;
         self.body_size
@@ -192,7 +202,9 @@ impl StreamHost for TestStream {
 /// native module's way); `ticks` makes it the one that merges and polls.
 pub fn board_worker(proxy: &Rc<Proxy>, json: &str, seed: u64, board: &std::sync::Arc<crate::ledger::Board>, ticks: bool) -> Rc<Worker<TestHost>> {
     let sharing = crate::ledger::Sharing::Board { board: board.clone(), ticks };
-    match Worker::configure_with(TestHost::on(proxy), json.as_bytes(), seed, sharing) {
+    // Like the native module, whose workers share a board.
+    let host = TestHost { filter_state_routing: true, ..TestHost::on(proxy) };
+    match Worker::configure_with(host, json.as_bytes(), seed, sharing) {
         Ok(w) => Rc::new(w),
         Err(e) => panic!("{e}"),
     }

@@ -84,11 +84,6 @@ pub struct Worker<H: Host> {
     decision_values: Vec<Vec<Vec<String>>>,
     delayed: RefCell<Vec<Delayed>>,
     last_merge_ms: Cell<u64>,
-    /// Whether a stream has come to this worker yet. With host data, a worker that never
-    /// served one (the main thread's VM) merges no health: it would only redo what the
-    /// serving workers do, at a tick's cost each time. It merges once before its first
-    /// decision instead.
-    served: Cell<bool>,
     /// Counts complete responses, to sample their trailers.
     responses: Cell<u32>,
 }
@@ -121,7 +116,13 @@ impl<H: Host> Worker<H> {
 
     /// [`Worker::configure`], sharing the ledger as `sharing` says.
     pub fn configure_with(host: H, json: &[u8], seed: u64, sharing: Sharing) -> Result<Self, ConfigureError> {
-        let config = match Config::from_json(json) {
+        let config = match Config::from_json(json).and_then(|c| match &c.cluster_filter_state {
+            Some(_) if !host.routes_by_filter_state() => Err(crate::config::ConfigError {
+                path: "cluster_filter_state".into(),
+                message: "this build cannot route by filter state (the native module can); route by `cluster_header`".into(),
+            }),
+            _ => Ok(c),
+        }) {
             Ok(c) => c,
             Err(e) => {
                 host.log(Level::Error, &format!("switchyard: invalid plugin configuration: {e}"));
@@ -191,7 +192,6 @@ impl<H: Host> Worker<H> {
             decision_values,
             delayed: RefCell::new(Vec::new()),
             last_merge_ms: Cell::new(0),
-            served: Cell::new(false),
             responses: Cell::new(0),
             stats,
             config,
@@ -311,22 +311,10 @@ impl<H: Host> Worker<H> {
             poller.poll(self, now);
             poller.refresh(self);
         }
-        if self.served.get() || self.ledger.is_board() {
-            self.merge_health(now);
-        }
+        // Every worker merges, serving or not: a target's last latency estimate lives in
+        // each worker's own memory, and one that stopped merging would forget it.
+        self.merge_health(now);
         self.flush_stats();
-    }
-
-    /// A stream arrived. The first one to a worker that has not merged health yet waits
-    /// for one merge, so that its decision reads what the other workers found.
-    pub(crate) fn serve(&self) {
-        if !self.served.replace(true) && !self.ledger.is_board() && self.ticks {
-            let now = self.now_ms();
-            if let Some(poller) = &self.poller {
-                poller.refresh(self);
-            }
-            self.merge_health(now);
-        }
     }
 
     /// What decisions read of a target now.

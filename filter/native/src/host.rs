@@ -180,6 +180,9 @@ impl Host for NativeHost {
     fn now_ns(&self) -> u64 {
         now_ns()
     }
+    fn routes_by_filter_state(&self) -> bool {
+        true
+    }
     fn log_enabled(&self, level: Level) -> bool {
         // SAFETY: a plain query.
         unsafe { abi::envoy_dynamic_module_callback_log_enabled(level as abi::LogLevel) }
@@ -387,6 +390,10 @@ impl StreamHost for NativeStream<'_> {
                 RouteRefresh::Cluster => abi::envoy_dynamic_module_callback_http_clear_route_cluster_cache(self.filter),
             }
         }
+    }
+    fn set_routing_state(&mut self, key: &str, cluster: &str) {
+        // SAFETY: live stream, request phase.
+        unsafe { abi::envoy_dynamic_module_callback_http_set_filter_state_bytes(self.filter, module(key.as_bytes()), module(cluster.as_bytes())) };
     }
     fn request_body_size(&mut self) -> usize {
         // The final chunk is not in the buffered body yet, unless an earlier filter buffered

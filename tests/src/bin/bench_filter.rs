@@ -11,8 +11,9 @@
 //! * `switchyard`: the Wasm build doing A/B bucketing, the budget check and the
 //!   degradation bookkeeping on the same traffic;
 //! * `switchyard_native`: the same decision core as an Envoy dynamic module
-//!   (`libswitchyard.so`), same configuration, same traffic (its route refreshes only the
-//!   cluster: a matcher cluster specifier on the routing header);
+//!   (`libswitchyard.so`), same configuration, same traffic; it puts its choice in filter
+//!   state (`cluster_filter_state`), read by the route's matcher cluster specifier, and has
+//!   Envoy pick only the cluster again (`route_refresh: cluster`);
 //! * `native_module_floor`: native routing behind a dynamic module that does nothing
 //!   (`tests/native-floor`): what any dynamic-module filter costs here;
 //! * `validate_filter` / `validate_sidecar`: the same plus payload validation, in the
@@ -41,6 +42,8 @@ use testbed::upstream::Upstream;
 use testbed::{admin, free_port, paths};
 
 const ROUNDS: usize = 5;
+/// The filter-state key the native module writes its choice to.
+const ROUTING_STATE: &str = "switchyard.cluster";
 const PATH: &str = "/features.v1.FeatureExtractionService/ExtractRealtime";
 
 /// Host calls the filter makes on a routed request (see `filter/core/src/stream.rs`): read
@@ -118,6 +121,12 @@ async fn main() -> Result<()> {
         }
         config.to_string()
     };
+    // The native module routes through filter state: nothing added to the request.
+    let native_ab = {
+        let mut v: Value = serde_json::from_str(&ab("off", "cluster"))?;
+        v["cluster_filter_state"] = json!(ROUTING_STATE);
+        v.to_string()
+    };
     let floor = PathBuf::from(
         std::env::var_os("SWITCHYARD_WASM_FLOOR").context("SWITCHYARD_WASM_FLOOR: the do-nothing filter's .wasm (`cargo xtask bench filter` builds it)")?,
     );
@@ -140,7 +149,7 @@ async fn main() -> Result<()> {
         ("native", Arm::Native),
         ("wasm_floor", Arm::Floor(floor)),
         ("switchyard", Arm::Switchyard(ab("off", "route"))),
-        ("switchyard_native", Arm::SwitchyardNative(ab("off", "cluster"))),
+        ("switchyard_native", Arm::SwitchyardNative(native_ab)),
         ("native_module_floor", Arm::ModuleFloor(module_floor)),
         ("validate_filter", Arm::Switchyard(ab("filter", "route"))),
         ("validate_sidecar", Arm::Switchyard(ab("sidecar", "route"))),
@@ -366,7 +375,7 @@ fn bootstrap(path: &Path, upstream: &Upstream, sidecar_admin: u16, arm: &Arm) ->
     let routes = match arm {
         Arm::Switchyard(_) => switchyard_routes(Routing::ClusterHeader, "x-switchyard-cluster", &["stable", "canary"], "stable"),
         // The native module can have Envoy pick the cluster again without matching the route.
-        Arm::SwitchyardNative(_) => switchyard_routes(Routing::Matcher, "x-switchyard-cluster", &["stable", "canary"], "stable"),
+        Arm::SwitchyardNative(_) => switchyard_routes(Routing::FilterState(ROUTING_STATE), "x-switchyard-cluster", &["stable", "canary"], "stable"),
         Arm::Native | Arm::Floor(_) | Arm::ModuleFloor(_) => json!([
             {"match": {"prefix": "/", "headers": [{"name": "x-ab-group", "string_match": {"exact": "canary"}}]},
              "route": {"cluster": "canary", "timeout": "0s"}},

@@ -73,6 +73,8 @@ pub const MAX_WEIGHT: u32 = 1_000_000;
 pub struct Config {
     pub headers: HeaderNames,
     pub route_refresh: RouteRefresh,
+    /// Filter-state key the chosen cluster goes to instead of the routing header.
+    pub cluster_filter_state: Option<String>,
     pub decision_to_filter_state: bool,
     pub non_grpc: NonGrpc,
     pub access: Access,
@@ -334,6 +336,10 @@ impl PluginConfig {
                 priority,
             },
             route_refresh: self.route_refresh,
+            cluster_filter_state: match self.cluster_filter_state {
+                Some(k) if k.is_empty() => return Err(err("cluster_filter_state", "must not be empty")),
+                k => k,
+            },
             decision_to_filter_state: self.decision_to_filter_state,
             non_grpc: self.non_grpc,
             access,

@@ -43,6 +43,13 @@ pub struct PluginConfig {
     /// cluster comes from a matcher cluster specifier on the routing header). The native
     /// module honours it; proxy-wasm always matches the route again.
     pub route_refresh: RouteRefresh,
+    /// Write the chosen cluster into this Envoy filter-state key instead of the
+    /// `cluster_header` (native module only): a route whose matcher cluster specifier reads
+    /// it (`FilterStateInput`) picks it up with `route_refresh: cluster`. Nothing is added
+    /// to the request, so no upstream sees it and no client can set it.
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    pub cluster_filter_state: Option<String>,
     /// Add the decision (`target=…; reason=…`) to responses.
     pub expose_decision: bool,
     #[schemars(pattern(pattern::HEADER_NAME))]
@@ -75,6 +82,7 @@ impl Default for PluginConfig {
             user_key_header: "x-user-id".into(),
             cluster_header: "x-switchyard-cluster".into(),
             route_refresh: RouteRefresh::Route,
+            cluster_filter_state: None,
             expose_decision: false,
             decision_header: "x-switchyard-decision".into(),
             decision_to_filter_state: false,

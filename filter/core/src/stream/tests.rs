@@ -83,6 +83,28 @@ fn envoy_is_asked_to_redo_the_route_or_only_the_cluster_as_configured() {
 }
 
 #[test]
+fn the_cluster_can_go_to_filter_state_where_the_build_routes_by_it() {
+    let proxy = Rc::new(Proxy::default());
+    let config = AB.replacen('{', r#"{"route_refresh": "cluster", "cluster_filter_state": "switchyard.cluster", "#, 1);
+    let w = board_worker(&proxy, &config, 1, &board(&config), true);
+    let mut s = grpc(&[("x-ab-group", "canary"), ("x-switchyard-cluster", "evil")]);
+    s.send_headers(&mut Stream::new(w.clone(), 1), true);
+    assert_eq!(s.routing_state, Some(("switchyard.cluster".into(), "c_canary".into())));
+    assert_eq!(s.refreshes, vec![RouteRefresh::Cluster]);
+    assert_eq!(s.header("x-switchyard-cluster"), Some("evil"), "the request is left as it came: the header routes nothing");
+    let mut s = TestStream::request(&[(":path", "/other.v1.S/M"), ("content-type", "application/grpc"), ("x-switchyard-cluster", "evil")]);
+    s.send_headers(&mut Stream::new(w, 2), true);
+    assert!(s.routing_state.is_none() && s.refreshes.is_empty());
+
+    // A build that cannot (the Wasm one) refuses the configuration, naming the field.
+    let e = match Worker::configure(TestHost::on(&proxy), config.as_bytes(), 1) {
+        Err(crate::worker::ConfigureError::Invalid(e)) => e,
+        _ => panic!("accepted"),
+    };
+    assert_eq!(e.path, "cluster_filter_state");
+}
+
+#[test]
 fn an_unvalidated_body_costs_no_host_call() {
     let proxy = Rc::new(Proxy::default());
     let w = worker(&proxy, AB, 1);
@@ -188,27 +210,6 @@ fn workers_degrade_a_slow_target_together_through_shared_state() {
     assert_eq!(s.header("x-switchyard-cluster"), Some("c_fallback"));
     let logs = a.host().logs.borrow();
     assert!(logs.iter().any(|(_, l)| l.contains("target canary: healthy -> degraded (3 consecutive responses slower than 100 ms")), "{logs:?}");
-}
-
-#[test]
-fn a_worker_that_serves_no_stream_merges_no_health_until_its_first_one() {
-    let proxy = Rc::new(Proxy::default());
-    let (serving, idle) = (worker(&proxy, AB, 1), worker(&proxy, AB, 2));
-    for id in 1..=3 {
-        answered(&serving, id, "canary", 150);
-    }
-    serving.host().advance_ms(100);
-    serving.tick();
-    let record = || proxy.shared.borrow().values().map(|s| s.cas).collect::<Vec<_>>();
-    let written = record();
-    idle.tick();
-    assert_eq!(idle.state(0, 1).mode, Mode::Healthy, "not merged: the idle worker's view is stale");
-    assert_eq!(record(), written, "and it wrote nothing");
-    // Its first stream merges before deciding: the degraded canary is not chosen.
-    let mut s = grpc(&[("x-ab-group", "canary")]);
-    s.send_headers(&mut Stream::new(idle.clone(), 9), true);
-    assert_eq!(s.header("x-switchyard-cluster"), Some("c_fallback"));
-    assert_eq!(idle.state(0, 1).mode, Mode::Degraded);
 }
 
 /// One request of `group` on `w` that takes `ms` to answer OK.
