@@ -101,27 +101,32 @@ fn filter(args: &Args) -> Result<()> {
 /// Builds the do-nothing Wasm filter (`tests/wasm-floor`) the filter benchmark measures
 /// as the floor under any Wasm filter; returns its path.
 fn build_wasm_floor() -> Result<PathBuf> {
-    let target_dir = paths::root().join("target/wasm-floor");
-    run::status(run::cargo().current_dir(paths::root()).args(["build", "--locked", "--release", "--target", "wasm32-wasip1"]).args([
-        "--manifest-path".as_ref(),
-        paths::root().join("tests/wasm-floor/Cargo.toml").as_os_str(),
-        "--target-dir".as_ref(),
-        target_dir.as_os_str(),
-    ]))?;
-    Ok(target_dir.join("wasm32-wasip1/release/switchyard_wasm_floor.wasm"))
+    build_floor("wasm-floor", Some("wasm32-wasip1"), "switchyard_wasm_floor.wasm")
 }
 
 /// Builds the do-nothing dynamic module (`tests/native-floor`), the floor under any
 /// dynamic-module filter; returns its path.
 fn build_native_floor() -> Result<PathBuf> {
-    let target_dir = paths::root().join("target/native-floor");
-    run::status(run::cargo().current_dir(paths::root()).args(["build", "--locked", "--release"]).args([
-        "--manifest-path".as_ref(),
-        paths::root().join("tests/native-floor/Cargo.toml").as_os_str(),
-        "--target-dir".as_ref(),
-        target_dir.as_os_str(),
-    ]))?;
-    Ok(target_dir.join("release/libswitchyard_native_floor.so"))
+    build_floor("native-floor", None, "libswitchyard_native_floor.so")
+}
+
+/// Builds `tests/<name>` (a crate outside the workspace) in release into
+/// `target/<name>`, for `triple` if given; returns the path of `artifact`.
+fn build_floor(name: &str, triple: Option<&str>, artifact: &str) -> Result<PathBuf> {
+    let target_dir = paths::root().join("target").join(name);
+    let mut cmd = run::cargo();
+    cmd.current_dir(paths::root()).args(["build", "--locked", "--release"]);
+    if let Some(t) = triple {
+        cmd.args(["--target", t]);
+    }
+    cmd.arg("--manifest-path").arg(paths::root().join("tests").join(name).join("Cargo.toml"));
+    cmd.arg("--target-dir").arg(&target_dir);
+    run::status(&mut cmd)?;
+    let mut out = target_dir;
+    if let Some(t) = triple {
+        out.push(t);
+    }
+    Ok(out.join("release").join(artifact))
 }
 
 /// A child process killed when dropped.

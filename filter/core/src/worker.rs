@@ -117,10 +117,10 @@ impl<H: Host> Worker<H> {
     /// [`Worker::configure`], sharing the ledger as `sharing` says.
     pub fn configure_with(host: H, json: &[u8], seed: u64, sharing: Sharing) -> Result<Self, ConfigureError> {
         let config = match Config::from_json(json).and_then(|c| match &c.cluster_filter_state {
-            Some(_) if !host.routes_by_filter_state() => Err(crate::config::ConfigError {
-                path: "cluster_filter_state".into(),
-                message: "this build cannot route by filter state (the native module can); route by `cluster_header`".into(),
-            }),
+            Some(_) if !host.routes_by_filter_state() => Err(crate::config::err(
+                "cluster_filter_state",
+                "this build cannot route by filter state (the native module can); route by `cluster_header`",
+            )),
             _ => Ok(c),
         }) {
             Ok(c) => c,

@@ -321,6 +321,17 @@ impl NativeStream<'_> {
         }
     }
 
+    /// Where the request body is, in order: the final chunk is not in the buffered body
+    /// yet, unless an earlier filter buffered the whole body and handed it on as this chunk.
+    fn request_body_parts(&self) -> &'static [abi::BodyType] {
+        // SAFETY: live stream, request-body phase.
+        if unsafe { abi::envoy_dynamic_module_callback_http_received_buffered_request_body(self.filter) } {
+            &[abi::RECEIVED_REQUEST_BODY]
+        } else {
+            &[abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY]
+        }
+    }
+
     /// Every request header, without copying a byte: Envoy fills an array of pointers into
     /// its header map, kept per thread so the request path does not allocate.
     pub(crate) fn with_request_headers<R>(&mut self, f: impl for<'h> FnOnce(&mut Self, &mut dyn Iterator<Item = (&'h [u8], &'h [u8])>) -> R) -> R {
@@ -396,17 +407,11 @@ impl StreamHost for NativeStream<'_> {
         unsafe { abi::envoy_dynamic_module_callback_http_set_filter_state_bytes(self.filter, module(key.as_bytes()), module(cluster.as_bytes())) };
     }
     fn request_body_size(&mut self) -> usize {
-        // The final chunk is not in the buffered body yet, unless an earlier filter buffered
-        // the whole body and handed it on as this chunk.
-        // SAFETY: live stream, request-body phase.
-        unsafe {
-            let received = abi::envoy_dynamic_module_callback_http_get_body_size(self.filter, abi::RECEIVED_REQUEST_BODY);
-            if abi::envoy_dynamic_module_callback_http_received_buffered_request_body(self.filter) {
-                received
-            } else {
-                received + abi::envoy_dynamic_module_callback_http_get_body_size(self.filter, abi::BUFFERED_REQUEST_BODY)
-            }
-        }
+        self.request_body_parts()
+            .iter()
+            // SAFETY: live stream, request-body phase.
+            .map(|&kind| unsafe { abi::envoy_dynamic_module_callback_http_get_body_size(self.filter, kind) })
+            .sum()
     }
     fn add_response_header(&mut self, name: &str, value: &str) {
         // SAFETY: live stream, response phase.
@@ -423,16 +428,7 @@ impl StreamHost for NativeStream<'_> {
     }
     fn request_body(&mut self, _size: usize, f: &mut dyn FnMut(&[u8])) {
         let mut body = Vec::new();
-        // The final chunk is not in the buffered body yet, unless an earlier filter buffered
-        // the whole body and handed it on as this chunk.
-        // SAFETY: live stream, request-body phase.
-        let received_is_buffered = unsafe { abi::envoy_dynamic_module_callback_http_received_buffered_request_body(self.filter) };
-        let kinds: &[abi::BodyType] = if received_is_buffered {
-            &[abi::RECEIVED_REQUEST_BODY]
-        } else {
-            &[abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY]
-        };
-        for &kind in kinds {
+        for &kind in self.request_body_parts() {
             // SAFETY: `chunks` has the size Envoy reported; slices are read before the hook ends.
             unsafe {
                 let n = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(self.filter, kind);

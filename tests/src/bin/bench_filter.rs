@@ -100,7 +100,7 @@ async fn main() -> Result<()> {
         Ok(s) if !s.is_empty() => serde_json::from_str(&s).context("SWITCHYARD_BENCH_PLUGIN_EXTRA: not JSON")?,
         _ => json!({}),
     };
-    let ab = |validate: &str, route_refresh: &str| {
+    let ab = |validate: &str, route_refresh: &str| -> Value {
         let mut config = json!({
             "route_refresh": route_refresh,
             "sidecar": {"cluster": "sidecar_admin", "poll_ms": 1000},
@@ -119,26 +119,13 @@ async fn main() -> Result<()> {
         for (k, v) in extra.as_object().into_iter().flatten() {
             config[k] = v.clone();
         }
-        config.to_string()
+        config
     };
     // The native module routes through filter state: nothing added to the request.
-    let native_ab = {
-        let mut v: Value = serde_json::from_str(&ab("off", "cluster"))?;
-        v["cluster_filter_state"] = json!(ROUTING_STATE);
-        v.to_string()
-    };
-    let floor = PathBuf::from(
-        std::env::var_os("SWITCHYARD_WASM_FLOOR").context("SWITCHYARD_WASM_FLOOR: the do-nothing filter's .wasm (`cargo xtask bench filter` builds it)")?,
-    );
-    if !floor.is_file() {
-        bail!("SWITCHYARD_WASM_FLOOR: {} does not exist", floor.display());
-    }
-    let module_floor = PathBuf::from(
-        std::env::var_os("SWITCHYARD_NATIVE_FLOOR").context("SWITCHYARD_NATIVE_FLOOR: the do-nothing dynamic module (`cargo xtask bench filter` builds it)")?,
-    );
-    if !module_floor.is_file() {
-        bail!("SWITCHYARD_NATIVE_FLOOR: {} does not exist", module_floor.display());
-    }
+    let mut native_ab = ab("off", "cluster");
+    native_ab["cluster_filter_state"] = json!(ROUTING_STATE);
+    let floor = built_file("SWITCHYARD_WASM_FLOOR", "the do-nothing filter's .wasm")?;
+    let module_floor = built_file("SWITCHYARD_NATIVE_FLOOR", "the do-nothing dynamic module")?;
     // Indices into `configs` used below.
     const NATIVE: usize = 0;
     const FLOOR: usize = 1;
@@ -148,11 +135,11 @@ async fn main() -> Result<()> {
     let configs: Vec<(&str, Arm)> = vec![
         ("native", Arm::Native),
         ("wasm_floor", Arm::Floor(floor)),
-        ("switchyard", Arm::Switchyard(ab("off", "route"))),
-        ("switchyard_native", Arm::SwitchyardNative(native_ab)),
+        ("switchyard", Arm::Switchyard(ab("off", "route").to_string())),
+        ("switchyard_native", Arm::SwitchyardNative(native_ab.to_string())),
         ("native_module_floor", Arm::ModuleFloor(module_floor)),
-        ("validate_filter", Arm::Switchyard(ab("filter", "route"))),
-        ("validate_sidecar", Arm::Switchyard(ab("sidecar", "route"))),
+        ("validate_filter", Arm::Switchyard(ab("filter", "route").to_string())),
+        ("validate_sidecar", Arm::Switchyard(ab("sidecar", "route").to_string())),
     ];
     // `cargo xtask bench filter --arms a,b` measures a subset (the baseline always);
     // `--instructions-only` skips the timed runs.
@@ -263,7 +250,6 @@ async fn main() -> Result<()> {
                 continue;
             }
             let config = bootstrap(&dir.path().join(format!("{name}-vg.json")), &upstream, sidecar.admin, &arm.under_valgrind()?)?;
-            let before = upstream.requests();
             // SWITCHYARD_BENCH_CALLGRIND_DIR=<dir> keeps callgrind's dumps (one per arm and
             // workload) for `callgrind_annotate`.
             let dumps = match std::env::var_os("SWITCHYARD_BENCH_CALLGRIND_DIR") {
@@ -271,14 +257,9 @@ async fn main() -> Result<()> {
                 None => dir.path().join(name),
             };
             std::fs::create_dir_all(&dumps)?;
-            let per_workload = instructions(&h2load, &config, &workloads, &dumps).await?;
-            // Every request must have been routed upstream, as in the timed runs (a local
-            // reply would be counted as a cheap request).
-            let expected: usize = workloads.iter().map(|w| w.instruction_requests * 3 / 2).sum();
-            let reached = upstream.requests() - before;
-            if reached != expected as u64 {
-                bail!("{name} under valgrind: {reached} of {expected} requests reached the upstream");
-            }
+            let per_workload = instructions(&h2load, &config, &workloads, &upstream, &dumps)
+                .await
+                .with_context(|| format!("{name} under valgrind"))?;
             counts.insert(name.to_string(), per_workload);
         }
         for w in &workloads {
@@ -471,7 +452,7 @@ fn run(h2load: &Path, envoy: &Envoy, body: &Path, requests: usize, dir: &Path) -
 
 /// Instructions per request for each workload, counted by callgrind in an Envoy started
 /// under valgrind (after a warm-up, so the Wasm code is compiled by then).
-async fn instructions(h2load: &Path, config: &(PathBuf, u16, u16), workloads: &[Workload], dir: &Path) -> Result<Value> {
+async fn instructions(h2load: &Path, config: &(PathBuf, u16, u16), workloads: &[Workload], upstream: &Upstream, dir: &Path) -> Result<Value> {
     let (path, admin_port, listener) = config;
     let out_file = dir.join(format!("callgrind.{admin_port}.out"));
     let mut child = testbed::process::Process::spawn(
@@ -499,9 +480,16 @@ async fn instructions(h2load: &Path, config: &(PathBuf, u16, u16), workloads: &[
             bail!("h2load warm-up failed under valgrind");
         }
         let total_before = callgrind_total(pid, &out_file)?;
+        let reached_before = upstream.requests();
         let measured = h2load_cmd(h2load, *listener, &w.body, w.instruction_requests, TIMEOUT_UNDER_VALGRIND).output()?;
         if !String::from_utf8_lossy(&measured.stdout).contains(&format!("{} succeeded", w.instruction_requests)) {
             bail!("h2load under valgrind did not complete");
+        }
+        // Every request must have been routed upstream, as in the timed runs (a local reply
+        // would be counted as a cheap request).
+        let reached = upstream.requests() - reached_before;
+        if reached != w.instruction_requests as u64 {
+            bail!("{}: {reached} of {} requests reached the upstream", w.name, w.instruction_requests);
         }
         let total_after = callgrind_total(pid, &out_file)?;
         out.insert(w.name.to_string(), json!((total_after - total_before) as f64 / w.instruction_requests as f64));
@@ -533,6 +521,15 @@ fn callgrind_total(pid: u32, out_file: &Path) -> Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// The file the environment variable `var` names, which `cargo xtask bench filter` builds.
+fn built_file(var: &str, what: &str) -> Result<PathBuf> {
+    let path = PathBuf::from(std::env::var_os(var).with_context(|| format!("{var}: {what} (`cargo xtask bench filter` builds it)"))?);
+    if !path.is_file() {
+        bail!("{var}: {} does not exist", path.display());
+    }
+    Ok(path)
 }
 
 fn median(runs: &[Run]) -> Run {
