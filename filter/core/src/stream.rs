@@ -176,6 +176,10 @@ impl<H: Host> Stream<H> {
     /// Request body data: `size` bytes are buffered so far. A request held by an injected
     /// delay keeps its body too: letting the body through would release the headers early.
     pub fn on_request_body<S: StreamHost>(&mut self, s: &mut S, end_of_stream: bool) -> Flow {
+        // Most requests are neither validated nor delayed: Envoy calls this per body chunk.
+        if self.declared.is_none() && !self.delayed {
+            return Flow::Continue;
+        }
         let flow = self.check_body(s, end_of_stream);
         if flow == Flow::Continue && self.delayed && self.worker.holds(self.id) {
             return Flow::Pause;

@@ -293,6 +293,28 @@ fn thread_seed() -> u64 {
     })
 }
 
+/// The request headers as `(name, value)` pairs: pointers into Envoy's header map, valid
+/// for the hook that read them. A concrete type, so the core's scan over them is inlined.
+pub(crate) struct RequestHeaders<'h> {
+    slots: std::slice::Iter<'h, EnvoyHeader>,
+}
+
+impl<'h> Iterator for RequestHeaders<'h> {
+    type Item = (&'h [u8], &'h [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let h = self.slots.by_ref().find(|h| !h.key_ptr.is_null())?;
+        // SAFETY: pointers into Envoy's header map, valid for this hook; nothing sets a
+        // header until the scan over them has finished (the core decides first).
+        unsafe {
+            Some((
+                std::slice::from_raw_parts(h.key_ptr, h.key_length),
+                if h.value_ptr.is_null() { &[][..] } else { std::slice::from_raw_parts(h.value_ptr, h.value_length) },
+            ))
+        }
+    }
+}
+
 /// One stream during one of its hooks.
 pub(crate) struct NativeStream<'a> {
     pub(crate) filter: FilterEnvoyPtr,
@@ -334,11 +356,11 @@ impl NativeStream<'_> {
 
     /// Every request header, without copying a byte: Envoy fills an array of pointers into
     /// its header map, kept per thread so the request path does not allocate.
-    pub(crate) fn with_request_headers<R>(&mut self, f: impl for<'h> FnOnce(&mut Self, &mut dyn Iterator<Item = (&'h [u8], &'h [u8])>) -> R) -> R {
+    pub(crate) fn with_request_headers<R>(&mut self, f: impl for<'h> FnOnce(&mut Self, RequestHeaders<'h>) -> R) -> R {
         thread_local!(static SLOTS: RefCell<Vec<EnvoyHeader>> = const { RefCell::new(Vec::new()) });
         SLOTS.with(|slots| {
             let Ok(mut slots) = slots.try_borrow_mut() else {
-                return f(self, &mut std::iter::empty());
+                return f(self, RequestHeaders { slots: [].iter() });
             };
             // SAFETY: live stream, request-header phase.
             let n = unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(self.filter, abi::REQUEST_HEADER) };
@@ -346,20 +368,7 @@ impl NativeStream<'_> {
             slots.resize(n, EnvoyHeader::EMPTY);
             // SAFETY: `slots` holds `n` entries, as Envoy requires.
             let ok = n > 0 && unsafe { abi::envoy_dynamic_module_callback_http_get_headers(self.filter, abi::REQUEST_HEADER, slots.as_mut_ptr()) };
-            if !ok {
-                return f(self, &mut std::iter::empty());
-            }
-            let mut pairs = slots.iter().filter(|h| !h.key_ptr.is_null()).map(|h| {
-                // SAFETY: pointers into Envoy's header map, valid for this hook; nothing sets
-                // a header until `f` has finished reading them (it decides first).
-                unsafe {
-                    (
-                        std::slice::from_raw_parts(h.key_ptr, h.key_length),
-                        if h.value_ptr.is_null() { &[][..] } else { std::slice::from_raw_parts(h.value_ptr, h.value_length) },
-                    )
-                }
-            });
-            f(self, &mut pairs)
+            f(self, RequestHeaders { slots: if ok { slots.iter() } else { [].iter() } })
         })
     }
 

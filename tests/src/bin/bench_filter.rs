@@ -42,6 +42,17 @@ use testbed::upstream::Upstream;
 use testbed::{admin, free_port, paths};
 
 const ROUNDS: usize = 5;
+/// How many times slower Envoy runs under callgrind than in the timed runs (image: ≈ 70
+/// against ≈ 3,500 requests/s; tiny: ≈ 180 against ≈ 8,000; the bench prints the
+/// ratio it sees). Work done per unit of time (the filter's tick and sidecar poll,
+/// Envoy's stats flush) is spread over that many times fewer requests under callgrind,
+/// so the valgrind runs space it out as much: instructions per request then count
+/// periodic work at the share it has at full speed.
+const VALGRIND_SLOWDOWN: u64 = 50;
+/// The Switchyard arms' tick and sidecar poll, and Envoy's stats flush, in the timed runs.
+const TICK_MS: u64 = 100;
+const POLL_MS: u64 = 1000;
+const STATS_FLUSH_S: u64 = 5;
 /// The filter-state key the native module writes its choice to.
 const ROUTING_STATE: &str = "switchyard.cluster";
 const PATH: &str = "/features.v1.FeatureExtractionService/ExtractRealtime";
@@ -103,7 +114,8 @@ async fn main() -> Result<()> {
     let ab = |validate: &str, route_refresh: &str| -> Value {
         let mut config = json!({
             "route_refresh": route_refresh,
-            "sidecar": {"cluster": "sidecar_admin", "poll_ms": 1000},
+            "tick_ms": TICK_MS,
+            "sidecar": {"cluster": "sidecar_admin", "poll_ms": POLL_MS},
             "routes": [{
                 "name": "features",
                 "match": ["/features.v1.FeatureExtractionService/*"],
@@ -162,7 +174,7 @@ async fn main() -> Result<()> {
             envoys.push(None);
             continue;
         }
-        let config = bootstrap(&dir.path().join(format!("{name}.json")), &upstream, sidecar.admin, arm)?;
+        let config = bootstrap(&dir.path().join(format!("{name}.json")), &upstream, sidecar.admin, arm, STATS_FLUSH_S)?;
         envoys.push(Some(Envoy::start_file_on(&config.0, config.1, config.2, 1, Some(1)).await));
     }
     // Every filter has its snapshot (the validation runs need the descriptors).
@@ -249,7 +261,13 @@ async fn main() -> Result<()> {
             if !selected(i) {
                 continue;
             }
-            let config = bootstrap(&dir.path().join(format!("{name}-vg.json")), &upstream, sidecar.admin, &arm.under_valgrind()?)?;
+            let config = bootstrap(
+                &dir.path().join(format!("{name}-vg.json")),
+                &upstream,
+                sidecar.admin,
+                &arm.under_valgrind()?,
+                STATS_FLUSH_S * VALGRIND_SLOWDOWN,
+            )?;
             // SWITCHYARD_BENCH_CALLGRIND_DIR=<dir> keeps callgrind's dumps (one per arm and
             // workload) for `callgrind_annotate`.
             let dumps = match std::env::var_os("SWITCHYARD_BENCH_CALLGRIND_DIR") {
@@ -263,7 +281,7 @@ async fn main() -> Result<()> {
             counts.insert(name.to_string(), per_workload);
         }
         for w in &workloads {
-            let count = |name: &str| counts.get(name).and_then(|c| c[w.name].as_f64()).unwrap_or(f64::NAN);
+            let count = |name: &str| counts.get(name).and_then(|c| c[w.name]["instructions"].as_f64()).unwrap_or(f64::NAN);
             let (a, f, b, n) = (count("native"), count("wasm_floor"), count("switchyard"), count("switchyard_native"));
             let m = count("native_module_floor");
             println!(
@@ -283,7 +301,15 @@ async fn main() -> Result<()> {
                 "native": a, "wasm_floor": f, "switchyard": b, "switchyard_native": n, "native_module_floor": m,
                 "ratio": b / a, "floor_ratio": f / a, "over_floor_ratio": b / f, "native_module_ratio": n / a,
                 "native_module_floor_ratio": m / a, "native_module_over_floor_ratio": n / m,
+                "periodic_work_spaced_by": VALGRIND_SLOWDOWN,
             });
+            // How much slower callgrind really ran, against the timed runs of this invocation.
+            let timed_rps = report["workloads"][w.name]["native"]["requests_per_second"].as_f64();
+            let valgrind_rps = counts.get("native").and_then(|c| c[w.name]["requests_per_second"].as_f64());
+            if let (Some(t), Some(v)) = (timed_rps, valgrind_rps) {
+                println!("         native routing ran {:.0}× slower under callgrind (periodic work spaced {VALGRIND_SLOWDOWN}× apart)", t / v);
+                report["workloads"][w.name]["instructions_per_request"]["valgrind_slowdown"] = json!(t / v);
+            }
         }
     } else {
         println!("valgrind not found: instruction counts skipped");
@@ -347,8 +373,9 @@ fn workloads(dir: &Path) -> Result<Vec<Workload>> {
     ])
 }
 
-/// Writes an Envoy bootstrap for `arm` in front of `upstream`. Returns (path, admin, listener).
-fn bootstrap(path: &Path, upstream: &Upstream, sidecar_admin: u16, arm: &Arm) -> Result<(PathBuf, u16, u16)> {
+/// Writes an Envoy bootstrap for `arm` in front of `upstream`, flushing stats every
+/// `stats_flush_s`. Returns (path, admin, listener).
+fn bootstrap(path: &Path, upstream: &Upstream, sidecar_admin: u16, arm: &Arm, stats_flush_s: u64) -> Result<(PathBuf, u16, u16)> {
     let admin = free_port();
     let listener = free_port();
     let mut clusters: Vec<Value> = ["stable", "canary"].iter().map(|n| cluster_json(&Cluster::new(n, upstream.port))).collect();
@@ -373,6 +400,7 @@ fn bootstrap(path: &Path, upstream: &Upstream, sidecar_admin: u16, arm: &Arm) ->
     }
     filters.push(router_filter_json());
     let config = json!({
+        "stats_flush_interval": format!("{stats_flush_s}s"),
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
             "clusters": clusters,
@@ -386,13 +414,17 @@ fn bootstrap(path: &Path, upstream: &Upstream, sidecar_admin: u16, arm: &Arm) ->
 impl Arm {
     /// The arm as measured under valgrind, where every response takes long: a slow
     /// threshold that far off keeps the canary healthy (the client's `grpc-timeout` is
-    /// as far off, see [`h2load_cmd`]), so every request is routed as in the timed runs.
+    /// as far off, see [`h2load_cmd`]), so every request is routed as in the timed runs;
+    /// the tick and the sidecar poll are [`VALGRIND_SLOWDOWN`] times further apart.
     fn under_valgrind(&self) -> Result<Arm> {
         let relax = |plugin: &str| -> Result<String> {
             let mut v: Value = serde_json::from_str(plugin)?;
             for route in v["routes"].as_array_mut().into_iter().flatten() {
                 route["degrade"] = json!({"slow_threshold_ms": 600_000});
             }
+            // The plugin's largest tick (10 s) is as far as it goes.
+            v["tick_ms"] = json!((TICK_MS * VALGRIND_SLOWDOWN).min(10_000));
+            v["sidecar"]["poll_ms"] = json!(POLL_MS * VALGRIND_SLOWDOWN);
             Ok(v.to_string())
         };
         Ok(match self {
@@ -481,6 +513,7 @@ async fn instructions(h2load: &Path, config: &(PathBuf, u16, u16), workloads: &[
         }
         let total_before = callgrind_total(pid, &out_file)?;
         let reached_before = upstream.requests();
+        let started = std::time::Instant::now();
         let measured = h2load_cmd(h2load, *listener, &w.body, w.instruction_requests, TIMEOUT_UNDER_VALGRIND).output()?;
         if !String::from_utf8_lossy(&measured.stdout).contains(&format!("{} succeeded", w.instruction_requests)) {
             bail!("h2load under valgrind did not complete");
@@ -492,7 +525,13 @@ async fn instructions(h2load: &Path, config: &(PathBuf, u16, u16), workloads: &[
             bail!("{}: {reached} of {} requests reached the upstream", w.name, w.instruction_requests);
         }
         let total_after = callgrind_total(pid, &out_file)?;
-        out.insert(w.name.to_string(), json!((total_after - total_before) as f64 / w.instruction_requests as f64));
+        out.insert(
+            w.name.to_string(),
+            json!({
+                "instructions": (total_after - total_before) as f64 / w.instruction_requests as f64,
+                "requests_per_second": w.instruction_requests as f64 / started.elapsed().as_secs_f64(),
+            }),
+        );
     }
     child.kill();
     Ok(Value::Object(out))
