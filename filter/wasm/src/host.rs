@@ -121,9 +121,76 @@ extern "C" {
     ) -> u32;
 }
 
-/// Memory for the host to return a buffer in (`proxy_on_memory_allocate`): a boxed slice
-/// of exactly `size` bytes, which [`owned`] takes back.
+/// Where the host writes the request headers. Every buffer a host call returns is
+/// memory the host first asks the VM for (`proxy_on_memory_allocate`); the request
+/// headers are read once per request, so they reuse this one buffer instead of an
+/// allocation and a free in the VM each time. A larger map gets a heap buffer.
+const SCRATCH_BYTES: usize = 8 * 1024;
+
+struct Scratch {
+    bytes: std::cell::UnsafeCell<[std::mem::MaybeUninit<u8>; SCRATCH_BYTES]>,
+    /// The next allocation may take the buffer (set around the one host call that uses it).
+    offered: std::cell::Cell<bool>,
+    /// A [`HostBytes::Scratch`] holds it.
+    lent: std::cell::Cell<bool>,
+}
+
+// SAFETY: a proxy-wasm VM runs one thread; nothing here is shared across threads.
+unsafe impl Sync for Scratch {}
+
+static SCRATCH: Scratch = Scratch {
+    bytes: std::cell::UnsafeCell::new([std::mem::MaybeUninit::uninit(); SCRATCH_BYTES]),
+    offered: std::cell::Cell::new(false),
+    lent: std::cell::Cell::new(false),
+};
+
+impl Scratch {
+    fn ptr(&self) -> *mut u8 {
+        self.bytes.get().cast::<u8>()
+    }
+
+    fn take(&self, size: usize) -> Option<*mut u8> {
+        if !self.offered.get() || self.lent.get() || size > SCRATCH_BYTES {
+            return None;
+        }
+        self.lent.set(true);
+        Some(self.ptr())
+    }
+}
+
+/// Bytes the host returned: in the scratch buffer (given back when dropped) or owned.
+pub enum HostBytes {
+    Scratch(usize),
+    Heap(Vec<u8>),
+}
+
+impl std::ops::Deref for HostBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            // SAFETY: the host wrote `len` bytes there; the buffer is ours while lent.
+            HostBytes::Scratch(len) => unsafe { std::slice::from_raw_parts(SCRATCH.ptr(), *len) },
+            HostBytes::Heap(v) => v,
+        }
+    }
+}
+
+impl Drop for HostBytes {
+    fn drop(&mut self) {
+        if let HostBytes::Scratch(_) = self {
+            SCRATCH.lent.set(false);
+        }
+    }
+}
+
+/// Memory for the host to return a buffer in (`proxy_on_memory_allocate`): the scratch
+/// buffer when offered and free, else a boxed slice of exactly `size` bytes, which
+/// [`owned`] takes back.
 pub fn allocate(size: usize) -> *mut u8 {
+    if let Some(ptr) = SCRATCH.take(size) {
+        return ptr;
+    }
     let mut bytes: Vec<std::mem::MaybeUninit<u8>> = Vec::with_capacity(size);
     // SAFETY: `MaybeUninit` needs no initialisation; the host writes the bytes.
     unsafe { bytes.set_len(size) };
@@ -160,11 +227,16 @@ pub fn log_level() -> Level {
 }
 
 /// The whole header map in serialised form (see `request::HeaderPairs`): one host call.
-pub fn header_pairs(map: Map) -> HostResult<Vec<u8>> {
+pub fn header_pairs(map: Map) -> HostResult<HostBytes> {
     let mut data = null_mut();
     let mut size = 0;
-    check(unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) })?;
-    Ok(unsafe { owned(data, size) })
+    SCRATCH.offered.set(true);
+    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+    SCRATCH.offered.set(false);
+    // Built before the status is checked, so a lent scratch buffer is always given back.
+    let bytes = if data == SCRATCH.ptr() { HostBytes::Scratch(size.min(SCRATCH_BYTES)) } else { HostBytes::Heap(unsafe { owned(data, size) }) };
+    check(status)?;
+    Ok(bytes)
 }
 
 /// Sets a header, replacing any value the client sent.

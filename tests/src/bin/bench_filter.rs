@@ -368,7 +368,7 @@ fn workloads(dir: &Path) -> Result<Vec<Workload>> {
         Ok(path)
     };
     Ok(vec![
-        Workload { name: "image", body: write("image.bin", request(image, 1))?, requests: 4_000, instruction_requests: 400 },
+        Workload { name: "image", body: write("image.bin", request(image, 1))?, requests: 4_000, instruction_requests: 1_000 },
         Workload { name: "tiny", body: write("tiny.bin", request(Vec::new(), 0))?, requests: 20_000, instruction_requests: 2_000 },
     ])
 }
