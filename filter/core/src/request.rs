@@ -68,6 +68,62 @@ pub fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
+/// Which field of [`RequestMeta`] a header fills.
+#[derive(Clone, Copy, Debug)]
+enum Field {
+    Path,
+    ContentType,
+    Group,
+    UserKey,
+    Revision,
+    Budget,
+    Priority,
+    Cluster,
+}
+
+/// The header names the scan looks for, with a mask of their lengths: most of a request's
+/// headers (`:method`, `:scheme`, `te`, …) are passed over on their length alone, without
+/// comparing a byte.
+#[derive(Clone, Debug, Default)]
+pub struct Wanted {
+    /// Bit `n` set: some wanted name is `n` bytes long (`n < 64`).
+    lengths: u64,
+    /// Some wanted name is 64 bytes or longer.
+    long: bool,
+    /// In order of precedence: a name configured twice fills the first field.
+    names: Vec<(Box<[u8]>, Field)>,
+}
+
+impl Wanted {
+    pub(crate) fn new(h: &HeaderNames) -> Self {
+        let names: Vec<(Box<[u8]>, Field)> = [
+            (":path", Field::Path),
+            ("content-type", Field::ContentType),
+            (h.group.as_str(), Field::Group),
+            (h.user_key.as_str(), Field::UserKey),
+            (h.revision.as_str(), Field::Revision),
+            (h.budget.as_str(), Field::Budget),
+            (h.priority.as_str(), Field::Priority),
+            (h.cluster.as_str(), Field::Cluster),
+        ]
+        .into_iter()
+        .map(|(n, f)| (n.as_bytes().into(), f))
+        .collect();
+        let lengths = names.iter().filter(|(n, _)| n.len() < 64).fold(0u64, |m, (n, _)| m | 1 << n.len());
+        Self { lengths, long: names.iter().any(|(n, _)| n.len() >= 64), names }
+    }
+
+    #[inline]
+    fn field(&self, name: &[u8]) -> Option<Field> {
+        let len = name.len();
+        let maybe = if len < 64 { self.lengths & (1 << len) != 0 } else { self.long };
+        if !maybe {
+            return None;
+        }
+        self.names.iter().find(|(n, _)| **n == *name).map(|(_, f)| *f)
+    }
+}
+
 /// What the filter reads from a request's headers. Borrowed from the header buffer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RequestMeta<'a> {
@@ -93,19 +149,19 @@ impl<'a> RequestMeta<'a> {
     pub fn scan(names: &HeaderNames, pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Self {
         let mut meta = Self::default();
         for (name, value) in pairs {
-            let slot = match name {
-                b":path" => &mut meta.path,
-                b"content-type" => &mut meta.content_type,
-                n if n == names.group.as_bytes() => &mut meta.group,
-                n if n == names.user_key.as_bytes() => &mut meta.user_key,
-                n if n == names.revision.as_bytes() => &mut meta.revision,
-                n if n == names.budget.as_bytes() => &mut meta.budget,
-                n if n == names.priority.as_bytes() => &mut meta.priority,
-                n if n == names.cluster.as_bytes() => {
+            let Some(field) = names.wanted.field(name) else { continue };
+            let slot = match field {
+                Field::Path => &mut meta.path,
+                Field::ContentType => &mut meta.content_type,
+                Field::Group => &mut meta.group,
+                Field::UserKey => &mut meta.user_key,
+                Field::Revision => &mut meta.revision,
+                Field::Budget => &mut meta.budget,
+                Field::Priority => &mut meta.priority,
+                Field::Cluster => {
                     meta.has_cluster_header = true;
                     continue;
                 }
-                _ => continue,
             };
             if slot.is_none() && !value.is_empty() {
                 *slot = std::str::from_utf8(value).ok();
@@ -175,6 +231,27 @@ mod tests {
         assert_eq!(m.budget, Some("100m"));
         assert_eq!(m.revision, Some("features.v1@2"));
         assert_eq!(m.priority, Some("low"));
+    }
+
+    #[test]
+    fn names_of_any_length_are_found_and_lookalikes_are_not() {
+        let long = "x-".to_owned() + &"k".repeat(70);
+        let cfg = Config::from_json(format!(r#"{{"user_key_header": "{long}", "group_header": "x-user-id"}}"#).as_bytes()).unwrap();
+        let buf = serialize_pairs(&[
+            // Same lengths as wanted names, different bytes.
+            (":pass", "/x"),
+            ("content-tipe", "text/plain"),
+            ("x-ab-grp", "canary"),
+            (":path", "/a.B/C"),
+            (&long, "user-1"),
+            ("x-user-id", "canary"),
+        ]);
+        let m = RequestMeta::scan(&cfg.headers, HeaderPairs::new(&buf));
+        assert_eq!(m.path, Some("/a.B/C"));
+        assert_eq!(m.content_type, None);
+        assert_eq!(m.user_key, Some("user-1"));
+        // `x-user-id` is configured as the group header here: it fills the group only.
+        assert_eq!(m.group, Some("canary"));
     }
 
     #[test]

@@ -228,15 +228,21 @@ pub fn log_level() -> Level {
 
 /// The whole header map in serialised form (see `request::HeaderPairs`): one host call.
 pub fn header_pairs(map: Map) -> HostResult<HostBytes> {
+    let (status, bytes) = into_scratch(|data, size| unsafe { proxy_get_header_map_pairs(map as u32, data, size) });
+    check(status)?;
+    Ok(bytes)
+}
+
+/// Makes a host call that returns a buffer, offering it the scratch buffer.
+fn into_scratch(call: impl FnOnce(*mut *mut u8, *mut usize) -> u32) -> (u32, HostBytes) {
     let mut data = null_mut();
     let mut size = 0;
     SCRATCH.offered.set(true);
-    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+    let status = call(&mut data, &mut size);
     SCRATCH.offered.set(false);
-    // Built before the status is checked, so a lent scratch buffer is always given back.
+    // Built whatever the status, so a lent scratch buffer is always given back.
     let bytes = if data == SCRATCH.ptr() { HostBytes::Scratch(size.min(SCRATCH_BYTES)) } else { HostBytes::Heap(unsafe { owned(data, size) }) };
-    check(status)?;
-    Ok(bytes)
+    (status, bytes)
 }
 
 /// Sets a header, replacing any value the client sent.
@@ -330,11 +336,10 @@ pub fn now_ns() -> u64 {
 
 
 /// One header's value, if present.
-pub fn header(map: Map, name: &str) -> HostResult<Option<Vec<u8>>> {
-    let mut data = null_mut();
-    let mut size = 0;
-    match unsafe { proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size) } {
-        0 => Ok(Some(unsafe { owned(data, size) })),
+pub fn header(map: Map, name: &str) -> HostResult<Option<HostBytes>> {
+    let (status, bytes) = into_scratch(|data, size| unsafe { proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), data, size) });
+    match status {
+        0 => Ok(Some(bytes)),
         NOT_FOUND => Ok(None),
         s => Err(HostError(s)),
     }

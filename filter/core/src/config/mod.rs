@@ -104,6 +104,8 @@ pub struct HeaderNames {
     pub revision: String,
     pub budget: String,
     pub priority: String,
+    /// The names the request scan looks for, indexed for it.
+    pub(crate) wanted: crate::request::Wanted,
 }
 
 /// What a client that declares no schema revision is taken to speak.
@@ -325,16 +327,19 @@ impl PluginConfig {
             }
             routes.push(route);
         }
+        let mut headers = HeaderNames {
+            group,
+            user_key,
+            cluster,
+            decision: self.expose_decision.then_some(decision),
+            revision,
+            budget,
+            priority,
+            wanted: Default::default(),
+        };
+        headers.wanted = crate::request::Wanted::new(&headers);
         Ok(Config {
-            headers: HeaderNames {
-                group,
-                user_key,
-                cluster,
-                decision: self.expose_decision.then_some(decision),
-                revision,
-                budget,
-                priority,
-            },
+            headers,
             route_refresh: self.route_refresh,
             cluster_filter_state: match self.cluster_filter_state {
                 Some(k) if k.is_empty() => return Err(err("cluster_filter_state", "must not be empty")),
