@@ -24,7 +24,8 @@
 //!
 //! Two measurements: CPU time per request from `/proc/<pid>/stat` over interleaved
 //! `h2load` runs (medians), and instructions per request counted by `valgrind
-//! --tool=callgrind` (deterministic, unlike time on a shared machine). Results go to
+//! --tool=callgrind` (deterministic, unlike time on a shared machine; periodic work is spaced
+//! as far apart as callgrind slows Envoy, see [`VALGRIND_SLOWDOWN`]). Results go to
 //! `target/bench/filter.json`; the headline ratios (`switchyard` ÷ `native`) are for the
 //! `image` workload, and each workload also reports the floor's ratio and Switchyard's
 //! ratio over the floor.
