@@ -82,8 +82,8 @@ enum Field {
 }
 
 /// The header names the scan looks for, with a mask of their lengths: most of a request's
-/// headers (`:method`, `:scheme`, `te`, …) are passed over on their length alone, without
-/// comparing a byte.
+/// headers (`:method`, `:scheme`, `te`, …) are passed over on their length alone, and the
+/// rest on their first and last byte, before any comparison of whole names.
 #[derive(Clone, Debug, Default)]
 pub struct Wanted {
     /// Bit `n` set: some wanted name is `n` bytes long (`n < 64`).
@@ -91,12 +91,20 @@ pub struct Wanted {
     /// Some wanted name is 64 bytes or longer.
     long: bool,
     /// In order of precedence: a name configured twice fills the first field.
-    names: Vec<(Box<[u8]>, Field)>,
+    names: Vec<WantedName>,
+}
+
+#[derive(Clone, Debug)]
+struct WantedName {
+    bytes: Box<[u8]>,
+    first: u8,
+    last: u8,
+    field: Field,
 }
 
 impl Wanted {
     pub(crate) fn new(h: &HeaderNames) -> Self {
-        let names: Vec<(Box<[u8]>, Field)> = [
+        let names: Vec<WantedName> = [
             (":path", Field::Path),
             ("content-type", Field::ContentType),
             (h.group.as_str(), Field::Group),
@@ -107,10 +115,13 @@ impl Wanted {
             (h.cluster.as_str(), Field::Cluster),
         ]
         .into_iter()
-        .map(|(n, f)| (n.as_bytes().into(), f))
+        .filter_map(|(n, field)| {
+            let bytes = n.as_bytes();
+            Some(WantedName { first: *bytes.first()?, last: *bytes.last()?, bytes: bytes.into(), field })
+        })
         .collect();
-        let lengths = names.iter().filter(|(n, _)| n.len() < 64).fold(0u64, |m, (n, _)| m | 1 << n.len());
-        Self { lengths, long: names.iter().any(|(n, _)| n.len() >= 64), names }
+        let lengths = names.iter().filter(|n| n.bytes.len() < 64).fold(0u64, |m, n| m | 1 << n.bytes.len());
+        Self { lengths, long: names.iter().any(|n| n.bytes.len() >= 64), names }
     }
 
     #[inline]
@@ -120,8 +131,25 @@ impl Wanted {
         if !maybe {
             return None;
         }
-        self.names.iter().find(|(n, _)| **n == *name).map(|(_, f)| *f)
+        let (first, last) = (*name.first()?, *name.last()?);
+        self.names
+            .iter()
+            .find(|n| n.first == first && n.last == last && same(&n.bytes, name))
+            .map(|n| n.field)
     }
+}
+
+/// Whether two byte strings are equal, eight bytes at a time: in Wasm a slice comparison
+/// is a call to a `memcmp` that goes byte by byte.
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail = a8.remainder().iter().zip(b8.remainder()).all(|(x, y)| x == y);
+    let word = |c: &[u8]| <[u8; 8]>::try_from(c).map(u64::from_ne_bytes).unwrap_or(0);
+    tail && a8.zip(b8).all(|(x, y)| word(x) == word(y))
 }
 
 /// What the filter reads from a request's headers. Borrowed from the header buffer.
@@ -231,6 +259,22 @@ mod tests {
         assert_eq!(m.budget, Some("100m"));
         assert_eq!(m.revision, Some("features.v1@2"));
         assert_eq!(m.priority, Some("low"));
+    }
+
+    #[test]
+    fn same_compares_every_byte() {
+        for (a, b, eq) in [
+            (&b""[..], &b""[..], true),
+            (b"x-user-id", b"x-user-id", true),
+            (b"x-user-id", b"x-user-ie", false),
+            (b"x-user-id", b"y-user-id", false),
+            (b"abcdefgh", b"abcdefgh", true),
+            (b"abcdefgh", b"abcdefgi", false),
+            (b"abcdefghijklmnopq", b"abcdefghXjklmnopq", false),
+            (b"abc", b"abcd", false),
+        ] {
+            assert_eq!(same(a, b), eq, "{a:?} {b:?}");
+        }
     }
 
     #[test]
