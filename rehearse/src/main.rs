@@ -24,6 +24,13 @@ struct Args {
     /// A sidecar snapshot document (`GET /v1/snapshot`) answering the filter's polls.
     #[arg(long)]
     snapshot: Option<PathBuf>,
+    /// Or a schema registry directory (the sidecar's `schema.dir`): the filter's polls are
+    /// answered with what a sidecar on it would serve — the revisions it accepts (default
+    /// policy: BACKWARD, WIRE) and every model version the configuration names, healthy
+    /// (the scenario says how each target behaves). Only read: its persisted state is
+    /// used from a copy.
+    #[arg(long, conflicts_with = "snapshot")]
+    registry: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
@@ -58,17 +65,18 @@ fn run(args: &Args) -> Result<bool> {
         let replay = switchyard_rehearse::replay::Replay::parse(&read(&path)?).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         scenario.attach_replay(replay);
     }
-    let snapshot = match &args.snapshot {
-        Some(p) => Some(
+    let snapshot = match (&args.snapshot, &args.registry) {
+        (Some(p), _) => Some(
             serde_json::from_str::<serde_json::Value>(&read(p)?)
                 .with_context(|| format!("{}: not a JSON snapshot document", p.display()))?,
         ),
-        None => None,
+        (None, Some(dir)) => Some(registry_snapshot(dir, &config)?),
+        (None, None) => None,
     };
     let report = switchyard_rehearse::rehearse(&config, &scenario, snapshot.as_ref()).map_err(|e| {
         let file = match e.input {
             "config" => args.config.display().to_string(),
-            "snapshot" => args.snapshot.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "snapshot" => args.snapshot.as_deref().or(args.registry.as_deref()).map(|p| p.display().to_string()).unwrap_or_default(),
             _ => args.scenario.display().to_string(),
         };
         anyhow::anyhow!("{file}: {e}")
@@ -105,4 +113,39 @@ fn plugin_config(path: &Path) -> Result<String> {
     }
 }
 
-
+/// The snapshot a sidecar serving the registry directory `dir` would answer polls with.
+fn registry_snapshot(dir: &Path, plugin: &str) -> Result<serde_json::Value> {
+    use switchyard_schema::registry::{Registry, RegistryConfig};
+    // The registry writes what it accepts to its state directory: work on a copy of it.
+    let state = std::env::temp_dir().join(format!("switchyard-rehearse-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    std::fs::create_dir_all(&state).with_context(|| format!("cannot create {}", state.display()))?;
+    let persisted = dir.join(".switchyard");
+    if persisted.is_dir() {
+        for entry in std::fs::read_dir(&persisted).with_context(|| format!("cannot read {}", persisted.display()))? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::copy(entry.path(), state.join(entry.file_name()))?;
+            }
+        }
+    }
+    let opened = Registry::open(RegistryConfig { dir: Some(dir.to_owned()), state_dir: Some(state.clone()), ..Default::default() });
+    let _ = std::fs::remove_dir_all(&state);
+    let registry = opened.map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    // As the sidecar logs them: the rehearsal goes on without what was refused.
+    for r in registry.rejections() {
+        eprintln!("switchyard-rehearse: {}: {r}", dir.display());
+    }
+    let config: serde_json::Value = serde_json::from_str(plugin).context("plugin configuration: not JSON")?;
+    let healthy = switchyard_api::ModelHealth { healthy: true, revision: None };
+    let models = config["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["model_version"].as_str())
+        .map(|m| (m.to_owned(), healthy.clone()))
+        .collect();
+    let snapshot = switchyard_api::SidecarSnapshot { generation: 1, schema: registry.state().snapshot(false), models };
+    Ok(serde_json::to_value(snapshot)?)
+}

@@ -65,3 +65,46 @@ fn the_example_plugin_json_is_the_one_envoy_yaml_embeds() {
     assert_eq!((a, b), (0, 0), "{err_a}{err_b}");
     assert_eq!(out_a, out_b, "examples/rehearsal/plugin.json differs from the configuration in envoy/envoy.yaml");
 }
+
+/// Writes `proto` as revision entry `name` of a registry directory.
+fn revision(dir: &std::path::Path, name: &str, proto: &str) {
+    let file = dir.join(name).join("features/v1/features.proto");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, proto).unwrap();
+}
+
+#[test]
+fn a_registry_directory_answers_the_polls_as_the_sidecar_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("schemas");
+    let proto = std::fs::read_to_string(root().join("proto/features/v1/features.proto")).unwrap();
+    assert!(proto.contains("  ImageFormat image_format = 3;\n"), "features.proto changed; update this test");
+    revision(&registry, "001-features", &proto);
+    revision(&registry, "002-features", &proto.replacen("  ImageFormat image_format = 3;\n", "  ImageFormat image_format = 3;\n  string roi_hint = 15;\n", 1));
+    // Breaking (varint to length-delimited): the registry refuses it, as the sidecar does.
+    revision(&registry, "003-features", &proto.replacen("  ImageFormat image_format = 3;", "  string image_format = 3;", 1));
+    // Every client declares a revision the registry does not have: with the registry's
+    // answer they all go to the default target; without one nothing is checked.
+    let scenario = dir.path().join("unknown.yaml");
+    std::fs::write(
+        &scenario,
+        "seed: 1\nduration_s: 10\ntraffic:\n  rate: [{at_s: 0, rps: 200}]\n  users: 1000\n  revisions: [{value: features.v1@9, pct: 100}]\n\
+         expect:\n  - {target: canary, share_pct: 0, tolerance_pct: 0.5, between_s: [0, 10]}\n",
+    )
+    .unwrap();
+    let scenario = scenario.to_str().unwrap();
+    let (code, out, err) = rehearse("examples/rehearsal/plugin.json", scenario, &["--registry", registry.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("unknown_revision"), "{out}");
+    assert!(err.contains("003-features") && err.contains("rejected"), "{err}");
+    // The directory was only read.
+    assert!(!registry.join(".switchyard").exists());
+
+    let (code, out, err) = rehearse("examples/rehearsal/plugin.json", scenario, &[]);
+    assert_eq!(code, 1, "{out}{err}");
+
+    let missing = dir.path().join("nowhere");
+    let (code, _, err) = rehearse("examples/rehearsal/plugin.json", scenario, &["--registry", missing.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("nowhere"), "{err}");
+}
