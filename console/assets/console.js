@@ -268,7 +268,7 @@ async function loadSchema() {
 
 // ---------------------------------------------------------------- live view
 
-const live = { history: [], prev: null, states: {}, started: Date.now() };
+const live = { history: [], prev: null, states: {}, started: Date.now(), items: new Map() };
 const STATE = ['healthy', 'degraded', 'probing'];
 
 function statValue(stats, name) {
@@ -324,11 +324,28 @@ async function pollLive() {
     const prevCodes = (prev && prev.codes) || {};
     const delta = {};
     for (const [c, v] of Object.entries(codes)) delta[c] = Math.max(0, v - (prevCodes[c] || 0));
-    sample.targets[key] = { requests: t.requests, rate, state, p50: q[50], p90: q[90], p99: q[99], codes, delta };
+    // The rule behind each move: the filter counts them per target (`transitions.<rule>`).
+    const rules = {};
+    for (const s of stats) {
+      if (s.name.startsWith(`${base}.transitions.`)) rules[s.name.slice(base.length + 13)] = s.value;
+    }
+    const fired = Object.keys(rules).filter((r) => prev && rules[r] > ((prev.rules || {})[r] || 0));
+    sample.targets[key] = { requests: t.requests, rate, state, p50: q[50], p90: q[90], p99: q[99], codes, delta, rules };
     if (live.states[key] && live.states[key] !== state) {
-      const tr = { t: now, target: key, from: live.states[key], to: state, at: new Date().toLocaleTimeString() };
+      const tr = { t: now, target: key, from: live.states[key], to: state, at: new Date().toLocaleTimeString(), rule: null };
       api.live.transitions.push(tr);
-      $('live-transitions').append(el('li', {}, `${tr.at} ${key}: ${tr.from} → ${tr.to}`));
+      live.items.set(tr, el('li', {}, ''));
+      $('live-transitions').append(live.items.get(tr));
+    }
+    // A rule's count may reach Envoy a poll after the state does: name it when it comes.
+    const open = api.live.transitions.filter((tr) => tr.target === key && !tr.rule && now - tr.t < 10);
+    for (const tr of open) {
+      const rule = fired.find((r) => ruleLeadsTo(r) === tr.to);
+      if (rule) tr.rule = rule;
+    }
+    for (const tr of api.live.transitions.filter((x) => x.target === key)) {
+      const item = live.items.get(tr);
+      if (item) item.textContent = `${tr.at} ${key}: ${tr.from} → ${tr.to}${tr.rule ? ` (${tr.rule})` : ''}`;
     }
     live.states[key] = state;
   }
@@ -350,8 +367,15 @@ async function pollLive() {
   lineChart($('live-rate'), xs, keys.map((k) => ({ name: k, values: live.history.map((h) => (h.targets[k] ? h.targets[k].rate : null)) })));
   lineChart($('live-latency'), xs, keys.map((k) => ({ name: k, values: live.history.map((h) => (h.targets[k] ? h.targets[k].p99 ?? null : null)) })));
   stateChart($('live-state'), xs, keys.map((k) => ({ name: k, states: live.history.map((h) => (h.targets[k] ? h.targets[k].state : 'healthy')) })),
-    api.live.transitions.map((t) => [t.t, `${t.target}: ${t.from} -> ${t.to}`]));
+    api.live.transitions.map((t) => [t.t, `${t.target}: ${t.from} -> ${t.to}${t.rule ? ` (${t.rule})` : ''}`]));
   $('live-status').textContent = `${keys.length} targets; polled ${new Date().toLocaleTimeString()}`;
+}
+
+// The state a rule moves a target to (see the filter's stats: `transitions.<rule>`).
+function ruleLeadsTo(rule) {
+  if (rule === 'cooldown_over') return 'probing';
+  if (rule === 'probes_passed') return 'healthy';
+  return 'degraded';
 }
 
 function clusterOf(cfg, route, target) {

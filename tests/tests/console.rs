@@ -170,8 +170,18 @@ async fn the_live_view_shows_a_canary_degrade_and_come_back() {
     stack.sidecar.clear_chaos();
     tokio::task::spawn_blocking(move || {
         browser.wait_for("the canary back", "window.switchyard.live.states['features/canary'] === 'healthy'", Duration::from_secs(30));
-        let seen = browser.eval("return window.switchyard.live.transitions.map(t => t.from + '->' + t.to).join(',')");
-        assert!(seen.as_str().unwrap().contains("healthy->degraded"), "{seen}");
+        // Each move with the rule that fired (the filter counts them per target and rule).
+        browser.wait_for(
+            "the rules named",
+            "window.switchyard.live.transitions.filter(t => t.to === 'healthy').every(t => t.rule)",
+            Duration::from_secs(10),
+        );
+        let seen = browser.eval("return window.switchyard.live.transitions.map(t => `${t.from}->${t.to} (${t.rule})`).join(',')");
+        let seen = seen.as_str().unwrap_or_default().to_owned();
+        assert!(seen.contains("healthy->degraded (slow_responses)"), "{seen}");
+        assert!(seen.contains("->healthy (probes_passed)"), "{seen}");
+        let text = browser.eval("return document.getElementById('live-transitions').textContent");
+        assert!(text.as_str().unwrap_or_default().contains("(slow_responses)"), "{text}");
         browser.screenshot(&screenshots().join("live.png"));
     })
     .await

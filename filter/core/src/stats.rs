@@ -11,7 +11,9 @@
 //!   `reason.<reason>`, one per local-reply kind (`denied`, `fail_fast`, `shed`, …),
 //!   `sidecar.polls`, `sidecar.poll_failures`, `sidecar.snapshots`, `transitions`;
 //! * per target `route.<route>.target.<target>.`: counters `requests`, `probes`,
-//!   `transitions` and one per local reply made after choosing it (`fail_fast`, `shed`,
+//!   `transitions`, `transitions.<rule>` per rule that moved it (`slow_responses`,
+//!   `error_rate`, `sidecar_unhealthy`, `probe_failed`, `cooldown_over`, `probes_passed`)
+//!   and one per local reply made after choosing it (`fail_fast`, `shed`,
 //!   `schema_rejected`, `validation_rejected`, …), gauge `state` (0 healthy, 1 degraded,
 //!   2 probing), histogram `latency_ms`;
 //! * gauges `sidecar.generation` and `sidecar.reachable`.
@@ -79,8 +81,15 @@ const TARGET_REPLIES: [ReplyKind; 7] = [
     ReplyKind::InvalidPayload,
 ];
 
-/// Per-target counters: `requests`, `probes`, `transitions`, then one per target reply.
-const PER_TARGET: usize = 3 + TARGET_REPLIES.len();
+/// The rules that move a target, each counted per target (`transitions.<rule>`): what the
+/// console's Live view and a dashboard show as the rule that fired.
+pub const TRANSITION_RULES: [&str; 5] = ["slow_responses", "error_rate", "sidecar_unhealthy", "probe_failed", "cooldown_over"];
+/// The rule of a move back to healthy.
+pub const PROBES_PASSED: &str = "probes_passed";
+
+/// Per-target counters: `requests`, `probes`, `transitions`, one per target reply, then
+/// one per rule.
+const PER_TARGET: usize = 3 + TARGET_REPLIES.len() + TRANSITION_RULES.len() + 1;
 
 const GAUGE_GENERATION: usize = 0;
 const GAUGE_REACHABLE: usize = 1;
@@ -105,6 +114,7 @@ impl StatTable {
                 counters.push(format!("{base}.probes"));
                 counters.push(format!("{base}.transitions"));
                 counters.extend(TARGET_REPLIES.iter().map(|k| format!("{base}.{}", k.as_str())));
+                counters.extend(TRANSITION_RULES.iter().chain([&PROBES_PASSED]).map(|r| format!("{base}.transitions.{r}")));
                 gauges.push(format!("{base}.state"));
                 histograms.push(format!("{base}.latency_ms"));
             }
@@ -170,6 +180,11 @@ impl StatTable {
     pub fn target_reply(&self, route: usize, target: usize, k: ReplyKind) -> Option<CounterId> {
         let offset = TARGET_REPLIES.iter().position(|r| *r == k)?;
         self.target_base(route, target).map(|b| CounterId(b + 3 + offset))
+    }
+    /// Moves of a target by `rule` (one of [`TRANSITION_RULES`] or [`PROBES_PASSED`]).
+    pub fn target_rule(&self, route: usize, target: usize, rule: &str) -> Option<CounterId> {
+        let offset = TRANSITION_RULES.iter().chain([&PROBES_PASSED]).position(|r| *r == rule)?;
+        self.target_base(route, target).map(|b| CounterId(b + 3 + TARGET_REPLIES.len() + offset))
     }
 
     pub fn generation_gauge(&self) -> MetricId {
@@ -243,6 +258,11 @@ mod tests {
         assert_eq!(name(t.reason(Reason::Weight)), "switchyard.reason.weight");
         assert_eq!(name(t.reply(ReplyKind::Denied)), "switchyard.denied");
         assert_eq!(t.target_reply(0, 0, ReplyKind::Denied), None);
+        assert_eq!(name(t.target_rule(0, 1, "slow_responses").unwrap()), "switchyard.route.f.target.c.transitions.slow_responses");
+        assert_eq!(name(t.target_rule(0, 0, PROBES_PASSED).unwrap()), "switchyard.route.f.target.s.transitions.probes_passed");
+        // The next target's counters start right after the last rule's.
+        assert_eq!(t.target_rule(0, 0, PROBES_PASSED).unwrap().0 + 1, t.target_requests(0, 1).unwrap().0);
+        assert_eq!(t.target_rule(0, 0, "none"), None);
         assert_eq!(t.gauges()[t.state_gauge(0, 1).unwrap().0], "switchyard.route.f.target.c.state");
         assert_eq!(t.histograms()[t.latency_histogram(0, 1).unwrap().0], "switchyard.route.f.target.c.latency_ms");
         let unique: std::collections::HashSet<_> = t.counters().iter().collect();

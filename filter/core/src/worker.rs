@@ -516,8 +516,9 @@ impl<H: Host> Worker<H> {
                 (Mode::Probing, _) => {
                     ("cooldown_over", format!("cool-down over; sending {}% of its traffic as probes", route.rules.probe_share_pct))
                 }
-                (Mode::Healthy, _) => ("probes_passed", format!("{} good probes", route.rules.probe_successes)),
+                (Mode::Healthy, _) => (crate::stats::PROBES_PASSED, format!("{} good probes", route.rules.probe_successes)),
             };
+            self.bump_opt(self.stats.target_rule(ri, t.target, rule));
             self.host.log(
                 Level::Warn,
                 &format!("switchyard: route {} target {name}: {} -> {} ({why})", route.name, t.from.as_str(), t.to.as_str()),

@@ -210,6 +210,9 @@ fn workers_degrade_a_slow_target_together_through_shared_state() {
     assert_eq!(s.header("x-switchyard-cluster"), Some("c_fallback"));
     let logs = a.host().logs.borrow();
     assert!(logs.iter().any(|(_, l)| l.contains("target canary: healthy -> degraded (3 consecutive responses slower than 100 ms")), "{logs:?}");
+    // Counted once, by the worker that made the move, under the rule that fired.
+    assert_eq!(a.host().metric("switchyard.route.features.target.canary.transitions.slow_responses"), 1);
+    assert_eq!(a.host().metric("switchyard.route.features.target.canary.transitions.error_rate"), 0);
 }
 
 /// One request of `group` on `w` that takes `ms` to answer OK.
