@@ -68,77 +68,6 @@ pub fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
-/// Which field of [`RequestMeta`] a header fills.
-#[derive(Clone, Copy, Debug)]
-enum Field {
-    Path,
-    ContentType,
-    Group,
-    UserKey,
-    Revision,
-    Budget,
-    Priority,
-    Cluster,
-}
-
-/// The header names the scan looks for, with a mask of their lengths: most of a request's
-/// headers (`:method`, `:scheme`, `te`, …) are passed over on their length alone, and the
-/// rest on their first and last byte, before any comparison of whole names.
-#[derive(Clone, Debug, Default)]
-pub struct Wanted {
-    /// Bit `n` set: some wanted name is `n` bytes long (`n < 64`).
-    lengths: u64,
-    /// Some wanted name is 64 bytes or longer.
-    long: bool,
-    /// In order of precedence: a name configured twice fills the first field.
-    names: Vec<WantedName>,
-}
-
-#[derive(Clone, Debug)]
-struct WantedName {
-    bytes: Box<[u8]>,
-    first: u8,
-    last: u8,
-    field: Field,
-}
-
-impl Wanted {
-    pub(crate) fn new(h: &HeaderNames) -> Self {
-        let names: Vec<WantedName> = [
-            (":path", Field::Path),
-            ("content-type", Field::ContentType),
-            (h.group.as_str(), Field::Group),
-            (h.user_key.as_str(), Field::UserKey),
-            (h.revision.as_str(), Field::Revision),
-            (h.budget.as_str(), Field::Budget),
-            (h.priority.as_str(), Field::Priority),
-            (h.cluster.as_str(), Field::Cluster),
-        ]
-        .into_iter()
-        .filter_map(|(n, field)| {
-            let bytes = n.as_bytes();
-            Some(WantedName { first: *bytes.first()?, last: *bytes.last()?, bytes: bytes.into(), field })
-        })
-        .collect();
-        let lengths = names.iter().filter(|n| n.bytes.len() < 64).fold(0u64, |m, n| m | 1 << n.bytes.len());
-        Self { lengths, long: names.iter().any(|n| n.bytes.len() >= 64), names }
-    }
-
-    #[inline]
-    fn field(&self, name: &[u8]) -> Option<Field> {
-        let len = name.len();
-        let maybe = if len < 64 { self.lengths & (1 << len) != 0 } else { self.long };
-        if !maybe {
-            return None;
-        }
-        let (first, last) = (*name.first()?, *name.last()?);
-        self.names
-            .iter()
-            .find(|n| n.first == first && n.last == last && same(&n.bytes, name))
-            .map(|n| n.field)
-    }
-}
-
 /// Whether two byte strings are equal, eight bytes at a time: in Wasm a slice comparison
 /// is a call to a `memcmp` that goes byte by byte.
 #[inline]
@@ -177,19 +106,21 @@ impl<'a> RequestMeta<'a> {
     pub fn scan(names: &HeaderNames, pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Self {
         let mut meta = Self::default();
         for (name, value) in pairs {
-            let Some(field) = names.wanted.field(name) else { continue };
-            let slot = match field {
-                Field::Path => &mut meta.path,
-                Field::ContentType => &mut meta.content_type,
-                Field::Group => &mut meta.group,
-                Field::UserKey => &mut meta.user_key,
-                Field::Revision => &mut meta.revision,
-                Field::Budget => &mut meta.budget,
-                Field::Priority => &mut meta.priority,
-                Field::Cluster => {
+            // The fixed names compile to inline comparisons; the configured ones are checked
+            // on their length first, then eight bytes at a time.
+            let slot = match name {
+                b":path" => &mut meta.path,
+                b"content-type" => &mut meta.content_type,
+                n if same(n, names.group.as_bytes()) => &mut meta.group,
+                n if same(n, names.user_key.as_bytes()) => &mut meta.user_key,
+                n if same(n, names.revision.as_bytes()) => &mut meta.revision,
+                n if same(n, names.budget.as_bytes()) => &mut meta.budget,
+                n if same(n, names.priority.as_bytes()) => &mut meta.priority,
+                n if same(n, names.cluster.as_bytes()) => {
                     meta.has_cluster_header = true;
                     continue;
                 }
+                _ => continue,
             };
             if slot.is_none() && !value.is_empty() {
                 *slot = std::str::from_utf8(value).ok();

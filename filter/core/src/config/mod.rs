@@ -104,8 +104,6 @@ pub struct HeaderNames {
     pub revision: String,
     pub budget: String,
     pub priority: String,
-    /// The names the request scan looks for, indexed for it.
-    pub(crate) wanted: crate::request::Wanted,
 }
 
 /// What a client that declares no schema revision is taken to speak.
@@ -327,19 +325,16 @@ impl PluginConfig {
             }
             routes.push(route);
         }
-        let mut headers = HeaderNames {
-            group,
-            user_key,
-            cluster,
-            decision: self.expose_decision.then_some(decision),
-            revision,
-            budget,
-            priority,
-            wanted: Default::default(),
-        };
-        headers.wanted = crate::request::Wanted::new(&headers);
         Ok(Config {
-            headers,
+            headers: HeaderNames {
+                group,
+                user_key,
+                cluster,
+                decision: self.expose_decision.then_some(decision),
+                revision,
+                budget,
+                priority,
+            },
             route_refresh: self.route_refresh,
             cluster_filter_state: match self.cluster_filter_state {
                 Some(k) if k.is_empty() => return Err(err("cluster_filter_state", "must not be empty")),
