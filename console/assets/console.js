@@ -150,7 +150,7 @@ function runRehearsal() {
   const started = performance.now();
   let report;
   try {
-    report = parseAnswer(rehearse(currentConfig(), $('scenario').value, api.snapshot ? JSON.stringify(api.snapshot) : undefined));
+    report = parseAnswer(rehearse(currentConfig(), $('scenario').value, api.snapshot ? JSON.stringify(api.snapshot) : undefined, api.replayLog ?? undefined));
   } catch (e) {
     api.error = e.message;
     api.report = null;
@@ -425,6 +425,13 @@ async function main() {
   let pending;
   $('config').addEventListener('input', () => { clearTimeout(pending); pending = setTimeout(checkConfig, 150); });
   $('run').addEventListener('click', runRehearsal);
+  // The access log a scenario's `traffic.replay` names: read in the page, like the rest.
+  $('replay-log').addEventListener('change', async (e) => {
+    const file = e.target.files && e.target.files[0];
+    api.replayLog = file ? await file.text() : null;
+    $('replay-status').textContent = file ? `${file.name}: ${api.replayLog.split('\n').filter((l) => l.trim()).length.toLocaleString()} lines` : '';
+    document.body.dataset.replayLog = file ? 'loaded' : '';
+  });
   checkConfig();
   await loadSchema();
   api.ready = true;

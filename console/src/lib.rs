@@ -16,10 +16,10 @@ fn answer<T: serde::Serialize>(r: Result<T, RehearsalError>) -> String {
 }
 
 /// Runs a scenario (YAML or JSON) against a plugin configuration (JSON); `snapshot` is an
-/// optional sidecar snapshot document.
+/// optional sidecar snapshot document, `replay_log` the access log `traffic.replay` names.
 #[wasm_bindgen]
-pub fn rehearse(config: &str, scenario: &str, snapshot: Option<String>) -> String {
-    answer(switchyard_rehearse::rehearse_text(config, scenario, snapshot.as_deref()))
+pub fn rehearse(config: &str, scenario: &str, snapshot: Option<String>, replay_log: Option<String>) -> String {
+    answer(switchyard_rehearse::rehearse_text(config, scenario, snapshot.as_deref(), replay_log.as_deref()))
 }
 
 /// Checks a plugin configuration as the filter does.

@@ -67,7 +67,7 @@ impl From<ScenarioError> for RehearsalError {
 /// configuration polls a sidecar.
 pub fn rehearse(config: &str, scenario: &Scenario, snapshot: Option<&serde_json::Value>) -> Result<Report, RehearsalError> {
     if let (Some(log), None) = (&scenario.traffic.replay, &scenario.replay_log) {
-        return Err(RehearsalError::scenario("traffic.replay", format!("the log {log:?} was not read (the command line reads it; the console cannot)")));
+        return Err(RehearsalError::scenario("traffic.replay", format!("the access log {log:?} was not given (the command line reads it beside the scenario; in the console, choose it)")));
     }
     let mut engine = engine::Engine::new(scenario, config, snapshot)?;
     engine.run()?;
@@ -80,8 +80,13 @@ pub fn check_config(config: &str) -> Result<(), RehearsalError> {
 }
 
 /// Parses a scenario (YAML or JSON) and runs it: the whole pipeline from text.
-pub fn rehearse_text(config: &str, scenario: &str, snapshot: Option<&str>) -> Result<Report, RehearsalError> {
-    let scenario = Scenario::parse(scenario)?;
+/// `replay_log` is the text of the access log `traffic.replay` names (the caller reads it).
+pub fn rehearse_text(config: &str, scenario: &str, snapshot: Option<&str>, replay_log: Option<&str>) -> Result<Report, RehearsalError> {
+    let mut scenario = Scenario::parse(scenario)?;
+    if let (Some(_), Some(text)) = (&scenario.traffic.replay, replay_log) {
+        let log = replay::Replay::parse(text).map_err(|e| RehearsalError { input: "access log", at: e.at, message: e.message })?;
+        scenario.attach_replay(log);
+    }
     let snapshot = match snapshot {
         Some(text) => Some(serde_json::from_str(text).map_err(|e| RehearsalError {
             input: "snapshot",

@@ -21,7 +21,7 @@ const RULES: &str = r#""slow_consecutive": 5, "slow_threshold_ms": 200, "error_r
     "error_min_requests": 20, "cooldown_ms": 2000, "probe_share_pct": 50, "probe_successes": 3"#;
 
 fn run(config: &str, scenario: &str) -> Report {
-    rehearse_text(config, scenario, None).unwrap_or_else(|e| panic!("{e}"))
+    rehearse_text(config, scenario, None, None).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn target<'a>(r: &'a Report, name: &str) -> &'a crate::report::TargetSummary {
@@ -180,15 +180,15 @@ fn shedding_and_faults_answer_locally() {
 
 #[test]
 fn bad_input_names_its_place() {
-    let e = rehearse_text(&config(RULES, "").replace("\"weight\": 10", "\"wieght\": 10"), "duration_s: 1\ntraffic: {rate: [{at_s: 0, rps: 1}]}\n", None)
+    let e = rehearse_text(&config(RULES, "").replace("\"weight\": 10", "\"wieght\": 10"), "duration_s: 1\ntraffic: {rate: [{at_s: 0, rps: 1}]}\n", None, None)
         .unwrap_err();
     assert_eq!(e.input, "config");
     assert!(e.at.contains("routes[0].targets[1]"), "{e}");
-    let e = rehearse_text(&config(RULES, ""), "duration_s: 1\ntraffic: {rate: [{at_s: 0, rps: 1}]}\nchanges: [{at_s: 0.5, weights: {nope: 1}}]\n", None)
+    let e = rehearse_text(&config(RULES, ""), "duration_s: 1\ntraffic: {rate: [{at_s: 0, rps: 1}]}\nchanges: [{at_s: 0.5, weights: {nope: 1}}]\n", None, None)
         .unwrap_err();
     assert_eq!((e.input, e.at.as_str()), ("scenario", "changes[0]"), "{e}");
     assert!(e.message.contains("nope"), "{e}");
-    let e = rehearse_text(&config(RULES, ""), "duration_s: 1\ntraffic: {rate: [{at_s: 0, rps: 1}]}\n", Some("{nope")).unwrap_err();
+    let e = rehearse_text(&config(RULES, ""), "duration_s: 1\ntraffic: {rate: [{at_s: 0, rps: 1}]}\n", Some("{nope"), None).unwrap_err();
     assert_eq!(e.input, "snapshot");
 }
 
@@ -223,4 +223,13 @@ fn an_access_log_replays_its_requests_as_they_came() {
     assert_eq!(target(&r, "canary").by_reason.get("header").copied(), Some(200));
     // Ten seconds of log: the requests all arrive in the first ten seconds.
     assert_eq!(r.series.requests.iter().skip(10).sum::<u64>(), 0);
+
+    // From text, as the console gives it: the same report; a bad line is named.
+    let text = "duration_s: 60\ntraffic: {replay: access.log}\n";
+    let same = rehearse_text(&config(RULES, ""), text, None, Some(&log)).unwrap();
+    assert_eq!(serde_json::to_value(&same).unwrap(), serde_json::to_value(&r).unwrap());
+    let bad = format!("{log}[not a time] \"/x\"\n");
+    let e = rehearse_text(&config(RULES, ""), text, None, Some(&bad)).unwrap_err();
+    assert_eq!((e.input, e.at.as_str()), ("access log", "line 2001"), "{e}");
+    assert!(rehearse_text(&config(RULES, ""), text, None, None).unwrap_err().message.contains("choose it"));
 }

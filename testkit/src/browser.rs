@@ -98,6 +98,18 @@ impl Browser {
         self.call("POST", "/execute/sync", json!({ "script": script, "args": [] }))
     }
 
+    /// Chooses the file at `path` in the page's file input `#id`, as a person picking it would.
+    pub fn upload(&self, id: &str, path: &Path) {
+        let element = self.call("POST", "/element", json!({ "using": "css selector", "value": format!("#{id}") }));
+        let handle = element
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element #{id}: {element}"))
+            .to_owned();
+        self.call("POST", &format!("/element/{handle}/value"), json!({ "text": path.display().to_string() }));
+    }
+
     /// Waits until `expression` is truthy in the page; panics with `what` after `within`.
     pub fn wait_for(&self, what: &str, expression: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;

@@ -105,6 +105,74 @@ async fn the_page_rehearses_exactly_as_the_command_line_does() {
     drop(sidecar);
 }
 
+/// An access log in the README's format: 3,000 requests over 15 s from 400 users, one in
+/// ten sending the canary's group.
+fn access_log() -> String {
+    let mut log = String::new();
+    for i in 0..3_000u32 {
+        let ms = i * 5;
+        let group = if i % 10 == 0 { "canary" } else { "-" };
+        log.push_str(&format!(
+            "[2026-12-01T10:00:{:02}.{:03}Z] \"/features.v1.FeatureExtractionService/ExtractRealtime\" 0 via_upstream upstream=features_stable switchyard=\"target=stable; reason=weight\" 20ms user=u{} group={group} revision=- timeout=- priority=-\n",
+            ms / 1000,
+            ms % 1000,
+            i % 400
+        ));
+    }
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_replays_an_access_log_as_the_command_line_does() {
+    let sidecar = testbed::sidecar::Sidecar::start(None).await;
+    let admin = sidecar.admin;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, scenario) = (dir.path().join("access.log"), dir.path().join("replay.yaml"));
+    std::fs::write(&log, access_log()).unwrap();
+    let text = "seed: 3\nduration_s: 20\nfleet: {envoys: 2, workers: 2, build: wasm}\ntraffic: {replay: access.log}\n";
+    std::fs::write(&scenario, text).unwrap();
+    let (page, cli) = tokio::task::spawn_blocking(move || {
+        let b = Browser::start(1400, 2200);
+        open_console(&b, admin);
+        type_into(&b, "config", &example("plugin.json"));
+        type_into(&b, "scenario", text);
+        // Without the log: refused, saying what to do.
+        b.eval("document.getElementById('run').click(); return true;");
+        b.wait_for("the refusal", "document.body.dataset.rehearsal === 'error'", Duration::from_secs(10));
+        let message = b.eval("return document.getElementById('scenario-error').textContent");
+        assert!(message.as_str().unwrap().contains("choose it"), "{message}");
+
+        b.upload("replay-log", &log);
+        b.wait_for("the log read", "document.body.dataset.replayLog === 'loaded'", Duration::from_secs(10));
+        b.eval("document.getElementById('run').click(); return true;");
+        b.wait_for("the replay", "document.body.dataset.rehearsal === 'done'", Duration::from_secs(60));
+        let page: Value = serde_json::from_str(b.eval("return JSON.stringify(window.switchyard.report)").as_str().unwrap()).unwrap();
+
+        let snapshot = testkit::http::get(admin, "/v1/snapshot").unwrap();
+        let snapshot_file = dir.path().join("snapshot.json");
+        std::fs::write(&snapshot_file, &snapshot.body).unwrap();
+        let out = std::process::Command::new(rehearse_bin())
+            .current_dir(testkit::paths::root())
+            .args(["--config", "examples/rehearsal/plugin.json", "--format", "json"])
+            .arg("--scenario")
+            .arg(&scenario)
+            .arg("--snapshot")
+            .arg(&snapshot_file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (page, cli)
+    })
+    .await
+    .unwrap();
+    assert_eq!(page["requests"], 3_000);
+    if let Some(at) = first_difference(&page, &cli, "") {
+        panic!("the page and the command line disagree at {at}");
+    }
+    drop(sidecar);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_shown_where_it_is_wrong() {
     let sidecar = testbed::sidecar::Sidecar::start(None).await;
