@@ -10,6 +10,10 @@ use testbed::sidecar::{page, CANARY};
 use testbed::{SidecarStack, Traffic};
 use testkit::browser::Browser;
 
+/// One browser at a time: Chromium beside a whole stack is a lot for this 2-core machine, and
+/// the Live view's test waits on the stack's timing.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn screenshots() -> PathBuf {
     testkit::paths::root().join("target/console")
 }
@@ -66,6 +70,7 @@ fn open_console(b: &Browser, admin: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_rehearses_exactly_as_the_command_line_does() {
+    let _one = ONE_BROWSER.lock().await;
     let sidecar = testbed::sidecar::Sidecar::start(None).await;
     let admin = sidecar.admin;
     let (page_report, cli_report) = tokio::task::spawn_blocking(move || {
@@ -124,6 +129,7 @@ fn access_log() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_replays_an_access_log_as_the_command_line_does() {
+    let _one = ONE_BROWSER.lock().await;
     let sidecar = testbed::sidecar::Sidecar::start(None).await;
     let admin = sidecar.admin;
     let dir = tempfile::tempdir().unwrap();
@@ -175,6 +181,7 @@ async fn the_page_replays_an_access_log_as_the_command_line_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_shown_where_it_is_wrong() {
+    let _one = ONE_BROWSER.lock().await;
     let sidecar = testbed::sidecar::Sidecar::start(None).await;
     let admin = sidecar.admin;
     tokio::task::spawn_blocking(move || {
@@ -209,6 +216,7 @@ const DEGRADE: &str = r#", "degrade": {"slow_consecutive": 3, "slow_threshold_ms
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_view_shows_a_canary_degrade_and_come_back() {
+    let _one = ONE_BROWSER.lock().await;
     let config = SidecarStack::plugin_config(DEGRADE, "");
     let config = [r#", "revision": "features.v1@1""#, r#", "revision": "features.v1@3""#, r#", "revision": "features.v1@2""#]
         .iter()
