@@ -244,10 +244,14 @@ async fn degrade_and_restore(envoy: &Envoy, sidecar: &Sidecar, url: &str) -> Res
         }
     }
     let answers = traffic.answers();
-    let errors = answers.iter().filter(|a| a.served_by.starts_with("error")).count();
+    let mut codes = std::collections::BTreeMap::<&str, usize>::new();
+    for a in answers.iter().filter(|a| a.served_by.starts_with("error")) {
+        *codes.entry(a.served_by.as_str()).or_default() += 1;
+    }
+    let errors: usize = codes.values().sum();
     println!("          {} requests during the rehearsal, {errors} failed", answers.len());
     if errors > 0 {
-        bail!("requests failed during the rehearsal");
+        bail!("requests failed during the rehearsal: {codes:?}");
     }
     Ok(())
 }
