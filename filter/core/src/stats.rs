@@ -83,13 +83,12 @@ const TARGET_REPLIES: [ReplyKind; 7] = [
 
 /// The rules that move a target, each counted per target (`transitions.<rule>`): what the
 /// console's Live view and a dashboard show as the rule that fired.
-pub const TRANSITION_RULES: [&str; 5] = ["slow_responses", "error_rate", "sidecar_unhealthy", "probe_failed", "cooldown_over"];
-/// The rule of a move back to healthy.
-pub const PROBES_PASSED: &str = "probes_passed";
+pub const TRANSITION_RULES: [&str; 6] =
+    ["slow_responses", "error_rate", "sidecar_unhealthy", "probe_failed", "cooldown_over", "probes_passed"];
 
 /// Per-target counters: `requests`, `probes`, `transitions`, one per target reply, then
 /// one per rule.
-const PER_TARGET: usize = 3 + TARGET_REPLIES.len() + TRANSITION_RULES.len() + 1;
+const PER_TARGET: usize = 3 + TARGET_REPLIES.len() + TRANSITION_RULES.len();
 
 const GAUGE_GENERATION: usize = 0;
 const GAUGE_REACHABLE: usize = 1;
@@ -114,7 +113,7 @@ impl StatTable {
                 counters.push(format!("{base}.probes"));
                 counters.push(format!("{base}.transitions"));
                 counters.extend(TARGET_REPLIES.iter().map(|k| format!("{base}.{}", k.as_str())));
-                counters.extend(TRANSITION_RULES.iter().chain([&PROBES_PASSED]).map(|r| format!("{base}.transitions.{r}")));
+                counters.extend(TRANSITION_RULES.iter().map(|r| format!("{base}.transitions.{r}")));
                 gauges.push(format!("{base}.state"));
                 histograms.push(format!("{base}.latency_ms"));
             }
@@ -181,9 +180,9 @@ impl StatTable {
         let offset = TARGET_REPLIES.iter().position(|r| *r == k)?;
         self.target_base(route, target).map(|b| CounterId(b + 3 + offset))
     }
-    /// Moves of a target by `rule` (one of [`TRANSITION_RULES`] or [`PROBES_PASSED`]).
+    /// Moves of a target by `rule` (one of [`TRANSITION_RULES`]).
     pub fn target_rule(&self, route: usize, target: usize, rule: &str) -> Option<CounterId> {
-        let offset = TRANSITION_RULES.iter().chain([&PROBES_PASSED]).position(|r| *r == rule)?;
+        let offset = TRANSITION_RULES.iter().position(|r| *r == rule)?;
         self.target_base(route, target).map(|b| CounterId(b + 3 + TARGET_REPLIES.len() + offset))
     }
 
@@ -259,9 +258,9 @@ mod tests {
         assert_eq!(name(t.reply(ReplyKind::Denied)), "switchyard.denied");
         assert_eq!(t.target_reply(0, 0, ReplyKind::Denied), None);
         assert_eq!(name(t.target_rule(0, 1, "slow_responses").unwrap()), "switchyard.route.f.target.c.transitions.slow_responses");
-        assert_eq!(name(t.target_rule(0, 0, PROBES_PASSED).unwrap()), "switchyard.route.f.target.s.transitions.probes_passed");
+        assert_eq!(name(t.target_rule(0, 0, "probes_passed").unwrap()), "switchyard.route.f.target.s.transitions.probes_passed");
         // The next target's counters start right after the last rule's.
-        assert_eq!(t.target_rule(0, 0, PROBES_PASSED).unwrap().0 + 1, t.target_requests(0, 1).unwrap().0);
+        assert_eq!(t.target_rule(0, 0, "probes_passed").unwrap().0 + 1, t.target_requests(0, 1).unwrap().0);
         assert_eq!(t.target_rule(0, 0, "none"), None);
         assert_eq!(t.gauges()[t.state_gauge(0, 1).unwrap().0], "switchyard.route.f.target.c.state");
         assert_eq!(t.histograms()[t.latency_histogram(0, 1).unwrap().0], "switchyard.route.f.target.c.latency_ms");

@@ -513,10 +513,8 @@ impl<H: Host> Worker<H> {
             self.bump_opt(self.stats.target_transitions(ri, t.target));
             let (rule, why) = match (t.to, t.cause) {
                 (Mode::Degraded, cause) => (rule_name(cause), describe(cause, &route.rules)),
-                (Mode::Probing, _) => {
-                    ("cooldown_over", format!("cool-down over; sending {}% of its traffic as probes", route.rules.probe_share_pct))
-                }
-                (Mode::Healthy, _) => (crate::stats::PROBES_PASSED, format!("{} good probes", route.rules.probe_successes)),
+                (Mode::Probing, _) => (COOLDOWN_OVER, format!("cool-down over; sending {}% of its traffic as probes", route.rules.probe_share_pct)),
+                (Mode::Healthy, _) => (PROBES_PASSED, format!("{} good probes", route.rules.probe_successes)),
             };
             self.bump_opt(self.stats.target_rule(ri, t.target, rule));
             self.host.log(
@@ -610,7 +608,10 @@ fn finish(l: &mut Ledger, stream: u64, d: &Decision) -> bool {
     l.in_flight.get_mut(d.route).and_then(|r| r.get_mut(d.target)).is_some_and(|f| f.finish(stream))
 }
 
-/// A transition's cause with the threshold that tripped, for the log line.
+/// The rule behind a move to `Probing`, and back to `Healthy`, as stable keys.
+const COOLDOWN_OVER: &str = "cooldown_over";
+const PROBES_PASSED: &str = "probes_passed";
+
 /// The rule behind a move to `Degraded`, as a stable key.
 fn rule_name(cause: Cause) -> &'static str {
     match cause {
@@ -622,6 +623,7 @@ fn rule_name(cause: Cause) -> &'static str {
     }
 }
 
+/// A transition's cause with the threshold that tripped, for the log line.
 fn describe(cause: Cause, rules: &DegradeRules) -> String {
     match cause {
         Cause::SlowResponses => format!(
@@ -668,4 +670,21 @@ fn summary(c: &Config) -> String {
         })
         .collect();
     format!("{} routes; {}", c.routes.len(), routes.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every rule a transition can name has its counter (a name missing there would count
+    /// nothing, silently).
+    #[test]
+    fn every_rule_named_has_a_counter() {
+        let causes = [Cause::SlowResponses, Cause::ErrorRate, Cause::SidecarUnhealthy, Cause::ProbeFailed];
+        let mut named: Vec<&str> = causes.into_iter().map(rule_name).chain([COOLDOWN_OVER, PROBES_PASSED]).collect();
+        let mut counted = crate::stats::TRANSITION_RULES.to_vec();
+        named.sort_unstable();
+        counted.sort_unstable();
+        assert_eq!(named, counted);
+    }
 }
