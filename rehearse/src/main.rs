@@ -116,36 +116,44 @@ fn plugin_config(path: &Path) -> Result<String> {
 /// The snapshot a sidecar serving the registry directory `dir` would answer polls with.
 fn registry_snapshot(dir: &Path, plugin: &str) -> Result<serde_json::Value> {
     use switchyard_schema::registry::{Registry, RegistryConfig};
+    let serving = RegistryConfig { dir: Some(dir.to_owned()), ..Default::default() };
     // The registry writes what it accepts to its state directory: work on a copy of it.
-    let state = std::env::temp_dir().join(format!("switchyard-rehearse-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
-    std::fs::create_dir_all(&state).with_context(|| format!("cannot create {}", state.display()))?;
-    let persisted = dir.join(".switchyard");
-    if persisted.is_dir() {
-        for entry in std::fs::read_dir(&persisted).with_context(|| format!("cannot read {}", persisted.display()))? {
-            let entry = entry?;
-            if entry.file_type()?.is_file() {
-                std::fs::copy(entry.path(), state.join(entry.file_name()))?;
-            }
-        }
-    }
-    let opened = Registry::open(RegistryConfig { dir: Some(dir.to_owned()), state_dir: Some(state.clone()), ..Default::default() });
-    let _ = std::fs::remove_dir_all(&state);
-    let registry = opened.map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    let copy = std::env::temp_dir().join(format!("switchyard-rehearse-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    let opened = copy_files(serving.state_dir().as_deref(), &copy)
+        .and_then(|()| Registry::open(RegistryConfig { state_dir: Some(copy.clone()), ..serving }).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display())));
+    let _ = std::fs::remove_dir_all(&copy);
+    let registry = opened?;
     // As the sidecar logs them: the rehearsal goes on without what was refused.
     for r in registry.rejections() {
         eprintln!("switchyard-rehearse: {}: {r}", dir.display());
     }
-    let config: serde_json::Value = serde_json::from_str(plugin).context("plugin configuration: not JSON")?;
+    // Every model version the configuration names, healthy; a configuration that does not
+    // parse is reported by the rehearsal itself, with its path.
     let healthy = switchyard_api::ModelHealth { healthy: true, revision: None };
-    let models = config["routes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|r| r["targets"].as_array().into_iter().flatten())
-        .filter_map(|t| t["model_version"].as_str())
-        .map(|m| (m.to_owned(), healthy.clone()))
-        .collect();
+    let models = switchyard_filter_core::config::Config::from_json(plugin.as_bytes())
+        .map(|c| {
+            c.routes
+                .iter()
+                .flat_map(|r| &r.targets)
+                .filter_map(|t| t.model_version.clone())
+                .map(|m| (m, healthy.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
     let snapshot = switchyard_api::SidecarSnapshot { generation: 1, schema: registry.state().snapshot(false), models };
     Ok(serde_json::to_value(snapshot)?)
+}
+
+/// Creates `to` with a copy of the files in `from`, if it exists.
+fn copy_files(from: Option<&Path>, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    let Some(from) = from.filter(|d| d.is_dir()) else { return Ok(()) };
+    for entry in std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).with_context(|| format!("cannot copy {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }

@@ -82,7 +82,8 @@ impl RegistryConfig {
         )
     }
 
-    fn state_dir(&self) -> Option<PathBuf> {
+    /// Where accepted revisions are persisted: `state_dir`, or `<dir>/.switchyard`.
+    pub fn state_dir(&self) -> Option<PathBuf> {
         self.state_dir.clone().or_else(|| self.dir.as_ref().map(|d| d.join(".switchyard")))
     }
 }
