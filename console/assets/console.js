@@ -326,26 +326,23 @@ async function pollLive() {
     for (const [c, v] of Object.entries(codes)) delta[c] = Math.max(0, v - (prevCodes[c] || 0));
     // The rule behind each move: the filter counts them per target (`transitions.<rule>`).
     const rules = {};
+    const rulePrefix = `${base}.transitions.`;
     for (const s of stats) {
-      if (s.name.startsWith(`${base}.transitions.`)) rules[s.name.slice(base.length + 13)] = s.value;
+      if (s.name.startsWith(rulePrefix)) rules[s.name.slice(rulePrefix.length)] = s.value;
     }
     const fired = Object.keys(rules).filter((r) => prev && rules[r] > ((prev.rules || {})[r] || 0));
     sample.targets[key] = { requests: t.requests, rate, state, p50: q[50], p90: q[90], p99: q[99], codes, delta, rules };
     if (live.states[key] && live.states[key] !== state) {
       const tr = { t: now, target: key, from: live.states[key], to: state, at: new Date().toLocaleTimeString(), rule: null };
       api.live.transitions.push(tr);
-      live.items.set(tr, el('li', {}, ''));
+      live.items.set(tr, el('li', {}, transitionText(tr)));
       $('live-transitions').append(live.items.get(tr));
     }
     // A rule's count may reach Envoy a poll after the state does: name it when it comes.
     const open = api.live.transitions.filter((tr) => tr.target === key && !tr.rule && now - tr.t < 10);
     for (const tr of open) {
-      const rule = fired.find((r) => ruleLeadsTo(r) === tr.to);
-      if (rule) tr.rule = rule;
-    }
-    for (const tr of api.live.transitions.filter((x) => x.target === key)) {
-      const item = live.items.get(tr);
-      if (item) item.textContent = `${tr.at} ${key}: ${tr.from} → ${tr.to}${tr.rule ? ` (${tr.rule})` : ''}`;
+      tr.rule = fired.find((r) => ruleLeadsTo(r) === tr.to) || null;
+      if (tr.rule) live.items.get(tr).textContent = transitionText(tr);
     }
     live.states[key] = state;
   }
@@ -369,6 +366,11 @@ async function pollLive() {
   stateChart($('live-state'), xs, keys.map((k) => ({ name: k, states: live.history.map((h) => (h.targets[k] ? h.targets[k].state : 'healthy')) })),
     api.live.transitions.map((t) => [t.t, `${t.target}: ${t.from} -> ${t.to}${t.rule ? ` (${t.rule})` : ''}`]));
   $('live-status').textContent = `${keys.length} targets; polled ${new Date().toLocaleTimeString()}`;
+}
+
+// A line of the Live view's list of transitions.
+function transitionText(tr) {
+  return `${tr.at} ${tr.target}: ${tr.from} → ${tr.to}${tr.rule ? ` (${tr.rule})` : ''}`;
 }
 
 // The state a rule moves a target to (see the filter's stats: `transitions.<rule>`).
