@@ -406,8 +406,17 @@ impl RouteHealth {
     /// The compact binary form kept in Envoy's shared data. Sparse: only error-window
     /// slots with requests and latency buckets with counts are written, so a quiet route's
     /// record is a few hundred bytes (every worker reads it on every tick).
+    #[cfg(test)]
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(16 + self.targets.len() * 96);
+        let mut w = Vec::new();
+        self.encode_into(&mut w);
+        w
+    }
+
+    /// [`RouteHealth::encode`] into `w` (cleared first), so a worker reuses one buffer
+    /// tick after tick. Counts are written as placeholders and patched: no temporaries.
+    pub fn encode_into(&self, w: &mut Vec<u8>) {
+        w.clear();
         w.extend_from_slice(MAGIC);
         w.extend_from_slice(&(self.targets.len() as u16).to_le_bytes());
         for t in &self.targets {
@@ -421,28 +430,29 @@ impl RouteHealth {
             w.extend_from_slice(&t.cooldown_ms.to_le_bytes());
             w.extend_from_slice(&t.consecutive_slow.to_le_bytes());
             w.extend_from_slice(&t.probe_good.to_le_bytes());
-            let errors: Vec<(usize, &(u64, u32, u32))> =
-                t.errors.iter().enumerate().filter(|(_, (_, r, _))| *r > 0).collect();
-            w.push(errors.len() as u8);
-            for (i, (e, r, x)) in errors {
+            let (at, mut n) = (count_at(w), 0u8);
+            for (i, (e, r, x)) in t.errors.iter().enumerate().filter(|(_, (_, r, _))| *r > 0) {
                 w.push(i as u8);
                 w.extend_from_slice(&e.to_le_bytes());
                 w.extend_from_slice(&r.to_le_bytes());
                 w.extend_from_slice(&x.to_le_bytes());
+                n = n.saturating_add(1);
             }
-            let slots: Vec<(usize, &(u64, Histogram))> =
-                t.latency.slots.iter().enumerate().filter(|(_, (_, h))| !h.is_empty()).collect();
-            w.push(slots.len() as u8);
-            for (i, (e, h)) in slots {
+            set_count(w, at, n);
+            let (slots_at, mut slots) = (count_at(w), 0u8);
+            for (i, (e, h)) in t.latency.slots.iter().enumerate().filter(|(_, (_, h))| !h.is_empty()) {
                 w.push(i as u8);
                 w.extend_from_slice(&e.to_le_bytes());
-                let buckets: Vec<(usize, &u32)> = h.0.iter().enumerate().filter(|(_, c)| **c > 0).collect();
-                w.push(buckets.len() as u8);
-                for (b, c) in buckets {
+                let (at, mut n) = (count_at(w), 0u8);
+                for (b, c) in h.counted() {
                     w.push(b as u8);
                     w.extend_from_slice(&c.to_le_bytes());
+                    n = n.saturating_add(1);
                 }
+                set_count(w, at, n);
+                slots = slots.saturating_add(1);
             }
+            set_count(w, slots_at, slots);
             w.push(t.loads.len().min(255) as u8);
             for l in t.loads.iter().take(255) {
                 w.extend_from_slice(&l.worker.to_le_bytes());
@@ -450,57 +460,69 @@ impl RouteHealth {
                 w.extend_from_slice(&l.at_ms.to_le_bytes());
             }
         }
-        w
     }
 
     /// Reads [`RouteHealth::encode`]'s output; `None` if it is not for `targets` targets
     /// or is damaged (the caller then starts afresh rather than trusting it).
+    #[cfg(test)]
     pub fn decode(bytes: &[u8], targets: usize) -> Option<Self> {
+        let mut h = Self::new(targets);
+        h.decode_from(bytes, targets).then_some(h)
+    }
+
+    /// [`RouteHealth::decode`] into `self`, reusing its memory. On `false` (damaged, or not
+    /// for `targets` targets) `self` holds a partial read: start afresh from it.
+    pub fn decode_from(&mut self, bytes: &[u8], targets: usize) -> bool {
+        self.targets.resize_with(targets, TargetHealth::new);
         let mut r = Reader(bytes);
-        if r.take(MAGIC.len())? != MAGIC || usize::from(r.u16()?) != targets {
-            return None;
+        if r.take(MAGIC.len()) != Some(MAGIC) || r.u16().map(usize::from) != Some(targets) {
+            return false;
         }
-        let mut out = Vec::with_capacity(targets);
-        for _ in 0..targets {
-            let mode = Mode::from_u8(r.u8()?);
-            let cause = Cause::from_u8(r.u8()?);
-            let until_ms = r.u64()?;
-            let cooldown_ms = r.u64()?;
-            let consecutive_slow = r.u32()?;
-            let probe_good = r.u32()?;
-            let mut errors = vec![(0, 0, 0); ERROR_SLOTS];
-            for _ in 0..r.u8()? {
-                let slot = errors.get_mut(usize::from(r.u8()?))?;
-                *slot = (r.u64()?, r.u32()?, r.u32()?);
-            }
-            let mut latency = LatencyWindow::new();
-            for _ in 0..r.u8()? {
-                let slot = latency.slots.get_mut(usize::from(r.u8()?))?;
-                slot.0 = r.u64()?;
-                for _ in 0..r.u8()? {
-                    let bucket = usize::from(r.u8()?);
-                    let count = r.u32()?;
-                    *slot.1 .0.get_mut(bucket)? = count;
-                }
-            }
-            let n = r.u8()?;
-            let mut loads = Vec::with_capacity(usize::from(n));
-            for _ in 0..n {
-                loads.push(WorkerLoad { worker: r.u64()?, in_flight: r.u32()?, at_ms: r.u64()? });
-            }
-            out.push(TargetHealth {
-                mode,
-                cause,
-                until_ms,
-                cooldown_ms,
-                consecutive_slow,
-                probe_good,
-                errors,
-                latency,
-                loads,
-            });
+        self.targets.iter_mut().all(|t| t.decode_from(&mut r).is_some()) && r.0.is_empty()
+    }
+}
+
+impl TargetHealth {
+    fn decode_from(&mut self, r: &mut Reader<'_>) -> Option<()> {
+        self.mode = Mode::from_u8(r.u8()?);
+        self.cause = Cause::from_u8(r.u8()?);
+        self.until_ms = r.u64()?;
+        self.cooldown_ms = r.u64()?;
+        self.consecutive_slow = r.u32()?;
+        self.probe_good = r.u32()?;
+        self.errors.clear();
+        self.errors.resize(ERROR_SLOTS, (0, 0, 0));
+        for _ in 0..r.u8()? {
+            let slot = self.errors.get_mut(usize::from(r.u8()?))?;
+            *slot = (r.u64()?, r.u32()?, r.u32()?);
         }
-        r.0.is_empty().then_some(Self { targets: out })
+        self.latency.clear();
+        for _ in 0..r.u8()? {
+            let slot = self.latency.slots.get_mut(usize::from(r.u8()?))?;
+            slot.0 = r.u64()?;
+            for _ in 0..r.u8()? {
+                let bucket = usize::from(r.u8()?);
+                let count = r.u32()?;
+                *slot.1 .0.get_mut(bucket)? = count;
+            }
+        }
+        self.loads.clear();
+        for _ in 0..r.u8()? {
+            self.loads.push(WorkerLoad { worker: r.u64()?, in_flight: r.u32()?, at_ms: r.u64()? });
+        }
+        Some(())
+    }
+}
+
+/// Writes a placeholder for a count of what follows; returns where it is.
+fn count_at(w: &mut Vec<u8>) -> usize {
+    w.push(0);
+    w.len() - 1
+}
+
+fn set_count(w: &mut [u8], at: usize, n: u8) {
+    if let Some(c) = w.get_mut(at) {
+        *c = n;
     }
 }
 

@@ -80,6 +80,11 @@ pub struct Worker<H: Host> {
     pools: RefCell<Pools>,
     poller: Option<Poller>,
     health_keys: Vec<String>,
+    /// Per route: the health last read from the host's shared data (host data only),
+    /// decoded into the same memory tick after tick.
+    shared_health: RefCell<Vec<RouteHealth>>,
+    /// The bytes health is encoded into before it is written back.
+    encoded: RefCell<Vec<u8>>,
     /// Decision values (`target=…; reason=…`), `[route][target][reason]`, rendered once.
     decision_values: Vec<Vec<Vec<String>>>,
     delayed: RefCell<Vec<Delayed>>,
@@ -133,7 +138,6 @@ impl<H: Host> Worker<H> {
         if worker.ticks && worker.host.log_enabled(Level::Info) {
             worker.host.log(Level::Info, &format!("switchyard: configured: {}", summary(&worker.config)));
         }
-        worker.host.set_tick_period_ms(worker.config.tick_ms);
         Ok(worker)
     }
 
@@ -171,7 +175,7 @@ impl<H: Host> Worker<H> {
                 format!("{}.health.{}.{}", config.stat_prefix, r.name, names.join(","))
             })
             .collect();
-        Ok(Self {
+        let worker = Self {
             pending: Pending::new(&stats),
             counter_ids,
             gauge_ids,
@@ -189,6 +193,8 @@ impl<H: Host> Worker<H> {
             pools: RefCell::default(),
             poller: config.sidecar.as_ref().map(|s| Poller::new(&config, s)),
             health_keys,
+            shared_health: RefCell::new(config.routes.iter().map(|r| RouteHealth::new(r.targets.len())).collect()),
+            encoded: RefCell::new(Vec::new()),
             decision_values,
             delayed: RefCell::new(Vec::new()),
             last_merge_ms: Cell::new(0),
@@ -196,7 +202,10 @@ impl<H: Host> Worker<H> {
             stats,
             config,
             host,
-        })
+        };
+        // The host's timer drives the tick (the Wasm host; the native one has its own).
+        worker.host.set_tick_period_ms(worker.config.tick_ms);
+        Ok(worker)
     }
 
     pub fn host(&self) -> &H {
@@ -412,7 +421,7 @@ impl<H: Host> Worker<H> {
                 sidecar_unhealthy: &taken.unhealthy,
             };
             let merged = match &self.ledger {
-                Place::Own(_) => self.health_keys.get(ri).and_then(|key| self.merge_shared(key, route.targets.len(), &merge, &route.rules)),
+                Place::Own(_) => self.merge_shared(ri, &merge, now),
                 Place::Board(_) => self
                     .ledger
                     .with(|l| {
@@ -420,51 +429,59 @@ impl<H: Host> Worker<H> {
                         let transitions = health.merge(&merge, &route.rules);
                         Some((health.clone(), transitions))
                     })
-                    .flatten(),
+                    .flatten()
+                    .map(|(health, transitions)| self.apply(ri, &health, &transitions, now))
+                    .is_some(),
             };
-            match merged {
-                Some((health, transitions)) => {
-                    self.report(ri, &transitions);
-                    self.refresh_states(ri, &health, now);
-                }
-                None => {
-                    // Keep the observations for the next tick rather than lose them.
-                    self.ledger.with(|l| {
-                        if let Some(r) = l.observed.get_mut(ri) {
-                            for (slot, old) in r.iter_mut().zip(taken.observed) {
-                                slot.absorb(old);
-                            }
+            if !merged {
+                // Keep the observations for the next tick rather than lose them.
+                self.ledger.with(|l| {
+                    if let Some(r) = l.observed.get_mut(ri) {
+                        for (slot, old) in r.iter_mut().zip(taken.observed) {
+                            slot.absorb(old);
                         }
-                    });
-                }
+                    }
+                });
             }
         }
     }
 
-    /// One compare-and-swap merge of `merge` into the health stored under `key`; `None`
-    /// when every attempt lost to another worker or the host refused.
-    fn merge_shared(&self, key: &str, targets: usize, merge: &Merge<'_>, rules: &DegradeRules) -> Option<(RouteHealth, Vec<Transition>)> {
+    /// Reports a merge's transitions and refreshes what decisions read of route `ri`.
+    fn apply(&self, ri: usize, health: &RouteHealth, transitions: &[Transition], now: u64) {
+        self.report(ri, transitions);
+        self.refresh_states(ri, health, now);
+    }
+
+    /// Merges into route `ri`'s health in the host's shared data (compare-and-swap) and
+    /// applies the result; `false` when every attempt lost to another worker or the host
+    /// refused. The health read and the bytes written reuse this worker's buffers.
+    fn merge_shared(&self, ri: usize, merge: &Merge<'_>, now: u64) -> bool {
+        let (Some(key), Some(route)) = (self.health_keys.get(ri), self.config.routes.get(ri)) else { return false };
+        let (Ok(mut healths), Ok(mut encoded)) = (self.shared_health.try_borrow_mut(), self.encoded.try_borrow_mut()) else { return false };
+        let Some(health) = healths.get_mut(ri) else { return false };
+        let targets = route.targets.len();
         for _ in 0..MERGE_ATTEMPTS {
             let shared = self.host.shared_get(key).unwrap_or_default();
-            let mut health = shared
-                .value
-                .as_deref()
-                .and_then(|b| RouteHealth::decode(b, targets))
-                .unwrap_or_else(|| RouteHealth::new(targets));
-            let transitions = health.merge(merge, rules);
-            let encoded = health.encode();
+            if !shared.value.as_deref().is_some_and(|b| health.decode_from(b, targets)) {
+                *health = RouteHealth::new(targets);
+            }
+            let transitions = health.merge(merge, &route.rules);
+            health.encode_into(&mut encoded);
             let written = if shared.value.as_deref() == Some(encoded.as_slice()) {
                 Written::Yes
             } else {
                 self.host.shared_set(key, &encoded, shared.cas)
             };
             match written {
-                Written::Yes => return Some((health, transitions)),
+                Written::Yes => {
+                    self.apply(ri, health, &transitions, now);
+                    return true;
+                }
                 Written::Conflict => continue,
-                Written::Failed => return None,
+                Written::Failed => return false,
             }
         }
-        None
+        false
     }
 
     fn refresh_states(&self, ri: usize, health: &RouteHealth, now: u64) {
