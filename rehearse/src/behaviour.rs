@@ -148,16 +148,20 @@ const FALLBACK_PHASE: Resolved = Resolved { mu: 3.0, sigma: 0.0, p50_ms: 20.0, e
 
 /// The rehearsal's random source: SplitMix64, deterministic for a seed.
 #[derive(Clone, Debug)]
-pub(crate) struct Rng(u64);
+pub(crate) struct Rng {
+    state: u64,
+    /// The second normal of the last Box–Muller pair, not yet used.
+    spare_normal: Option<f64>,
+}
 
 impl Rng {
     pub(crate) fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x5eed_5eed_5eed_5eed)
+        Rng { state: seed ^ 0x5eed_5eed_5eed_5eed, spare_normal: None }
     }
 
     pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
@@ -172,11 +176,17 @@ impl Rng {
         (((self.next_u64() >> 32) * u64::from(n)) >> 32) as u32
     }
 
-    /// Standard normal (Box–Muller; one of the pair is enough here).
+    /// Standard normal (Box–Muller: a pair per logarithm, the second kept for the next call).
     pub(crate) fn normal(&mut self) -> f64 {
+        if let Some(z) = self.spare_normal.take() {
+            return z;
+        }
         let u1 = 1.0 - self.unit();
         let u2 = self.unit();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        let r = (-2.0 * u1.ln()).sqrt();
+        let (sin, cos) = (std::f64::consts::TAU * u2).sin_cos();
+        self.spare_normal = Some(r * sin);
+        r * cos
     }
 
     /// Exponential with mean `mean`.

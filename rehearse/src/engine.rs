@@ -4,6 +4,7 @@
 use crate::behaviour::{Rng, Timeline};
 use crate::record::Recorder;
 use crate::scenario::{Build, Scenario};
+use crate::split::UserKey;
 use crate::sim::{ClusterEntry, SimHost, SimStream, World};
 use crate::RehearsalError;
 use std::cell::RefCell;
@@ -96,7 +97,7 @@ struct Timeout {
 /// What each request sends, drawn from the scenario's shares.
 struct Traffic {
     path: Vec<u8>,
-    users: Vec<Vec<u8>>,
+    users: u32,
     group_header: Vec<u8>,
     user_header: Vec<u8>,
     revision_header: Vec<u8>,
@@ -133,7 +134,7 @@ impl<'s> Engine<'s> {
         let h = &config.headers;
         let traffic = Traffic {
             path: t.method.as_bytes().to_vec(),
-            users: (0..t.users).map(|i| crate::split::user_key(i).into_bytes()).collect(),
+            users: t.users,
             group_header: h.group.as_bytes().to_vec(),
             user_header: h.user_key.as_bytes().to_vec(),
             revision_header: h.revision.as_bytes().to_vec(),
@@ -327,6 +328,7 @@ impl<'s> Engine<'s> {
         let worker = self.rng.below(fleet.workers) as u16;
         let generation = (self.generations.len() - 1) as u32;
         let tr = &self.traffic;
+        let key: UserKey;
         let (headers, deadline_ns): (Headers<'_>, u64) = match logged {
             Some(e) => {
                 let wait = e.timeout.as_deref().and_then(timeout_ns).unwrap_or(tr.client_timeout_ns);
@@ -344,7 +346,7 @@ impl<'s> Engine<'s> {
                 )
             }
             None => {
-                let user = self.rng.below(tr.users.len() as u32) as usize;
+                key = UserKey::new(self.rng.below(tr.users));
                 let group = pick(&tr.groups, self.rng.unit() * 100.0);
                 let revision = pick(&tr.revisions, self.rng.unit() * 100.0);
                 let timeout = pick(&tr.timeouts, self.rng.unit() * 100.0);
@@ -353,7 +355,7 @@ impl<'s> Engine<'s> {
                     [
                         Some((b":path".as_slice(), tr.path.as_slice())),
                         Some((b"content-type".as_slice(), b"application/grpc".as_slice())),
-                        tr.users.get(user).map(|u| (tr.user_header.as_slice(), u.as_slice())),
+                        Some((tr.user_header.as_slice(), key.as_bytes())),
                         group.map(|g| (tr.group_header.as_slice(), g.as_slice())),
                         revision.map(|r| (tr.revision_header.as_slice(), r.as_slice())),
                         timeout.map(|t| (tr.budget_header.as_slice(), t.header.as_slice())),
@@ -532,7 +534,7 @@ impl<'s> Engine<'s> {
             let config = parse_config(&json).map_err(|e| RehearsalError::scenario(&format!("{place}.config"), e.to_string()))?;
             let before = self.generations.last().map(|g| g.config.clone());
             if let Some(before) = before {
-                self.recorder.weights_changed(self.world.now_ns.get(), &before, &config, self.traffic.users.len() as u32);
+                self.recorder.weights_changed(self.world.now_ns.get(), &before, &config, self.traffic.users);
             }
             self.config_json = json;
             self.install(config)?;

@@ -180,11 +180,10 @@ impl StreamHost for SimStream<'_> {
         }
     }
     fn set_filter_state(&mut self, _: &str, value: &[u8]) {
-        // `target=<name>; reason=<reason>`: the decision's reason, for the report.
-        if let Some(i) = value.windows(7).position(|w| w == b"reason=") {
-            let why = value.get(i + 7..).unwrap_or_default();
-            self.reason = Reason::ALL.iter().copied().find(|r| r.as_str().as_bytes() == why);
-        }
+        // `target=<name>; reason=<reason>`: the decision's reason, for the report. The
+        // reason is last, after the last `=`.
+        let why = value.rsplit(|&b| b == b'=').next().unwrap_or_default();
+        self.reason = Reason::ALL.iter().copied().find(|r| r.as_str().as_bytes() == why);
     }
     fn callout(&mut self, _: &Callout<'_>) -> Option<CalloutToken> {
         // Payload validation needs payloads; the rehearsal has none (see the README).

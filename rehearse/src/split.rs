@@ -18,9 +18,42 @@ pub struct Split {
     pub change: Option<WeightChange>,
 }
 
-/// The user keys the rehearsal uses: `user-0`, `user-1`, …
-pub(crate) fn user_key(i: u32) -> String {
-    format!("user-{i}")
+/// The user keys the rehearsal uses: `user-0`, `user-1`, … Written on the stack when
+/// needed: a rehearsal draws one per request, and a table of a million keys would cost a
+/// cache miss each time.
+pub(crate) struct UserKey {
+    buf: [u8; 15],
+    len: usize,
+}
+
+impl UserKey {
+    pub(crate) fn new(i: u32) -> Self {
+        let mut digits = [0u8; 10];
+        let (mut n, mut d) = (i, digits.len());
+        loop {
+            d -= 1;
+            if let Some(b) = digits.get_mut(d) {
+                *b = b'0' + (n % 10) as u8;
+            }
+            n /= 10;
+            if n == 0 || d == 0 {
+                break;
+            }
+        }
+        let digits = digits.get(d..).unwrap_or_default();
+        let mut buf = [0u8; 15];
+        buf[..5].copy_from_slice(b"user-");
+        buf[5..5 + digits.len()].copy_from_slice(digits);
+        UserKey { buf, len: 5 + digits.len() }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
 }
 
 fn weights(r: &Route) -> BTreeMap<String, u32> {
@@ -41,8 +74,8 @@ fn compare_route(b: &Route, a: &Route, users: u32, at_s: f64) -> Option<WeightCh
     let mut moved: BTreeMap<(usize, usize), u32> = BTreeMap::new();
     let mut left_raised = 0;
     for u in 0..users {
-        let key = user_key(u);
-        let (Some(from), Some(to)) = (b.sticky_target(&key), a.sticky_target(&key)) else { continue };
+        let key = UserKey::new(u);
+        let (Some(from), Some(to)) = (b.sticky_target(key.as_str()), a.sticky_target(key.as_str())) else { continue };
         let (Some(from_t), Some(to_t)) = (b.targets.get(from), a.targets.get(to)) else { continue };
         if from_t.name == to_t.name {
             continue;
@@ -80,7 +113,7 @@ pub fn split(config: &str, route: Option<&str>, weights: &BTreeMap<String, u32>,
     };
     let mut counts = vec![0u32; a.targets.len()];
     for u in 0..users {
-        if let Some(n) = a.sticky_target(&user_key(u)).and_then(|t| counts.get_mut(t)) {
+        if let Some(n) = a.sticky_target(UserKey::new(u).as_str()).and_then(|t| counts.get_mut(t)) {
             *n += 1;
         }
     }
