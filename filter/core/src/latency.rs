@@ -7,8 +7,6 @@
 
 /// Number of histogram buckets.
 pub const BUCKETS: usize = 56;
-// `Histogram::counted` walks the buckets in runs of eight.
-const _: () = assert!(BUCKETS.is_multiple_of(8));
 /// Slots in the sliding window.
 pub const SLOTS: usize = 10;
 
@@ -68,15 +66,6 @@ impl Histogram {
     pub fn is_empty(&self) -> bool {
         // An OR over every bucket (no early exit) compiles to a few vector operations.
         self.0.iter().fold(0, |acc, &c| acc | c) == 0
-    }
-
-    /// `(bucket, count)` of the buckets with counts, skipping empty runs eight at a time.
-    pub fn counted(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
-        self.0
-            .chunks_exact(8)
-            .enumerate()
-            .filter(|(_, run)| run.iter().fold(0, |acc, &c| acc | c) != 0)
-            .flat_map(|(i, run)| run.iter().enumerate().filter(|(_, &c)| c > 0).map(move |(j, &c)| (i * 8 + j, c)))
     }
 
     /// The upper bound (µs) of the bucket holding the `pct` percentile; `None` if empty.
@@ -176,18 +165,6 @@ mod tests {
         let p90 = h.percentile_us(90.0).unwrap();
         assert!((90_000..=90_000 * 5 / 4).contains(&p90), "{p90}");
         assert_eq!(Histogram::default().percentile_us(90.0), None);
-    }
-
-    #[test]
-    fn counted_lists_exactly_the_buckets_with_counts() {
-        let mut h = Histogram::default();
-        assert!(h.is_empty() && h.counted().next().is_none());
-        for (bucket, count) in [(0, 3), (7, 1), (8, 2), (31, 5), (BUCKETS - 1, 9)] {
-            h.0[bucket] = count;
-        }
-        let naive: Vec<(usize, u32)> = h.0.iter().enumerate().filter(|(_, &c)| c > 0).map(|(i, &c)| (i, c)).collect();
-        assert_eq!(h.counted().collect::<Vec<_>>(), naive);
-        assert!(!h.is_empty());
     }
 
     #[test]

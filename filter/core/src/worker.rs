@@ -172,7 +172,7 @@ impl<H: Host> Worker<H> {
             .iter()
             .map(|r| {
                 let names: Vec<&str> = r.targets.iter().map(|t| t.name.as_str()).collect();
-                format!("{}.health.{}.{}", config.stat_prefix, r.name, names.join(","))
+                format!("{}.health{}.{}.{}", config.stat_prefix, crate::health::FORMAT, r.name, names.join(","))
             })
             .collect();
         let worker = Self {
