@@ -7,7 +7,7 @@
 //! | method | path | document |
 //! |--------|------|----------|
 //! | GET  | [`SNAPSHOT_PATH`] (`?`[`DESCRIPTORS_QUERY`]`=1` adds descriptor sets) | [`SidecarSnapshot`]; `304` to `If-None-Match: <generation>` |
-//! | POST | [`VALIDATE_PATH`]`?`[`METHOD_QUERY`]`=/pkg.Service/Method&`[`REVISION_QUERY`]`=features.v1@2` | [`ValidateReply`] |
+//! | POST | [`VALIDATE_PATH`]`?`[`METHOD_QUERY`]`=/pkg.Service/Method&`[`REVISION_QUERY`]`=features.v1@2` (`&`[`UNKNOWN_FIELDS_QUERY`]`=warn&`[`WIRE_TYPE_MISMATCH_QUERY`]`=reject`) | [`ValidateReply`] |
 
 pub mod deployment;
 
@@ -26,6 +26,12 @@ pub const VALIDATE_PATH: &str = "/v1/validate";
 pub const METHOD_QUERY: &str = "method";
 /// Query parameter of [`VALIDATE_PATH`]: the revision the client declared (may be empty).
 pub const REVISION_QUERY: &str = "revision";
+/// Query parameter of [`VALIDATE_PATH`]: the route's unknown-field policy
+/// (`allow|warn|reject`); absent, the validator's default.
+pub const UNKNOWN_FIELDS_QUERY: &str = "unknown_fields";
+/// Query parameter of [`VALIDATE_PATH`]: the route's wire-type mismatch policy
+/// (`warn|reject`); absent, the validator's default.
+pub const WIRE_TYPE_MISMATCH_QUERY: &str = "wire_type_mismatch";
 
 /// The document the sidecar serves and the filter polls.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

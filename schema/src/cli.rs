@@ -8,7 +8,7 @@ use crate::breaking::{check, Category, Finding};
 use crate::compile;
 use crate::registry::{Registry, RegistryConfig};
 use crate::schema::Schema;
-use crate::validate::{self, Policy, UnknownFields, Validation};
+use crate::validate::{self, Policy, UnknownFields, Validation, WireTypeMismatch};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -88,6 +88,10 @@ pub struct ValidateArgs {
     /// allow, warn or reject.
     #[arg(long, default_value = "warn")]
     pub unknown_fields: UnknownFields,
+    /// A declared field with another wire type (the receiver would keep it as an unknown
+    /// field and read the declared one as unset): warn or reject.
+    #[arg(long, default_value = "reject")]
+    pub wire_type_mismatch: WireTypeMismatch,
     #[arg(long, default_value_t = Policy::default().max_bytes)]
     pub max_bytes: usize,
     #[arg(long, value_enum, default_value_t)]
@@ -194,6 +198,7 @@ fn validate_cmd(args: ValidateArgs) -> Result<u8, String> {
     };
     let policy = Policy {
         unknown_fields: args.unknown_fields,
+        wire_type_mismatch: args.wire_type_mismatch,
         max_bytes: args.max_bytes,
         ..Policy::default()
     };

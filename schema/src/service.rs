@@ -11,7 +11,7 @@ use crate::breaking::{check, Category, Finding, Reader};
 use crate::compat::{self, Mode};
 use crate::registry::{Registry, RejectReason, Revision};
 use crate::schema::Schema;
-use crate::validate::{Policy, UnknownFields, Violation};
+use crate::validate::{Policy, UnknownFields, Violation, WireTypeMismatch};
 use pb::check_compatibility_request::Candidate;
 use pb::schema_registry_server::{SchemaRegistry, SchemaRegistryServer};
 use std::sync::Arc;
@@ -262,8 +262,14 @@ impl SchemaRegistry for RegistryService {
             Ok(pb::UnknownFieldPolicy::Warn) | Ok(pb::UnknownFieldPolicy::Unspecified) => UnknownFields::Warn,
             Err(_) => return Err(Status::invalid_argument("unknown unknown_fields policy")),
         };
+        let wire_type_mismatch = match pb::WireTypeMismatchPolicy::try_from(req.wire_type_mismatch) {
+            Ok(pb::WireTypeMismatchPolicy::Warn) => WireTypeMismatch::Warn,
+            Ok(pb::WireTypeMismatchPolicy::Reject) | Ok(pb::WireTypeMismatchPolicy::Unspecified) => WireTypeMismatch::Reject,
+            Err(_) => return Err(Status::invalid_argument("unknown wire_type_mismatch policy")),
+        };
         let mut policy = Policy {
             unknown_fields,
+            wire_type_mismatch,
             ..Policy::default()
         };
         if req.max_bytes != 0 {

@@ -56,7 +56,7 @@ impl WireType {
 /// Why reading stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WireError {
-    /// A varint longer than ten bytes, or overflowing 64 bits.
+    /// A varint longer than ten bytes.
     BadVarint,
     /// The input ended inside a field.
     Truncated,
@@ -66,7 +66,10 @@ pub enum WireError {
     InvalidWireType,
 }
 
-/// Reads a varint from `buf` at `*pos`, advancing it.
+/// Reads a varint from `buf` at `*pos`, advancing it. Bits beyond 64 in a ten-byte varint
+/// are dropped, as the C++, upb (Python) and Java runtimes do (Go refuses them): the
+/// receiver accepts such a payload, so a gateway refusing it would refuse what the
+/// service takes. Eleven bytes or more is malformed everywhere.
 pub fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
     let mut value: u64 = 0;
     for i in 0..10 {
@@ -74,9 +77,7 @@ pub fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
             return Err(WireError::Truncated);
         };
         *pos += 1;
-        if i == 9 && byte > 1 {
-            return Err(WireError::BadVarint);
-        }
+        // In the tenth byte only the lowest bit fits: the shift drops the rest.
         value |= u64::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
             return Ok(value);
@@ -199,5 +200,13 @@ mod tests {
         assert_eq!(read_varint(&[0xff; 11], &mut pos), Err(WireError::BadVarint));
         let mut pos = 0;
         assert_eq!(read_varint(&[0x80, 0x80], &mut pos), Err(WireError::Truncated));
+        // Ten bytes with bits beyond 64: the low 64 bits, as C++ reads them.
+        let mut over = vec![0xff; 9];
+        over.push(0x7f);
+        let mut pos = 0;
+        assert_eq!(read_varint(&over, &mut pos), Ok(u64::MAX));
+        assert_eq!(pos, 10);
+        let mut pos = 0;
+        assert_eq!(read_varint(&[0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02], &mut pos), Ok(1));
     }
 }

@@ -7,7 +7,7 @@ use prost::Message;
 use prost_reflect::{DynamicMessage, MapKey, Value};
 use switchyard_schema::compile::compile_dir;
 use switchyard_schema::validate::{
-    validate, validate_grpc_frames, validate_message, Policy, UnknownFields, Validation, ViolationKind,
+    validate, validate_grpc_frames, validate_message, Policy, UnknownFields, Validation, ViolationKind, WireTypeMismatch,
 };
 use switchyard_schema::Schema;
 
@@ -119,6 +119,8 @@ fn structural_violations_carry_field_paths() {
 
     // image_data (2, bytes) sent as a varint.
     one(&check(&[2 << 3, 1]), ViolationKind::WrongWireType, "image_data");
+    // Wire type 7 is no wire type: a broken key.
+    one(&check(&[2 << 3 | 7, 1]), ViolationKind::InvalidTag, "");
     // image_data announces 10 bytes, 2 follow.
     one(&check(&[2 << 3 | 2, 10, 1, 2]), ViolationKind::Truncated, "image_data");
     // image_format (3, enum) with an 11-byte varint.
@@ -309,4 +311,105 @@ fn arbitrary_bytes_never_panic() {
         let _ = validate_message(&desc, &payload, &policy);
         let _ = validate_grpc_frames(&desc, &payload, &policy);
     }
+}
+
+/// A client on one schema, a service on another: field 1 is an `int64` for the client and a
+/// `string` for the service; field 3 is an `int64` both sides.
+const CLIENT: &str = "syntax = \"proto3\";\npackage skew.v1;\nmessage Order { int64 id = 1; string note = 2; int64 total = 3; }\n";
+const SERVICE: &str = "syntax = \"proto3\";\npackage skew.v1;\nmessage Order { string id = 1; string note = 2; int64 total = 3; }\n";
+
+/// Runs `script` in the venv's Python with `client.binpb` and `service.binpb` (descriptor
+/// sets) and `payload.bin` beside it; returns what it prints as JSON.
+fn python_runtime(script: &str, payload: &[u8]) -> serde_json::Value {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("client.binpb"), compile(&[("skew/v1/order.proto", CLIENT)]).encode()).unwrap();
+    std::fs::write(tmp.path().join("service.binpb"), compile(&[("skew/v1/order.proto", SERVICE)]).encode()).unwrap();
+    std::fs::write(tmp.path().join("payload.bin"), payload).unwrap();
+    let prelude = r#"
+import json, sys
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, unknown_fields
+def order(name):
+    fds = descriptor_pb2.FileDescriptorSet.FromString(open(name, "rb").read())
+    pool = descriptor_pool.DescriptorPool()
+    for f in fds.file:
+        pool.Add(f)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("skew.v1.Order"))
+Client, Service = order("client.binpb"), order("service.binpb")
+payload = open("payload.bin", "rb").read()
+"#;
+    let out = std::process::Command::new(common::python())
+        .arg("-c")
+        .arg(format!("{prelude}{script}"))
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn a_field_with_another_wire_type_is_a_mismatch_the_receiver_would_lose() {
+    // The real runtime serialises the client's order and parses it as the service does:
+    // it accepts the bytes, `id` reads as unset, and the value sits among unknown fields.
+    let seen = python_runtime(
+        r#"
+sent = Client(id=42, note="gift", total=7).SerializeToString()
+got = Service.FromString(sent)
+print(json.dumps({"payload": sent.hex(), "id": got.id, "note": got.note, "unknown": len(unknown_fields.UnknownFieldSet(got))}))
+"#,
+        &[],
+    );
+    assert_eq!((seen["id"].as_str(), seen["note"].as_str(), seen["unknown"].as_u64()), (Some(""), Some("gift"), Some(1)), "{seen}");
+    let payload: Vec<u8> = (0..seen["payload"].as_str().unwrap().len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&seen["payload"].as_str().unwrap()[i..i + 2], 16).unwrap())
+        .collect();
+
+    let service = compile(&[("skew/v1/order.proto", SERVICE)]);
+    // Rejected by default, saying what the service would do with it.
+    let v = validate(service.pool(), "skew.v1.Order", &payload, &Policy::default()).unwrap();
+    one(&v, ViolationKind::WrongWireType, "id");
+    let message = &v.violations[0].message;
+    assert!(message.contains("arrived as varint") && message.contains("length-delimited"), "{message}");
+    assert!(message.contains("keeps it as an unknown field"), "{message}");
+    assert_eq!(v.violations[0].offset, 0);
+    // Under `warn`, forwarded as the runtimes would, and reported.
+    let warn = Policy { wire_type_mismatch: WireTypeMismatch::Warn, ..Policy::default() };
+    let v = validate(service.pool(), "skew.v1.Order", &payload, &warn).unwrap();
+    assert!(v.is_valid(), "{v:#?}");
+    assert_eq!(v.warnings.iter().map(|w| (w.kind, w.path.as_str())).collect::<Vec<_>>(), [(ViolationKind::WrongWireType, "id")]);
+    // The client's own schema finds nothing wrong.
+    let client = compile(&[("skew/v1/order.proto", CLIENT)]);
+    assert!(validate(client.pool(), "skew.v1.Order", &payload, &Policy::default()).unwrap().violations.is_empty());
+    // The policy is also a registry setting and a CLI flag: both spell it the same.
+    assert_eq!("warn".parse::<WireTypeMismatch>(), Ok(WireTypeMismatch::Warn));
+    assert!("allow".parse::<WireTypeMismatch>().unwrap_err().contains("expected warn or reject"));
+}
+
+#[test]
+fn ten_byte_varints_keep_their_low_64_bits_as_the_runtimes_do() {
+    // total (3, int64) = ten bytes whose last carries bits beyond 64: 0xff x 9, then 0x7f.
+    let mut payload = vec![3 << 3];
+    payload.extend([0xff; 9]);
+    payload.push(0x7f);
+    let seen = python_runtime(r#"print(json.dumps({"total": Service.FromString(payload).total}))"#, &payload);
+    assert_eq!(seen["total"].as_i64(), Some(-1), "upb keeps the low 64 bits: {seen}");
+    let service = compile(&[("skew/v1/order.proto", SERVICE)]);
+    let v = validate(service.pool(), "skew.v1.Order", &payload, &Policy::default()).unwrap();
+    assert!(v.is_valid() && v.warnings.is_empty(), "{v:#?}");
+    // Eleven bytes are malformed for every runtime, and here.
+    payload.pop();
+    payload.extend([0xff, 0x01]);
+    let rejected = python_runtime(
+        r#"
+try:
+    Service.FromString(payload)
+    print(json.dumps({"parsed": True}))
+except Exception as e:
+    print(json.dumps({"parsed": False}))
+"#,
+        &payload,
+    );
+    assert_eq!(rejected["parsed"].as_bool(), Some(false));
+    one(&validate(service.pool(), "skew.v1.Order", &payload, &Policy::default()).unwrap(), ViolationKind::BadVarint, "total");
 }

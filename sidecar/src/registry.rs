@@ -119,6 +119,26 @@ struct ValidateQuery {
     method: String,
     #[serde(default)]
     revision: Option<String>,
+    /// The filter's route policy (`switchyard_api::UNKNOWN_FIELDS_QUERY`).
+    #[serde(default)]
+    unknown_fields: Option<String>,
+    /// The filter's route policy (`switchyard_api::WIRE_TYPE_MISMATCH_QUERY`).
+    #[serde(default)]
+    wire_type_mismatch: Option<String>,
+}
+
+impl ValidateQuery {
+    /// The validation policy the caller asked for, over the validator's defaults.
+    fn policy(&self) -> Result<Policy, String> {
+        let mut policy = Policy::default();
+        if let Some(v) = &self.unknown_fields {
+            policy.unknown_fields = v.parse()?;
+        }
+        if let Some(v) = &self.wire_type_mismatch {
+            policy.wire_type_mismatch = v.parse()?;
+        }
+        Ok(policy)
+    }
 }
 
 fn bad_request(message: String) -> Response {
@@ -128,6 +148,10 @@ fn bad_request(message: String) -> Response {
 async fn validate(State(s): State<Arc<Snapshots>>, Query(q): Query<ValidateQuery>, body: axum::body::Bytes) -> Response {
     let Some(registry) = &s.registry else {
         return bad_request("no schema registry is configured ([schema] in the sidecar config)".into());
+    };
+    let policy = match q.policy() {
+        Ok(p) => p,
+        Err(e) => return bad_request(e),
     };
     let state = registry.state();
     let Some((service, method)) = q.method.trim_start_matches('/').split_once('/') else {
@@ -149,7 +173,7 @@ async fn validate(State(s): State<Arc<Snapshots>>, Query(q): Query<ValidateQuery
     let Some(input) = input else {
         return bad_request(format!("{subject}@{revision} has no method {}", q.method));
     };
-    match registry.validate(&subject, Some(revision), &input, &body, true, &Policy::default()) {
+    match registry.validate(&subject, Some(revision), &input, &body, true, &policy) {
         Ok(v) => {
             let message = v.violations.first().map(|first| {
                 let more = v.violations.len() - 1;

@@ -60,6 +60,19 @@ async fn invalid_payloads_are_refused_before_any_upstream_in_both_modes() {
             served_before + 1,
             "{mode}: an invalid message reached the model server"
         );
+
+        // `wire_type_mismatch: warn` lets the same mismatch through, as the reference
+        // runtimes would take it (this model server's decoder, prost, then refuses it
+        // itself), wherever the route validates.
+        let warn = SidecarStack::plugin_config(
+            &format!(r#", "validate": {{"mode": "{mode}", "max_body_bytes": 2000000, "wire_type_mismatch": "warn"}}"#),
+            "",
+        );
+        assert!(stack.envoy.push_listener(&warn).await);
+        stack.wait_for_snapshot().await;
+        let mismatch = vec![0x1a, 0x04, b'J', b'P', b'E', b'G'];
+        let err = call_raw(&stack.envoy.url(), EXTRACT, &v1, mismatch).await.unwrap_err();
+        assert!(!err.message().starts_with("switchyard:"), "{mode}: refused under warn: {err:?}");
     }
     stack.envoy.wait_filter_stat("switchyard.validation_rejected", |n| n == 8).await;
     assert_eq!(stack.envoy.filter_failures(), 0);

@@ -16,7 +16,7 @@ use crate::route::{Decision, Reply, ReplyKind, Verdict};
 use crate::worker::Worker;
 use std::rc::Rc;
 use std::time::Duration;
-use switchyard_api::{ValidateReply, METHOD_QUERY, REVISION_QUERY, VALIDATE_PATH};
+use switchyard_api::{ValidateReply, METHOD_QUERY, REVISION_QUERY, UNKNOWN_FIELDS_QUERY, VALIDATE_PATH, WIRE_TYPE_MISMATCH_QUERY};
 
 /// Filter-state key of the decision (`wasm.switchyard_decision` in the Wasm build).
 pub const DECISION_STATE_KEY: &str = "switchyard_decision";
@@ -262,16 +262,7 @@ impl<H: Host> Stream<H> {
         let pool = p.pool(&snapshot, &subject, rev)?;
         let (service, method) = declared.path.trim_start_matches('/').split_once('/')?;
         let input = pool.get_service_by_name(service)?.methods().find(|m| m.name() == method)?.input();
-        let policy = switchyard_schema::validate::Policy {
-            unknown_fields: match route.validate.unknown_fields {
-                UnknownFields::Allow => switchyard_schema::validate::UnknownFields::Allow,
-                UnknownFields::Warn => switchyard_schema::validate::UnknownFields::Warn,
-                UnknownFields::Reject => switchyard_schema::validate::UnknownFields::Reject,
-            },
-            max_bytes: route.validate.max_body_bytes as usize,
-            ..Default::default()
-        };
-        let v = switchyard_schema::validate::validate_grpc_frames(&input, body, &policy);
+        let v = switchyard_schema::validate::validate_grpc_frames(&input, body, &policy(&route.validate));
         let first = v.violations.first()?;
         let more = v.violations.len() - 1;
         Some(d.reply(
@@ -289,10 +280,14 @@ impl<H: Host> Stream<H> {
     fn validate_remote<S: StreamHost>(&self, s: &mut S, body: &[u8]) -> Option<CalloutToken> {
         let sidecar = self.worker.config.sidecar.as_ref()?;
         let declared = self.declared.as_ref()?;
+        let route = self.worker.config.routes.get(self.decision.as_ref()?.route)?;
+        let policy = policy(&route.validate);
         let path = format!(
-            "{VALIDATE_PATH}?{METHOD_QUERY}={}&{REVISION_QUERY}={}",
+            "{VALIDATE_PATH}?{METHOD_QUERY}={}&{REVISION_QUERY}={}&{UNKNOWN_FIELDS_QUERY}={}&{WIRE_TYPE_MISMATCH_QUERY}={}",
             declared.path,
-            declared.revision.as_deref().unwrap_or("")
+            declared.revision.as_deref().unwrap_or(""),
+            policy.unknown_fields.as_str(),
+            policy.wire_type_mismatch.as_str(),
         );
         s.callout(&Callout {
             cluster: &sidecar.cluster,
@@ -379,6 +374,20 @@ fn read_status<S: StreamHost>(s: &mut S, map: ResponseMap) -> Option<u32> {
     let mut status = None;
     s.response_value(map, "grpc-status", &mut |v| status = Code::parse_status(v));
     status
+}
+
+/// The validation policy of a route, the same whether the filter or the sidecar validates.
+fn policy(v: &crate::config::Validate) -> switchyard_schema::validate::Policy {
+    switchyard_schema::validate::Policy {
+        unknown_fields: match v.unknown_fields {
+            UnknownFields::Allow => switchyard_schema::validate::UnknownFields::Allow,
+            UnknownFields::Warn => switchyard_schema::validate::UnknownFields::Warn,
+            UnknownFields::Reject => switchyard_schema::validate::UnknownFields::Reject,
+        },
+        wire_type_mismatch: v.wire_type_mismatch,
+        max_bytes: v.max_body_bytes as usize,
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,17 @@ pub enum UnknownFields {
     Reject,
 }
 
+impl UnknownFields {
+    /// The policy's name, as configurations and queries spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownFields::Allow => "allow",
+            UnknownFields::Warn => "warn",
+            UnknownFields::Reject => "reject",
+        }
+    }
+}
+
 impl std::str::FromStr for UnknownFields {
     type Err = String;
 
@@ -46,11 +57,50 @@ impl std::str::FromStr for UnknownFields {
     }
 }
 
+/// What to do with a declared field that arrives with another wire type (an `int32` sent
+/// length-delimited, a `string` sent as a varint). Every reference runtime (C++, upb,
+/// Java, Go) parses such a payload and keeps the value as an *unknown* field: the receiver
+/// reads the declared field as unset and never learns why. That is a client on another
+/// schema, losing data silently, which is what validation is for, hence `Reject` by default;
+/// `Warn` forwards it as the runtimes would and reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireTypeMismatch {
+    /// Accept, but report each mismatched field as a warning.
+    Warn,
+    /// Report each mismatched field as a violation.
+    #[default]
+    Reject,
+}
+
+impl WireTypeMismatch {
+    /// The policy's name, as configurations and queries spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WireTypeMismatch::Warn => "warn",
+            WireTypeMismatch::Reject => "reject",
+        }
+    }
+}
+
+impl std::str::FromStr for WireTypeMismatch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "warn" => Ok(WireTypeMismatch::Warn),
+            "reject" => Ok(WireTypeMismatch::Reject),
+            _ => Err(format!("wire-type mismatch policy {s:?}: expected warn or reject")),
+        }
+    }
+}
+
 /// How strict validation is.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
     pub unknown_fields: UnknownFields,
+    pub wire_type_mismatch: WireTypeMismatch,
     /// Largest accepted message, in bytes (gRPC's default receive limit is 4 MiB).
     pub max_bytes: usize,
     /// Deepest accepted message nesting (protobuf's own decoders stop at 100).
@@ -61,6 +111,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             unknown_fields: UnknownFields::Warn,
+            wire_type_mismatch: WireTypeMismatch::Reject,
             max_bytes: 4 * 1024 * 1024,
             max_depth: 100,
         }
@@ -86,10 +137,10 @@ macro_rules! kinds {
 }
 
 kinds! {
-    WrongWireType = "wrong_wire_type": "A field arrived with a wire type its declared type cannot have.",
+    WrongWireType = "wrong_wire_type": "A declared field arrived with a wire type its type cannot have: the receiver keeps it as an unknown field.",
     Truncated = "truncated": "The payload ends inside a field or a length runs past its end.",
-    BadVarint = "bad_varint": "A varint longer than ten bytes or overflowing 64 bits.",
-    InvalidTag = "invalid_tag": "Field number 0 or beyond 2^29-1.",
+    BadVarint = "bad_varint": "A varint longer than ten bytes. (Bits beyond 64 in a ten-byte varint are dropped, as the C++, upb and Java runtimes do.)",
+    InvalidTag = "invalid_tag": "A field key with number 0, a number beyond 2^29-1, or wire type 6 or 7.",
     InvalidUtf8 = "invalid_utf8": "A proto3 `string` that is not valid UTF-8.",
     GroupMismatch = "group_mismatch": "An end-group marker with no matching start, or a group left open.",
     MissingRequired = "missing_required": "A proto2 `required` field is absent.",
@@ -134,7 +185,8 @@ impl fmt::Display for Violation {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Validation {
     pub violations: Vec<Violation>,
-    /// Problems the policy tolerates (unknown fields under [`UnknownFields::Warn`]).
+    /// Problems the policy tolerates (unknown fields under [`UnknownFields::Warn`],
+    /// mismatched wire types under [`WireTypeMismatch::Warn`]).
     pub warnings: Vec<Violation>,
 }
 

@@ -1,6 +1,6 @@
 //! The wire walker behind [`super::validate_message`].
 
-use super::{Policy, UnknownFields, Validation, Violation, ViolationKind};
+use super::{Policy, UnknownFields, Validation, Violation, ViolationKind, WireTypeMismatch};
 use crate::wire::{self, WireError, WireType};
 use prost_reflect::{Kind, MessageDescriptor, Syntax};
 use std::collections::HashMap;
@@ -68,7 +68,11 @@ impl<'a> Walker<'a> {
             frame: self.frame,
             message,
         };
-        let tolerated = kind == ViolationKind::UnknownField && self.policy.unknown_fields == UnknownFields::Warn;
+        let tolerated = match kind {
+            ViolationKind::UnknownField => self.policy.unknown_fields == UnknownFields::Warn,
+            ViolationKind::WrongWireType => self.policy.wire_type_mismatch == WireTypeMismatch::Warn,
+            _ => false,
+        };
         if tolerated {
             self.out.warnings.push(violation);
         } else {
@@ -81,7 +85,7 @@ impl<'a> Walker<'a> {
             WireError::BadVarint => (ViolationKind::BadVarint, format!("malformed varint in {what}")),
             WireError::Truncated => (ViolationKind::Truncated, format!("payload ends inside {what}")),
             WireError::InvalidTag => (ViolationKind::InvalidTag, format!("invalid field number in {what}")),
-            WireError::InvalidWireType => (ViolationKind::WrongWireType, format!("invalid wire type (6 or 7) in {what}")),
+            WireError::InvalidWireType => (ViolationKind::InvalidTag, format!("invalid wire type (6 or 7) in {what}")),
         };
         self.report(kind, segment, offset, message);
     }
@@ -190,11 +194,12 @@ impl<'a> Walker<'a> {
                 Some(segment),
                 field_start,
                 format!(
-                    "field {} ({}) arrived as {}; expected {}",
+                    "field {} ({}) arrived as {}; its type is sent as {}: the receiver keeps it as an unknown field and reads {} as unset",
                     declared.name,
                     kind_name(&declared.kind, declared.is_group),
                     wire_type.name(),
-                    expected.name()
+                    expected.name(),
+                    declared.name,
                 ),
             );
             if let Err(err) = skip(buf, pos, wire_type, number) {

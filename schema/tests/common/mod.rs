@@ -43,6 +43,14 @@ pub fn buf() -> PathBuf {
     path
 }
 
+/// The project venv's Python, which has the real protobuf runtime (upb) installed by the
+/// set-up. Panics with set-up instructions when it is missing.
+pub fn python() -> PathBuf {
+    let path = workspace_root().join(".venv/bin/python");
+    assert!(path.exists(), "{} not found — run `cargo xtask setup` (creates .venv with protobuf)", path.display());
+    path
+}
+
 /// What `buf breaking` said about one pair: rule IDs per category, or its error.
 #[derive(Debug, Clone)]
 pub struct BufVerdict {

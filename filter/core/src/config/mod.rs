@@ -208,6 +208,7 @@ pub struct Validate {
     pub mode: ValidateMode,
     pub max_body_bytes: u32,
     pub unknown_fields: UnknownFields,
+    pub wire_type_mismatch: switchyard_schema::validate::WireTypeMismatch,
 }
 
 /// A fault-injection rule.
@@ -493,10 +494,13 @@ fn validate_policy(at: &str, v: &ValidateConfig) -> Result<Validate, ConfigError
             ))
         }
     };
+    let wire_type_mismatch = v.wire_type_mismatch.parse().map_err(|_| {
+        err(format!("{at}.wire_type_mismatch"), format!("{:?} is not one of warn, reject", v.wire_type_mismatch))
+    })?;
     if v.max_body_bytes == 0 {
         return Err(err(format!("{at}.max_body_bytes"), "must be positive"));
     }
-    Ok(Validate { mode: v.mode, max_body_bytes: v.max_body_bytes, unknown_fields })
+    Ok(Validate { mode: v.mode, max_body_bytes: v.max_body_bytes, unknown_fields, wire_type_mismatch })
 }
 
 fn fault(

@@ -428,11 +428,20 @@ pub struct ValidateConfig {
     /// `allow`, `warn` or `reject` fields the schema does not know.
     #[schemars(extend("enum" = ["allow", "warn", "reject"]))]
     pub unknown_fields: String,
+    /// `warn` or `reject` a declared field arriving with another wire type (the service's
+    /// runtime would keep it as an unknown field and read the declared one as unset).
+    #[schemars(extend("enum" = ["warn", "reject"]))]
+    pub wire_type_mismatch: String,
 }
 
 impl Default for ValidateConfig {
     fn default() -> Self {
-        Self { mode: ValidateMode::Off, max_body_bytes: 4 * 1024 * 1024, unknown_fields: "warn".into() }
+        Self {
+            mode: ValidateMode::Off,
+            max_body_bytes: 4 * 1024 * 1024,
+            unknown_fields: "warn".into(),
+            wire_type_mismatch: "reject".into(),
+        }
     }
 }
 

@@ -108,6 +108,7 @@ fn errors_name_the_field() {
         (route(r#", "degrade": {"slow_treshold_ms": 5}"#), "routes[0].degrade.slow_treshold_ms: unknown field"),
         (route(r#", "latency": {"percentile": 0}"#), "routes[0].latency.percentile: 0 must be a percentage"),
         (route(r#", "validate": {"unknown_fields": "maybe"}"#), "routes[0].validate.unknown_fields: \"maybe\" is not one of allow, warn, reject"),
+        (route(r#", "validate": {"wire_type_mismatch": "allow"}"#), "routes[0].validate.wire_type_mismatch: \"allow\" is not one of warn, reject"),
         (route(r#", "faults": [{"target": "x", "percent": 5, "delay_ms": 1}]"#), "routes[0].faults[0].target: \"x\" is not a target of this route"),
         (route(r#", "faults": [{"target": "s", "percent": 5}]"#), "routes[0].faults[0]: a fault needs `delay_ms`, `abort`, or both"),
         (route(r#", "faults": [{"target": "s", "percent": 5, "abort": 99}]"#), "routes[0].faults[0].abort: 99 is not a gRPC status code"),
@@ -140,6 +141,7 @@ fn a_full_route_compiles() {
     assert_eq!(r.faults[0].abort, Some(Code::Unavailable));
     assert_eq!(r.faults[0].group.as_deref(), Some("beta"));
     assert_eq!(r.validate.unknown_fields, UnknownFields::Reject);
+    assert_eq!(r.validate.wire_type_mismatch, switchyard_schema::validate::WireTypeMismatch::Reject, "the default");
     assert_eq!(c.sidecar.as_ref().unwrap().path, "/v1/snapshot");
 }
 

@@ -323,7 +323,11 @@ fn the_sidecar_validator_answer_rejects_or_releases_the_body() {
         let mut stream = Stream::new(w.clone(), 1);
         s.send_headers(&mut stream, false);
         assert_eq!(s.send_body(&mut stream, 6, true), Flow::Pause);
-        assert_eq!(s.callouts, vec!["POST sc /v1/validate?method=/a.S/M&revision=x@1".to_string()]);
+        // The route's policy travels with the body: the sidecar validates as the filter would.
+        assert_eq!(
+            s.callouts,
+            vec!["POST sc /v1/validate?method=/a.S/M&revision=x@1&unknown_fields=warn&wire_type_mismatch=reject".to_string()]
+        );
         stream.on_callout_reply(&mut s, 101, reply);
         s
     };
