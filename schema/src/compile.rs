@@ -81,8 +81,14 @@ pub fn compile_dir(root: &Path) -> Result<Schema, LoadError> {
         .filter(|f| !f.is_import())
         .map(|f| f.name().to_owned())
         .collect();
-    Schema::from_pool(compiler.descriptor_pool(), own)
-        .map_err(|e| LoadError::plain(Some(root.display().to_string()), e.to_string()))
+    let mut schema = Schema::from_pool(compiler.descriptor_pool(), own)
+        .map_err(|e| LoadError::plain(Some(root.display().to_string()), e.to_string()))?;
+    for file in &files {
+        if let (Some(name), Ok(text)) = (file.to_str(), std::fs::read_to_string(root.join(file))) {
+            schema.correct_positions(&name.replace('\\', "/"), &text);
+        }
+    }
+    Ok(schema)
 }
 
 fn collect_protos(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

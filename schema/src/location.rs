@@ -25,7 +25,14 @@ impl fmt::Display for Location {
 /// yield no locations.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SourceIndex {
-    files: Arc<HashMap<String, Spans>>,
+    files: Arc<HashMap<String, FileSpans>>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct FileSpans {
+    spans: Spans,
+    /// Map entry messages (source path) and where their map field starts.
+    entries: Spans,
 }
 
 /// 1-based `(line, column)` by source path within one file.
@@ -38,26 +45,53 @@ impl SourceIndex {
             let Some(info) = &proto.source_code_info else {
                 continue;
             };
-            let mut spans = HashMap::with_capacity(info.location.len());
+            let mut spans: Spans = HashMap::with_capacity(info.location.len());
             for loc in &info.location {
                 if let (Some(&line), Some(&col)) = (loc.span.first(), loc.span.get(1)) {
-                    // Several locations can share a path (e.g. repeated `reserved`); the
-                    // first is the earliest in the file.
-                    spans
-                        .entry(loc.path.clone())
-                        .or_insert((line as u32 + 1, col as u32 + 1));
+                    // Several locations can share a path (repeated `reserved`; an option as a
+                    // whole and its value): the earliest in the file is where it starts.
+                    let at = (line as u32 + 1, col as u32 + 1);
+                    spans.entry(loc.path.clone()).and_modify(|e| *e = (*e).min(at)).or_insert(at);
                 }
             }
-            files.insert(proto.name().to_owned(), spans);
+            // A map field's entry type is written nowhere: what is said of it (its key or
+            // value type, its JSON form) is said at the `map<…>` field, as buf does.
+            let mut entries = Vec::new();
+            for (i, message) in proto.message_type.iter().enumerate() {
+                map_fields(message, &[MESSAGE_TYPE, i as i32], &format!("{}.{}", package_prefix(proto.package()), message.name()), &mut entries);
+            }
+            let entries = entries.into_iter().filter_map(|(entry, field)| Some((entry, *spans.get(&field)?))).collect();
+            files.insert(proto.name().to_owned(), FileSpans { spans, entries });
         }
         SourceIndex {
             files: Arc::new(files),
         }
     }
 
+    /// protox places a field's `default` option at its value; protoc and buf at the option's
+    /// name. Given the file's text, moves each one back over `=` and blanks to the name.
+    pub(crate) fn place_defaults_at_names(&mut self, file: &str, text: &str) {
+        let Some(f) = Arc::make_mut(&mut self.files).get_mut(file) else { return };
+        let lines: Vec<&str> = text.lines().collect();
+        for (path, at) in f.spans.iter_mut() {
+            let n = path.len();
+            let is_default = n >= 3 && path[n - 1] == DEFAULT_VALUE && matches!(path[n - 3], FIELD | EXTENSION | FILE_EXTENSION);
+            let Some(line) = lines.get(at.0 as usize - 1).filter(|_| is_default) else { continue };
+            let Some(before) = line.get(..at.1 as usize - 1) else { continue };
+            let Some(before) = before.trim_end().strip_suffix('=').map(str::trim_end) else { continue };
+            if let Some(name) = before.strip_suffix("default") {
+                at.1 = name.len() as u32 + 1;
+            }
+        }
+    }
+
     /// The element at `path`, or the closest enclosing element with a recorded position.
+    /// Anything inside a map entry is placed at its map field.
     pub(crate) fn find(&self, file: &str, path: &[i32]) -> Option<Location> {
-        let spans = self.files.get(file)?;
+        let FileSpans { spans, entries } = self.files.get(file)?;
+        if let Some(&(line, column)) = (2..=path.len()).find_map(|n| entries.get(&path[..n])) {
+            return Some(Location { file: file.to_owned(), line, column });
+        }
         let mut len = path.len();
         loop {
             if let Some(&(line, column)) = spans.get(&path[..len]) {
@@ -72,5 +106,36 @@ impl SourceIndex {
             }
             len -= 1;
         }
+    }
+}
+
+/// `DescriptorProto.nested_type` and `FileDescriptorProto.message_type` field numbers.
+const NESTED_TYPE: i32 = 3;
+const MESSAGE_TYPE: i32 = 4;
+const FIELD: i32 = 2;
+/// `DescriptorProto.extension`, `FileDescriptorProto.extension`, `FieldDescriptorProto.default_value`.
+const EXTENSION: i32 = 6;
+const FILE_EXTENSION: i32 = 7;
+const DEFAULT_VALUE: i32 = 7;
+
+fn package_prefix(package: &str) -> String {
+    if package.is_empty() {
+        String::new()
+    } else {
+        format!(".{package}")
+    }
+}
+
+/// `(entry message path, map field path)` for every map field in `message` and below.
+fn map_fields(message: &prost_types::DescriptorProto, path: &[i32], full_name: &str, out: &mut Vec<(Vec<i32>, Vec<i32>)>) {
+    for (k, nested) in message.nested_type.iter().enumerate() {
+        let nested_path = [path, &[NESTED_TYPE, k as i32]].concat();
+        let nested_name = format!("{full_name}.{}", nested.name());
+        if nested.options.as_ref().is_some_and(|o| o.map_entry()) {
+            if let Some(j) = message.field.iter().position(|f| f.type_name() == nested_name) {
+                out.push((nested_path.clone(), [path, &[FIELD, j as i32]].concat()));
+            }
+        }
+        map_fields(nested, &nested_path, &nested_name, out);
     }
 }

@@ -122,6 +122,12 @@ impl Schema {
         self.own_files.iter().map(String::as_str)
     }
 
+    /// Corrects source positions that protox records differently from protoc and buf,
+    /// from the text of `file` (see `SourceIndex::place_defaults_at_names`).
+    pub(crate) fn correct_positions(&mut self, file: &str, text: &str) {
+        self.sources.place_defaults_at_names(file, text);
+    }
+
     /// The full descriptor set, imports and source info included, as
     /// `GetRevision` serves it and the filter's snapshot embeds it.
     pub fn encode(&self) -> Vec<u8> {

@@ -1,7 +1,8 @@
 //! The corpus in `tests/corpus/<case>/{old,new}`: each case is named after the rule it
 //! exercises, `<rule_id>__break[_…]` (the rule must fire) or `<rule_id>__ok[_…]` (it must
 //! not). Every WIRE and WIRE_JSON rule has at least one case of each kind; agreement with
-//! buf on the full rule-ID sets is checked by `differential.rs`.
+//! buf on the full rule-ID sets, and on where each finding is, is checked by
+//! `differential.rs`.
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Differential test against the real `buf` (PyPI `buf-bin==1.75.0`, installed into
 //! `.venv` by `cargo xtask setup`): on every corpus pair and on seeded random mutations,
-//! our checker must report exactly the rule IDs buf reports, for `WIRE` and `WIRE_JSON`.
+//! our checker must report exactly the rule IDs buf reports, for `WIRE` and `WIRE_JSON`,
+//! and each finding at buf's `file:line:column`, as many times as buf reports it.
 
 mod common;
 
@@ -30,6 +31,27 @@ fn ours(old: &Path, new: &Path, category: Category) -> Result<BTreeSet<String>, 
     let old = compile_dir(old).map_err(|e| format!("old: {e}"))?;
     let new = compile_dir(new).map_err(|e| format!("new: {e}"))?;
     Ok(check(&old, &new, category).rule_ids().into_iter().map(str::to_owned).collect())
+}
+
+/// Our findings of both categories as `RULE file:line:column`, sorted, as buf lists them
+/// when run with `[WIRE, WIRE_JSON]`: every WIRE_JSON finding, and the two WIRE rules that
+/// WIRE_JSON replaces by stricter ones.
+fn ours_located(old: &Path, new: &Path) -> Result<Vec<String>, String> {
+    let old = compile_dir(old).map_err(|e| format!("old: {e}"))?;
+    let new = compile_dir(new).map_err(|e| format!("new: {e}"))?;
+    let wire_only = ["FIELD_WIRE_COMPATIBLE_CARDINALITY", "FIELD_WIRE_COMPATIBLE_TYPE"];
+    let json = check(&old, &new, Category::WireJson).findings;
+    let wire = check(&old, &new, Category::Wire).findings.into_iter().filter(|f| wire_only.contains(&f.rule.id()));
+    let mut out: Vec<String> = json
+        .into_iter()
+        .chain(wire)
+        .map(|f| match &f.location {
+            Some(l) => format!("{} {}:{}:{}", f.rule.id(), l.file, l.line, l.column),
+            None => format!("{} -:0:0", f.rule.id()),
+        })
+        .collect();
+    out.sort();
+    Ok(out)
 }
 
 fn write_model(dir: &Path, model: &Model) {
@@ -69,7 +91,7 @@ fn random_pairs(root: &Path) -> Vec<Pair> {
 }
 
 #[test]
-fn same_rule_ids_as_buf() {
+fn same_rule_ids_and_places_as_buf() {
     let buf = common::buf();
     let scratch = tempfile::tempdir().unwrap();
     let mut pairs: Vec<Pair> = common::corpus_cases()
@@ -98,6 +120,7 @@ fn same_rule_ids_as_buf() {
     });
 
     let mut disagreements = Vec::new();
+    let mut located = Vec::new();
     let mut breaking_pairs = 0;
     let mut random_rules: BTreeSet<String> = BTreeSet::new();
     for (pair, verdict) in pairs.iter().zip(verdicts.into_inner().unwrap()) {
@@ -114,6 +137,17 @@ fn same_rule_ids_as_buf() {
         }
         if pair.name.starts_with("seed-") {
             random_rules.extend(verdict.wire.iter().chain(&verdict.wire_json).cloned());
+        }
+        match ours_located(&pair.old, &pair.new) {
+            Ok(mine) if mine == verdict.located => {}
+            Ok(mine) => located.push(format!(
+                "{}: findings at other places than buf's:\n    buf:  {:?}\n    ours: {:?}\n    new: {}",
+                pair.name,
+                verdict.located,
+                mine,
+                pair.new.display()
+            )),
+            Err(_) => {}
         }
         for (category, theirs) in [(Category::Wire, &verdict.wire), (Category::WireJson, &verdict.wire_json)] {
             match ours(&pair.old, &pair.new, category) {
@@ -151,6 +185,7 @@ fn same_rule_ids_as_buf() {
         random_rules.len() >= 20,
         "the random mutations should exercise most rules; they hit only {random_rules:?}"
     );
+    disagreements.extend(located);
     if !disagreements.is_empty() {
         // Keep the trees for inspection.
         let kept = scratch.keep();

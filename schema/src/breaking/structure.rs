@@ -299,11 +299,6 @@ fn enum_values(c: &mut Checker<'_>, old: &EnumDescriptor, new: &EnumDescriptor) 
         };
         // Adding aliases is fine; every old name must still be there.
         if !old_names.is_subset(new_names) {
-            let value = new.get_value(*number);
-            let path: Vec<i32> = value
-                .as_ref()
-                .map(|v| [v.path(), &[ENUM_VALUE_NUMBER]].concat())
-                .unwrap_or_else(|| new.path().to_vec());
             let rule = if c.enabled(Rule::EnumValueSameName) {
                 Rule::EnumValueSameName
             } else {
@@ -326,20 +321,20 @@ fn enum_values(c: &mut Checker<'_>, old: &EnumDescriptor, new: &EnumDescriptor) 
                     quoted(new_names)
                 )
             };
-            let path = if rule.is_warning() {
-                value.as_ref().map(|v| [v.path(), &[ENUM_VALUE_NAME]].concat()).unwrap_or(path)
-            } else {
-                path
-            };
-            c.emit(Emit {
-                rule,
-                element: format!("{}.{}", new.full_name(), new_names.iter().next().map(String::as_str).unwrap_or("")),
-                file: new.parent_file().name(),
-                path: &path,
-                message,
-                reader: Reader::Both,
-                scope: scope.clone(),
-            });
+            // One finding per name the number now has, at that name's value (as buf).
+            for value in new.values().filter(|v| v.number() == *number) {
+                let part = if rule.is_warning() { ENUM_VALUE_NAME } else { ENUM_VALUE_NUMBER };
+                let path = [value.path(), &[part]].concat();
+                c.emit(Emit {
+                    rule,
+                    element: format!("{}.{}", new.full_name(), value.name()),
+                    file: new.parent_file().name(),
+                    path: &path,
+                    message: message.clone(),
+                    reader: Reader::Both,
+                    scope: scope.clone(),
+                });
+            }
         }
     }
 }

@@ -56,6 +56,9 @@ pub fn python() -> PathBuf {
 pub struct BufVerdict {
     pub wire: BTreeSet<String>,
     pub wire_json: BTreeSet<String>,
+    /// Every finding of both categories as `RULE file:line:column`, sorted (a rule reported
+    /// twice at one place is listed twice).
+    pub located: Vec<String>,
 }
 
 pub const WIRE_RULES: &[&str] = &[
@@ -124,6 +127,7 @@ pub fn buf_breaking(buf: &Path, old: &Path, new: &Path) -> Result<BufVerdict, St
     let mut verdict = BufVerdict {
         wire: BTreeSet::new(),
         wire_json: BTreeSet::new(),
+        located: Vec::new(),
     };
     for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{e}: {line}"))?;
@@ -131,6 +135,13 @@ pub fn buf_breaking(buf: &Path, old: &Path, new: &Path) -> Result<BufVerdict, St
         if !WIRE_RULES.contains(&rule.as_str()) && !WIRE_JSON_ONLY_RULES.contains(&rule.as_str()) {
             return Err(format!("buf reported {rule}: {line}"));
         }
+        verdict.located.push(format!(
+            "{rule} {}:{}:{}",
+            // buf names files from where it runs: `new/<file>`.
+            v["path"].as_str().map_or("-", |p| p.strip_prefix("new/").unwrap_or(p)),
+            v["start_line"].as_u64().unwrap_or(0),
+            v["start_column"].as_u64().unwrap_or(0)
+        ));
         if WIRE_RULES.contains(&rule.as_str()) {
             verdict.wire.insert(rule.clone());
         }
@@ -138,6 +149,7 @@ pub fn buf_breaking(buf: &Path, old: &Path, new: &Path) -> Result<BufVerdict, St
             verdict.wire_json.insert(rule);
         }
     }
+    verdict.located.sort();
     Ok(verdict)
 }
 
