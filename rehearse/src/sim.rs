@@ -200,18 +200,18 @@ impl StreamHost for SimStream<'_> {
     }
 }
 
-/// A status as decimal digits without allocating.
-struct Digits {
+/// A number as decimal digits without allocating (a status, a user's number).
+pub(crate) struct Digits {
     buf: [u8; 10],
     start: usize,
 }
 
 impl Digits {
-    fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         self.buf.get(self.start..).unwrap_or_default()
     }
 
-    fn of(mut n: u32) -> Digits {
+    pub(crate) fn of(mut n: u32) -> Digits {
         let mut buf = [0u8; 10];
         let mut i = buf.len();
         loop {

@@ -28,19 +28,8 @@ pub(crate) struct UserKey {
 
 impl UserKey {
     pub(crate) fn new(i: u32) -> Self {
-        let mut digits = [0u8; 10];
-        let (mut n, mut d) = (i, digits.len());
-        loop {
-            d -= 1;
-            if let Some(b) = digits.get_mut(d) {
-                *b = b'0' + (n % 10) as u8;
-            }
-            n /= 10;
-            if n == 0 || d == 0 {
-                break;
-            }
-        }
-        let digits = digits.get(d..).unwrap_or_default();
+        let digits = crate::sim::Digits::of(i);
+        let digits = digits.as_bytes();
         let mut buf = [0u8; 15];
         buf[..5].copy_from_slice(b"user-");
         buf[5..5 + digits.len()].copy_from_slice(digits);
@@ -138,6 +127,13 @@ mod tests {
     const CONFIG: &str = r#"{"routes": [{"name": "features", "match": ["/a.B/*"], "targets": [
         {"name": "stable", "cluster": "s", "weight": 90}, {"name": "canary", "cluster": "c", "weight": 10}],
         "default_target": "stable"}]}"#;
+
+    #[test]
+    fn user_keys_are_the_formatted_ones() {
+        for i in [0, 7, 10, 12_345, 999_999, u32::MAX] {
+            assert_eq!(UserKey::new(i).as_str(), format!("user-{i}"));
+        }
+    }
 
     #[test]
     fn dragging_the_canary_up_only_moves_users_into_it() {
