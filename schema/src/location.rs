@@ -70,6 +70,7 @@ impl SourceIndex {
 
     /// protox places a field's `default` option at its value; protoc and buf at the option's
     /// name. Given the file's text, moves each one back over `=` and blanks to the name.
+    #[cfg(feature = "runtime")]
     pub(crate) fn place_defaults_at_names(&mut self, file: &str, text: &str) {
         let Some(f) = Arc::make_mut(&mut self.files).get_mut(file) else { return };
         let lines: Vec<&str> = text.lines().collect();
@@ -114,8 +115,11 @@ const NESTED_TYPE: i32 = 3;
 const MESSAGE_TYPE: i32 = 4;
 const FIELD: i32 = 2;
 /// `DescriptorProto.extension`, `FileDescriptorProto.extension`, `FieldDescriptorProto.default_value`.
+#[cfg(feature = "runtime")]
 const EXTENSION: i32 = 6;
+#[cfg(feature = "runtime")]
 const FILE_EXTENSION: i32 = 7;
+#[cfg(feature = "runtime")]
 const DEFAULT_VALUE: i32 = 7;
 
 fn package_prefix(package: &str) -> String {

@@ -124,6 +124,7 @@ impl Schema {
 
     /// Corrects source positions that protox records differently from protoc and buf,
     /// from the text of `file` (see `SourceIndex::place_defaults_at_names`).
+    #[cfg(feature = "runtime")]
     pub(crate) fn correct_positions(&mut self, file: &str, text: &str) {
         self.sources.place_defaults_at_names(file, text);
     }
