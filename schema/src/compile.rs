@@ -2,8 +2,12 @@
 //! descriptor sets.
 
 use crate::schema::Schema;
+use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Why a schema could not be loaded, with the position in the offending file when known.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -71,24 +75,51 @@ pub fn compile_dir(root: &Path) -> Result<Schema, LoadError> {
         ));
     }
     files.sort();
-    let mut compiler = protox::Compiler::new([root]).map_err(|e| from_protox(&e))?;
+    // Protox's own resolver for `root` and the well-known types, keeping each file's text.
+    let mut chain = ChainFileResolver::new();
+    chain.add(IncludeFileResolver::new(root.to_owned()));
+    chain.add(GoogleFileResolver::new());
+    let texts = Rc::new(RefCell::new(HashMap::new()));
+    let mut compiler = protox::Compiler::with_file_resolver(KeepingTexts { inner: chain, texts: texts.clone() });
     compiler.include_source_info(true).include_imports(true);
     for file in &files {
         compiler.open_file(root.join(file)).map_err(|e| from_protox(&e))?;
     }
-    let own = compiler
+    let own: std::collections::BTreeSet<String> = compiler
         .files()
         .filter(|f| !f.is_import())
         .map(|f| f.name().to_owned())
         .collect();
-    let mut schema = Schema::from_pool(compiler.descriptor_pool(), own)
+    let mut schema = Schema::from_pool(compiler.descriptor_pool(), own.clone())
         .map_err(|e| LoadError::plain(Some(root.display().to_string()), e.to_string()))?;
-    for file in &files {
-        if let (Some(name), Ok(text)) = (file.to_str(), std::fs::read_to_string(root.join(file))) {
-            schema.correct_positions(&name.replace('\\', "/"), &text);
+    let texts = texts.borrow();
+    for name in &own {
+        if let Some(text) = texts.get(name) {
+            schema.correct_positions(name, text);
         }
     }
     Ok(schema)
+}
+
+/// A file resolver that keeps the text of every file it opens: positions are corrected
+/// against exactly what was compiled, not a second read that an edit in between could change.
+struct KeepingTexts<R> {
+    inner: R,
+    texts: Rc<RefCell<HashMap<String, String>>>,
+}
+
+impl<R: FileResolver> FileResolver for KeepingTexts<R> {
+    fn resolve_path(&self, path: &Path) -> Option<String> {
+        self.inner.resolve_path(path)
+    }
+
+    fn open_file(&self, name: &str) -> Result<File, protox::Error> {
+        let file = self.inner.open_file(name)?;
+        if let Some(text) = file.source() {
+            self.texts.borrow_mut().insert(name.to_owned(), text.to_owned());
+        }
+        Ok(file)
+    }
 }
 
 fn collect_protos(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
