@@ -1,6 +1,6 @@
 //! Source positions of descriptor elements, from `source_code_info`.
 
-use prost_reflect::DescriptorPool;
+use prost_reflect::{DescriptorPool, Kind};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -54,14 +54,17 @@ impl SourceIndex {
                     spans.entry(loc.path.clone()).and_modify(|e| *e = (*e).min(at)).or_insert(at);
                 }
             }
-            // A map field's entry type is written nowhere: what is said of it (its key or
-            // value type, its JSON form) is said at the `map<…>` field, as buf does.
-            let mut entries = Vec::new();
-            for (i, message) in proto.message_type.iter().enumerate() {
-                map_fields(message, &[MESSAGE_TYPE, i as i32], &format!("{}.{}", package_prefix(proto.package()), message.name()), &mut entries);
+            files.insert(proto.name().to_owned(), FileSpans { spans, entries: Spans::new() });
+        }
+        // A map field's entry type is written nowhere: what is said of it (its key or value
+        // type, its JSON form) is said at the `map<…>` field, as buf does.
+        for message in pool.all_messages() {
+            for field in message.fields().filter(|f| f.is_map()) {
+                let (Kind::Message(entry), Some(file)) = (field.kind(), files.get_mut(field.parent_file().name())) else { continue };
+                if let Some(&at) = file.spans.get(field.path()) {
+                    file.entries.insert(entry.path().to_vec(), at);
+                }
             }
-            let entries = entries.into_iter().filter_map(|(entry, field)| Some((entry, *spans.get(&field)?))).collect();
-            files.insert(proto.name().to_owned(), FileSpans { spans, entries });
         }
         SourceIndex {
             files: Arc::new(files),
@@ -72,6 +75,12 @@ impl SourceIndex {
     /// name. Given the file's text, moves each one back over `=` and blanks to the name.
     #[cfg(feature = "runtime")]
     pub(crate) fn place_defaults_at_names(&mut self, file: &str, text: &str) {
+        // Source path numbers: `DescriptorProto.field` and `.extension`,
+        // `FileDescriptorProto.extension`, `FieldDescriptorProto.default_value`.
+        const FIELD: i32 = 2;
+        const EXTENSION: i32 = 6;
+        const FILE_EXTENSION: i32 = 7;
+        const DEFAULT_VALUE: i32 = 7;
         let Some(f) = Arc::make_mut(&mut self.files).get_mut(file) else { return };
         let lines: Vec<&str> = text.lines().collect();
         for (path, at) in f.spans.iter_mut() {
@@ -107,39 +116,5 @@ impl SourceIndex {
             }
             len -= 1;
         }
-    }
-}
-
-/// `DescriptorProto.nested_type` and `FileDescriptorProto.message_type` field numbers.
-const NESTED_TYPE: i32 = 3;
-const MESSAGE_TYPE: i32 = 4;
-const FIELD: i32 = 2;
-/// `DescriptorProto.extension`, `FileDescriptorProto.extension`, `FieldDescriptorProto.default_value`.
-#[cfg(feature = "runtime")]
-const EXTENSION: i32 = 6;
-#[cfg(feature = "runtime")]
-const FILE_EXTENSION: i32 = 7;
-#[cfg(feature = "runtime")]
-const DEFAULT_VALUE: i32 = 7;
-
-fn package_prefix(package: &str) -> String {
-    if package.is_empty() {
-        String::new()
-    } else {
-        format!(".{package}")
-    }
-}
-
-/// `(entry message path, map field path)` for every map field in `message` and below.
-fn map_fields(message: &prost_types::DescriptorProto, path: &[i32], full_name: &str, out: &mut Vec<(Vec<i32>, Vec<i32>)>) {
-    for (k, nested) in message.nested_type.iter().enumerate() {
-        let nested_path = [path, &[NESTED_TYPE, k as i32]].concat();
-        let nested_name = format!("{full_name}.{}", nested.name());
-        if nested.options.as_ref().is_some_and(|o| o.map_entry()) {
-            if let Some(j) = message.field.iter().position(|f| f.type_name() == nested_name) {
-                out.push((nested_path.clone(), [path, &[FIELD, j as i32]].concat()));
-            }
-        }
-        map_fields(nested, &nested_path, &nested_name, out);
     }
 }
