@@ -91,7 +91,8 @@ pub const WIRE_JSON_ONLY_RULES: &[&str] = &[
     "FIELD_WIRE_JSON_COMPATIBLE_TYPE",
 ];
 
-fn is_wire_json(rule: &str) -> bool {
+/// Whether `rule` belongs to WIRE_JSON (the WIRE rules but two, which it makes stricter).
+pub fn is_wire_json(rule: &str) -> bool {
     WIRE_JSON_ONLY_RULES.contains(&rule)
         || (WIRE_RULES.contains(&rule)
             && rule != "FIELD_WIRE_COMPATIBLE_CARDINALITY"
