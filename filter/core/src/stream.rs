@@ -7,7 +7,7 @@
 //! header, if enabled). Stats and health bookkeeping are in memory; the tick hands them on.
 
 use crate::budget::format_timeout;
-use crate::config::{UnknownFields, ValidateMode};
+use crate::config::ValidateMode;
 use crate::grpc::{Code, FRAME_PREFIX};
 use crate::health::Outcome;
 use crate::host::{Callout, CalloutReply, CalloutToken, Flow, Host, LocalReply, ResponseMap, StreamHost};
@@ -379,11 +379,7 @@ fn read_status<S: StreamHost>(s: &mut S, map: ResponseMap) -> Option<u32> {
 /// The validation policy of a route, the same whether the filter or the sidecar validates.
 fn policy(v: &crate::config::Validate) -> switchyard_schema::validate::Policy {
     switchyard_schema::validate::Policy {
-        unknown_fields: match v.unknown_fields {
-            UnknownFields::Allow => switchyard_schema::validate::UnknownFields::Allow,
-            UnknownFields::Warn => switchyard_schema::validate::UnknownFields::Warn,
-            UnknownFields::Reject => switchyard_schema::validate::UnknownFields::Reject,
-        },
+        unknown_fields: v.unknown_fields,
         wire_type_mismatch: v.wire_type_mismatch,
         max_bytes: v.max_body_bytes as usize,
         ..Default::default()

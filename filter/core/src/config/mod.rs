@@ -195,20 +195,15 @@ pub struct LatencyPolicy {
     pub min_samples: u64,
 }
 
-/// What to do with fields the schema does not know, when validating payloads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UnknownFields {
-    Allow,
-    Warn,
-    Reject,
-}
+/// The validator's own policies, as the sidecar's validator takes them.
+pub use switchyard_schema::validate::{UnknownFields, WireTypeMismatch};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Validate {
     pub mode: ValidateMode,
     pub max_body_bytes: u32,
     pub unknown_fields: UnknownFields,
-    pub wire_type_mismatch: switchyard_schema::validate::WireTypeMismatch,
+    pub wire_type_mismatch: WireTypeMismatch,
 }
 
 /// A fault-injection rule.
@@ -483,17 +478,9 @@ fn degrade_rules(at: &str, d: &DegradeConfig, l: &LatencyConfig) -> Result<Degra
 }
 
 fn validate_policy(at: &str, v: &ValidateConfig) -> Result<Validate, ConfigError> {
-    let unknown_fields = match v.unknown_fields.to_ascii_lowercase().as_str() {
-        "allow" => UnknownFields::Allow,
-        "warn" => UnknownFields::Warn,
-        "reject" => UnknownFields::Reject,
-        other => {
-            return Err(err(
-                format!("{at}.unknown_fields"),
-                format!("{other:?} is not one of allow, warn, reject"),
-            ))
-        }
-    };
+    let unknown_fields = v.unknown_fields.parse().map_err(|_| {
+        err(format!("{at}.unknown_fields"), format!("{:?} is not one of allow, warn, reject", v.unknown_fields.to_ascii_lowercase()))
+    })?;
     let wire_type_mismatch = v.wire_type_mismatch.parse().map_err(|_| {
         err(format!("{at}.wire_type_mismatch"), format!("{:?} is not one of warn, reject", v.wire_type_mismatch))
     })?;

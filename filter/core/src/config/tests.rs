@@ -141,7 +141,7 @@ fn a_full_route_compiles() {
     assert_eq!(r.faults[0].abort, Some(Code::Unavailable));
     assert_eq!(r.faults[0].group.as_deref(), Some("beta"));
     assert_eq!(r.validate.unknown_fields, UnknownFields::Reject);
-    assert_eq!(r.validate.wire_type_mismatch, switchyard_schema::validate::WireTypeMismatch::Reject, "the default");
+    assert_eq!(r.validate.wire_type_mismatch, WireTypeMismatch::Reject, "the default");
     assert_eq!(c.sidecar.as_ref().unwrap().path, "/v1/snapshot");
 }
 
