@@ -537,7 +537,8 @@ fn set_count(w: &mut [u8], at: usize, n: u8) {
 /// Envoy drains a previous filter version, both run side by side and each must keep to
 /// its own record rather than reset the other's.
 pub(crate) const FORMAT: u8 = 3;
-const MAGIC: &[u8] = b"SYH3";
+/// The record's first bytes, naming its format: `SYH3`.
+const MAGIC: &[u8] = &[b'S', b'Y', b'H', b'0' + FORMAT];
 
 struct Reader<'a>(&'a [u8]);
 
