@@ -193,7 +193,11 @@ impl<H: Host> Worker<H> {
             pools: RefCell::default(),
             poller: config.sidecar.as_ref().map(|s| Poller::new(&config, s)),
             health_keys,
-            shared_health: RefCell::new(config.routes.iter().map(|r| RouteHealth::new(r.targets.len())).collect()),
+            // Only a worker merging through host data reads health into its own memory.
+            shared_health: RefCell::new(match sharing {
+                Sharing::HostData => config.routes.iter().map(|r| RouteHealth::new(r.targets.len())).collect(),
+                Sharing::Board { .. } => Vec::new(),
+            }),
             encoded: RefCell::new(Vec::new()),
             decision_values,
             delayed: RefCell::new(Vec::new()),
