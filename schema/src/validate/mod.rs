@@ -20,6 +20,32 @@ pub use frame::{validate_grpc_frames, GRPC_FRAME_HEADER};
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 use std::fmt;
 
+/// A policy's names, stated once: `as_str`, and `FromStr` (any case) with an error that
+/// lists them.
+macro_rules! policy_names {
+    ($ty:ident, $what:literal: $( $variant:ident = $name:literal ),+) => {
+        impl $ty {
+            /// The policy's name, as configurations and queries spell it.
+            pub fn as_str(self) -> &'static str {
+                match self { $( $ty::$variant => $name, )+ }
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, String> {
+                const ALL: &[$ty] = &[$( $ty::$variant ),+];
+                ALL.iter().copied().find(|p| p.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| {
+                    let names: Vec<&str> = ALL.iter().map(|p| p.as_str()).collect();
+                    let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+                    format!("{} {s:?}: expected {} or {last}", $what, rest.join(", "))
+                })
+            }
+        }
+    };
+}
+
 /// What to do with fields the schema does not know.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -33,29 +59,7 @@ pub enum UnknownFields {
     Reject,
 }
 
-impl UnknownFields {
-    /// The policy's name, as configurations and queries spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UnknownFields::Allow => "allow",
-            UnknownFields::Warn => "warn",
-            UnknownFields::Reject => "reject",
-        }
-    }
-}
-
-impl std::str::FromStr for UnknownFields {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "allow" => Ok(UnknownFields::Allow),
-            "warn" => Ok(UnknownFields::Warn),
-            "reject" => Ok(UnknownFields::Reject),
-            _ => Err(format!("unknown-field policy {s:?}: expected allow, warn or reject")),
-        }
-    }
-}
+policy_names!(UnknownFields, "unknown-field policy": Allow = "allow", Warn = "warn", Reject = "reject");
 
 /// What to do with a declared field that arrives with another wire type (an `int32` sent
 /// length-delimited, a `string` sent as a varint). Every reference runtime (C++, upb,
@@ -73,27 +77,7 @@ pub enum WireTypeMismatch {
     Reject,
 }
 
-impl WireTypeMismatch {
-    /// The policy's name, as configurations and queries spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WireTypeMismatch::Warn => "warn",
-            WireTypeMismatch::Reject => "reject",
-        }
-    }
-}
-
-impl std::str::FromStr for WireTypeMismatch {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "warn" => Ok(WireTypeMismatch::Warn),
-            "reject" => Ok(WireTypeMismatch::Reject),
-            _ => Err(format!("wire-type mismatch policy {s:?}: expected warn or reject")),
-        }
-    }
-}
+policy_names!(WireTypeMismatch, "wire-type mismatch policy": Warn = "warn", Reject = "reject");
 
 /// How strict validation is.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
