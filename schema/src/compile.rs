@@ -1,8 +1,9 @@
 //! Loading schemas from disk: `.proto` trees compiled at run time with `protox`, or binary
 //! descriptor sets.
 
-use crate::schema::Schema;
-use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver};
+use crate::editions::{lowering, source, source::Edits, Edition};
+use crate::schema::{DecodeError, Schema};
+use protox::file::{File, FileResolver, GoogleFileResolver, IncludeFileResolver};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
@@ -75,50 +76,135 @@ pub fn compile_dir(root: &Path) -> Result<Schema, LoadError> {
         ));
     }
     files.sort();
-    // Protox's own resolver for `root` and the well-known types, keeping each file's text.
-    let mut chain = ChainFileResolver::new();
-    chain.add(IncludeFileResolver::new(root.to_owned()));
-    chain.add(GoogleFileResolver::new());
-    let texts = Rc::new(RefCell::new(HashMap::new()));
-    let mut compiler = protox::Compiler::with_file_resolver(KeepingTexts { inner: chain, texts: texts.clone() });
+    // Files under `root` read here, so editions files reach protox lowered to proto2 text
+    // it parses (see `crate::editions`); the well-known types from protox.
+    let opened = Rc::new(RefCell::new(Opened::default()));
+    let mut compiler = protox::Compiler::with_file_resolver(SourceTree {
+        root: root.to_owned(),
+        include: IncludeFileResolver::new(root.to_owned()),
+        google: GoogleFileResolver::new(),
+        opened: opened.clone(),
+    });
     compiler.include_source_info(true).include_imports(true);
     for file in &files {
-        compiler.open_file(root.join(file)).map_err(|e| from_protox(&e))?;
+        if let Err(e) = compiler.open_file(root.join(file)) {
+            let opened = opened.borrow();
+            return Err(match &opened.refused {
+                Some(refused) => refused.clone(),
+                None => opened.relocated(from_protox(&e)),
+            });
+        }
     }
     let own: std::collections::BTreeSet<String> = compiler
         .files()
         .filter(|f| !f.is_import())
         .map(|f| f.name().to_owned())
         .collect();
-    let mut schema = Schema::from_pool(compiler.descriptor_pool(), own.clone())
-        .map_err(|e| LoadError::plain(Some(root.display().to_string()), e.to_string()))?;
-    let texts = texts.borrow();
+    let opened = opened.borrow();
+    let encoded = opened.raise(&compiler.descriptor_pool().encode_to_vec());
+    let mut schema = Schema::decode_with_own_files(&encoded, own.clone()).map_err(|e| match e {
+        DecodeError::Editions(e) => LoadError {
+            file: Some(e.file),
+            line: e.position.map(|p| p.0),
+            column: e.position.map(|p| p.1),
+            message: e.message,
+        },
+        e => LoadError::plain(Some(root.display().to_string()), e.to_string()),
+    })?;
     for name in &own {
-        if let Some(text) = texts.get(name) {
+        if let Some(text) = opened.texts.get(name) {
             schema.correct_positions(name, text);
         }
     }
     Ok(schema)
 }
 
-/// A file resolver that keeps the text of every file it opens: positions are corrected
-/// against exactly what was compiled, not a second read that an edit in between could change.
-struct KeepingTexts<R> {
-    inner: R,
-    texts: Rc<RefCell<HashMap<String, String>>>,
+/// What the resolver saw: each file's text as written, the editions files it lowered, and
+/// the first editions file it refused.
+#[derive(Default)]
+struct Opened {
+    texts: HashMap<String, String>,
+    lowered: HashMap<String, (Edition, Edits)>,
+    refused: Option<LoadError>,
 }
 
-impl<R: FileResolver> FileResolver for KeepingTexts<R> {
+impl Opened {
+    /// A protox error in a lowered file, moved to the position as written.
+    fn relocated(&self, mut err: LoadError) -> LoadError {
+        if let (Some(file), Some(line), Some(column)) = (&err.file, err.line, err.column) {
+            if let Some((_, edits)) = self.lowered.get(file) {
+                err.column = Some(edits.original(line - 1, column - 1) + 1);
+            }
+        }
+        err
+    }
+
+    /// The compiled set with every lowered file back in its edition, at its positions as written.
+    fn raise(&self, encoded: &[u8]) -> Vec<u8> {
+        if self.lowered.is_empty() {
+            return encoded.to_vec();
+        }
+        let relocated = lowering::map_files(encoded, |name, file| {
+            self.lowered.get(name).map(|(_, edits)| source::relocate(file, edits))
+        });
+        let editions = self.lowered.iter().map(|(name, (edition, _))| (name.clone(), *edition)).collect();
+        lowering::raise_set(&relocated, &editions)
+    }
+}
+
+/// The resolver for a `.proto` tree: keeps the text of every file it opens (positions are
+/// corrected against exactly what was compiled, not a second read that an edit in between
+/// could change) and hands protox editions files lowered to proto2.
+struct SourceTree {
+    root: PathBuf,
+    include: IncludeFileResolver,
+    google: GoogleFileResolver,
+    opened: Rc<RefCell<Opened>>,
+}
+
+/// protox's own limit on a source file.
+const MAX_FILE_LEN: u64 = i32::MAX as u64;
+
+impl FileResolver for SourceTree {
     fn resolve_path(&self, path: &Path) -> Option<String> {
-        self.inner.resolve_path(path)
+        self.include.resolve_path(path)
     }
 
     fn open_file(&self, name: &str) -> Result<File, protox::Error> {
-        let file = self.inner.open_file(name)?;
-        if let Some(text) = file.source() {
-            self.texts.borrow_mut().insert(name.to_owned(), text.to_owned());
+        let path = self.root.join(name);
+        let text = match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() > MAX_FILE_LEN => {
+                return Err(protox::Error::new(LoadError::plain(Some(name.to_owned()), "file too large")))
+            }
+            Ok(_) => std::fs::read(&path).map_err(protox::Error::new)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.google.open_file(name),
+            Err(e) => return Err(protox::Error::new(e)),
+        };
+        let Ok(text) = String::from_utf8(text) else {
+            let err = LoadError::plain(Some(name.to_owned()), "not valid UTF-8");
+            self.opened.borrow_mut().refused.get_or_insert(err.clone());
+            return Err(protox::Error::new(err));
+        };
+        let mut opened = self.opened.borrow_mut();
+        let lowered = source::lower(&text);
+        opened.texts.insert(name.to_owned(), text.clone());
+        match lowered {
+            Ok(None) => File::from_source(name, &text),
+            Ok(Some(lowered)) => {
+                opened.lowered.insert(name.to_owned(), (lowered.edition, lowered.edits));
+                File::from_source(name, &lowered.text)
+            }
+            Err(e) => {
+                let err = LoadError {
+                    file: Some(name.to_owned()),
+                    line: Some(e.line),
+                    column: Some(e.column),
+                    message: e.message,
+                };
+                opened.refused.get_or_insert(err.clone());
+                Err(protox::Error::new(err))
+            }
         }
-        Ok(file)
     }
 }
 

@@ -52,6 +52,7 @@
 pub mod breaking;
 pub mod compat;
 pub mod fingerprint;
+pub mod editions;
 mod location;
 pub mod metrics;
 mod schema;

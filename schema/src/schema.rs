@@ -1,11 +1,12 @@
 //! [`Schema`]: one loaded descriptor set, with what the checker and validator need
 //! precomputed (fingerprint, source locations, which files are the schema's own).
 
+use crate::editions::{lowering, Edition};
 use crate::fingerprint::{CanonicalError, Fingerprint};
 use crate::location::{Location, SourceIndex};
 use crate::wire::{self, WireType};
 use prost_reflect::DescriptorPool;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A compiled or decoded set of `.proto` files.
 ///
@@ -16,6 +17,8 @@ pub struct Schema {
     own_files: BTreeSet<String>,
     fingerprint: Fingerprint,
     sources: SourceIndex,
+    /// Files written in an edition, lowered to proto2 in `pool` (see [`crate::editions`]).
+    editions: BTreeMap<String, Edition>,
 }
 
 /// A descriptor set that could not be read.
@@ -27,6 +30,8 @@ pub enum DecodeError {
     Invalid(#[from] prost_reflect::DescriptorError),
     #[error("descriptor set holds no files")]
     Empty,
+    #[error(transparent)]
+    Editions(#[from] lowering::LoweringError),
 }
 
 fn describe_descriptor_error(err: &prost_reflect::DescriptorError) -> String {
@@ -56,6 +61,15 @@ impl Schema {
     /// file but the well-known types (`google/protobuf/…`) is. Well-known types that the set imports without
     /// containing them (`buf build --exclude-imports`) are supplied from the built-in copies.
     pub fn decode(encoded: &[u8]) -> Result<Schema, DecodeError> {
+        Schema::decode_set(encoded, None)
+    }
+
+    /// [`Schema::decode`] with the schema's own files named (as compiled, or as stored).
+    pub fn decode_with_own_files(encoded: &[u8], own_files: BTreeSet<String>) -> Result<Schema, DecodeError> {
+        Schema::decode_set(encoded, Some(own_files))
+    }
+
+    fn decode_set(encoded: &[u8], own: Option<BTreeSet<String>>) -> Result<Schema, DecodeError> {
         let set = wire::fields(encoded).map_err(|e| CanonicalError::from_wire(e, "FileDescriptorSet"))?;
         let mut names = BTreeSet::new();
         let mut own_files = BTreeSet::new();
@@ -87,8 +101,11 @@ impl Schema {
         for dep in dependencies.difference(&names) {
             add_with_dependencies(&mut pool, &global, dep, &names, &mut added)?;
         }
-        pool.decode_file_descriptor_set(encoded)?;
-        Schema::from_pool(pool, own_files)
+        let lowered = lowering::lower_set(encoded)?;
+        pool.decode_file_descriptor_set(lowered.bytes.as_ref())?;
+        let mut schema = Schema::from_pool(pool, own.unwrap_or(own_files))?;
+        schema.editions = lowered.editions;
+        Ok(schema)
     }
 
     /// Wraps a pool built elsewhere (for example by `protox`); `own_files` are the files
@@ -106,6 +123,7 @@ impl Schema {
             own_files,
             fingerprint,
             sources,
+            editions: BTreeMap::new(),
         }
     }
 
@@ -131,8 +149,16 @@ impl Schema {
 
     /// The full descriptor set, imports and source info included, as
     /// `GetRevision` serves it and the filter's snapshot embeds it.
+    ///
+    /// Editions files are served as written (`syntax = "editions"`), not as the proto2 the
+    /// pool holds them in.
     pub fn encode(&self) -> Vec<u8> {
-        self.pool.encode_to_vec()
+        lowering::raise_set(&self.pool.encode_to_vec(), &self.editions)
+    }
+
+    /// The edition `file` is written in, if it is an editions file.
+    pub fn edition(&self, file: &str) -> Option<Edition> {
+        self.editions.get(file).copied()
     }
 
     /// The 1-based source position of the element at `path` in `file`, or of its nearest

@@ -12,8 +12,17 @@ use switchyard_schema::compile::compile_dir;
 
 #[test]
 fn every_rule_has_a_breaking_and_a_clean_case() {
+    every_rule_covered_in(&common::corpus_dir());
+}
+
+#[test]
+fn every_rule_has_a_breaking_and_a_clean_case_in_editions() {
+    every_rule_covered_in(&common::editions_corpus_dir());
+}
+
+fn every_rule_covered_in(dir: &std::path::Path) {
     let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for (name, _, _) in common::corpus_cases() {
+    for (name, _, _) in common::cases_in(dir, "") {
         let Some((rule, kind)) = name.split_once("__") else { continue };
         let entry = seen.entry(rule.to_ascii_uppercase()).or_default();
         if kind.starts_with("break") {
@@ -25,7 +34,11 @@ fn every_rule_has_a_breaking_and_a_clean_case() {
     for category in [Category::Wire, Category::WireJson] {
         for rule in category.rules() {
             let (breaking, clean) = seen.get(rule.id()).copied().unwrap_or_default();
-            assert!(breaking > 0 && clean > 0, "{rule}: {breaking} breaking, {clean} clean corpus cases");
+            assert!(
+                breaking > 0 && clean > 0,
+                "{rule}: {breaking} breaking, {clean} clean cases in {}",
+                dir.display()
+            );
         }
     }
 }

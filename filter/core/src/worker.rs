@@ -578,7 +578,9 @@ impl<H: Host> Worker<H> {
             .as_deref()?;
         use base64::Engine;
         let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
-        let pool = Rc::new(DescriptorPool::decode(bytes.as_slice()).ok()?);
+        // Editions files arrive as written; the pool takes them lowered to proto2.
+        let lowered = switchyard_schema::editions::lowered_for_pool(&bytes).ok()?;
+        let pool = Rc::new(DescriptorPool::decode(lowered.as_ref()).ok()?);
         if let Ok(mut pools) = self.pools.try_borrow_mut() {
             pools.decoded.push(((subject.to_owned(), revision), pool.clone()));
         }

@@ -2,7 +2,8 @@
 
 use super::ranges::{self, Span};
 use super::{Checker, Emit, Reader, Rule, Scope};
-use prost_reflect::{EnumDescriptor, MessageDescriptor, Syntax};
+use crate::editions::Features;
+use prost_reflect::{EnumDescriptor, MessageDescriptor};
 use std::collections::{BTreeMap, BTreeSet};
 
 // Source paths within descriptor.proto messages.
@@ -56,7 +57,7 @@ pub(crate) fn check_messages(c: &mut Checker<'_>) {
         field_deletions(c, &old, &new);
         required_fields(c, &old, &new);
         reserved_message(c, &old, &new);
-        if json_format_allowed(old.parent_file().syntax()) && !json_format_allowed(new.parent_file().syntax()) {
+        if json_format_allowed(Features::of_message(&old)) && !json_format_allowed(Features::of_message(&new)) {
             c.emit(Emit {
                 rule: Rule::MessageSameJsonFormat,
                 element: new.full_name().to_owned(),
@@ -73,9 +74,10 @@ pub(crate) fn check_messages(c: &mut Checker<'_>) {
     }
 }
 
-/// Resolved `json_format` feature: `ALLOW` for proto3, `LEGACY_BEST_EFFORT` for proto2.
-fn json_format_allowed(syntax: Syntax) -> bool {
-    syntax == Syntax::Proto3
+/// The resolved `json_format` feature (`ALLOW` for proto3, `LEGACY_BEST_EFFORT` for proto2,
+/// per feature in editions).
+fn json_format_allowed(features: Features) -> bool {
+    features.json_format == crate::editions::ALLOW
 }
 
 fn field_deletions(c: &mut Checker<'_>, old: &MessageDescriptor, new: &MessageDescriptor) {
@@ -121,10 +123,13 @@ fn field_deletions(c: &mut Checker<'_>, old: &MessageDescriptor, new: &MessageDe
     }
 }
 
+/// Fields with the `required` label. As in buf, which reads the label as written, an
+/// editions field with `LEGACY_REQUIRED` presence (label `optional`) is not one of them.
 fn required_numbers(message: &MessageDescriptor) -> BTreeMap<u32, prost_reflect::FieldDescriptor> {
+    let editions = crate::editions::is_editions_file(&message.parent_file());
     message
         .fields()
-        .filter(|f| f.field_descriptor_proto().label() == prost_types::field_descriptor_proto::Label::Required)
+        .filter(|f| !editions && f.field_descriptor_proto().label() == prost_types::field_descriptor_proto::Label::Required)
         .map(|f| (f.number(), f))
         .collect()
 }
@@ -227,7 +232,7 @@ pub(crate) fn check_enums(c: &mut Checker<'_>) {
     for (old, new) in pairs {
         enum_values(c, &old, &new);
         reserved_enum(c, &old, &new);
-        if json_format_allowed(old.parent_file().syntax()) && !json_format_allowed(new.parent_file().syntax()) {
+        if json_format_allowed(Features::of_enum(&old)) && !json_format_allowed(Features::of_enum(&new)) {
             c.emit(Emit {
                 rule: Rule::EnumSameJsonFormat,
                 element: new.full_name().to_owned(),

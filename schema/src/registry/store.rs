@@ -78,9 +78,8 @@ pub(crate) fn load(dir: &Path) -> Result<Option<Restored>, StoreError> {
         for r in stored {
             let file = descriptor_path(dir, &r.fingerprint);
             let bytes = std::fs::read(&file).map_err(|e| err(&file, e))?;
-            let pool = prost_reflect::DescriptorPool::decode(bytes.as_slice()).map_err(|e| err(&file, e))?;
             let own: BTreeSet<String> = r.own_files.into_iter().collect();
-            let schema = Schema::from_pool(pool, own).map_err(|e| err(&file, e))?;
+            let schema = Schema::decode_with_own_files(&bytes, own).map_err(|e| err(&file, e))?;
             if schema.fingerprint() != r.fingerprint {
                 return Err(err(&file, format!("content does not match fingerprint {}", r.fingerprint)));
             }

@@ -2,7 +2,8 @@
 
 use super::{Policy, UnknownFields, Validation, Violation, ViolationKind, WireTypeMismatch};
 use crate::wire::{self, WireError, WireType};
-use prost_reflect::{Kind, MessageDescriptor, Syntax};
+use crate::editions::{Features, VERIFY};
+use prost_reflect::{Kind, MessageDescriptor};
 use std::collections::HashMap;
 
 /// Parsing cannot continue at this level (the violation is already recorded).
@@ -313,7 +314,7 @@ fn declared(descriptor: &MessageDescriptor, number: u32) -> Option<Declared> {
             name: f.name().to_owned(),
             is_list: f.is_list(),
             is_group: f.is_group(),
-            check_utf8: f.parent_file().syntax() == Syntax::Proto3,
+            check_utf8: matches!(f.kind(), Kind::String) && Features::of_field(&f).utf8_validation == VERIFY,
             kind: f.kind(),
         });
     }
@@ -321,7 +322,7 @@ fn declared(descriptor: &MessageDescriptor, number: u32) -> Option<Declared> {
         name: format!("[{}]", e.full_name()),
         is_list: e.is_list(),
         is_group: e.is_group(),
-        check_utf8: e.parent_file().syntax() == Syntax::Proto3,
+        check_utf8: matches!(e.kind(), Kind::String) && Features::of_extension(&e).utf8_validation == VERIFY,
         kind: e.kind(),
     })
 }

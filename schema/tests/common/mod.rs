@@ -13,15 +13,30 @@ pub fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
 }
 
-/// Every corpus case, sorted by name: `(name, old dir, new dir)`.
+/// The editions corpus: the same cases written in `edition = "2023"`, plus mixed-syntax
+/// pairs (`mixed__…`).
+pub fn editions_corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus_editions")
+}
+
+/// Every case of both corpora, sorted by name: `(name, old dir, new dir)`; editions cases
+/// are named `<case>@editions`.
 pub fn corpus_cases() -> Vec<(String, PathBuf, PathBuf)> {
-    let mut cases: Vec<_> = std::fs::read_dir(corpus_dir())
-        .expect("tests/corpus exists")
+    let mut cases = cases_in(&corpus_dir(), "");
+    cases.extend(cases_in(&editions_corpus_dir(), "@editions"));
+    cases.sort();
+    cases
+}
+
+/// The cases of one corpus directory.
+pub fn cases_in(dir: &Path, suffix: &str) -> Vec<(String, PathBuf, PathBuf)> {
+    let mut cases: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("readable corpus entry").path())
         .filter(|p| p.is_dir())
         .map(|p| {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, p.join("old"), p.join("new"))
+            (format!("{name}{suffix}"), p.join("old"), p.join("new"))
         })
         .collect();
     cases.sort();
