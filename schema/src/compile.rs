@@ -1,7 +1,7 @@
 //! Loading schemas from disk: `.proto` trees compiled at run time with `protox`, or binary
 //! descriptor sets.
 
-use crate::editions::{lowering, source, source::Edits, Edition};
+use crate::editions::{descriptor, lowering, source, source::Edits, Edition};
 use crate::schema::{DecodeError, Schema};
 use protox::file::{File, FileResolver, GoogleFileResolver, IncludeFileResolver};
 use std::cell::RefCell;
@@ -145,7 +145,9 @@ impl Opened {
             return encoded.to_vec();
         }
         let relocated = lowering::map_files(encoded, |name, file| {
-            self.lowered.get(name).map(|(_, edits)| source::relocate(file, edits))
+            self.lowered
+                .get(name)
+                .map(|(_, edits)| lowering::renumber_utf8_none(&source::relocate(file, edits)))
         });
         let editions = self.lowered.iter().map(|(name, (edition, _))| (name.clone(), *edition)).collect();
         lowering::raise_set(&relocated, &editions)
@@ -177,6 +179,9 @@ impl FileResolver for SourceTree {
                 return Err(protox::Error::new(LoadError::plain(Some(name.to_owned()), "file too large")))
             }
             Ok(_) => std::fs::read(&path).map_err(protox::Error::new)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name == descriptor::NAME => {
+                return Ok(File::from_file_descriptor_proto(descriptor::descriptor_proto()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.google.open_file(name),
             Err(e) => return Err(protox::Error::new(e)),
         };

@@ -252,3 +252,56 @@ fn readers_see_whole_states_while_revisions_arrive() {
     assert!(reader.join().unwrap() > 0);
     assert_eq!(registry.state().generation, 15);
 }
+
+/// `V1` rewritten in edition 2023 with the same wire behaviour, plus a field.
+fn v2_editions() -> String {
+    v2().replace("syntax = \"proto3\";\npackage features.v1;\n", "edition = \"2023\";\npackage features.v1;\noption features.field_presence = IMPLICIT;\n")
+}
+
+#[test]
+fn editions_revisions_are_gated_persisted_and_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    put(dir, "001-proto3", V1);
+    put(dir, "002-editions", &v2_editions());
+    let registry = Registry::open(config(dir)).unwrap();
+    assert_eq!(current(&registry), 2, "proto3 to editions with the same wire behaviour is compatible");
+    let served = registry.state().subject("features.v1").unwrap().current().schema.clone();
+    assert_eq!(served.edition("features/v1/features.proto"), Some(switchyard_schema::editions::Edition::E2023));
+
+    // Bad editions input: refused with file:line:column; revision 2 keeps serving.
+    put(dir, "003-label", &v2_editions().replace("  bytes image_data = 2;", "  optional bytes image_data = 2;"));
+    put(dir, "004-edition", &v2_editions().replace("edition = \"2023\";", "edition = \"2077\";"));
+    put(
+        dir,
+        "005-contradiction",
+        &v2_editions().replace("repeated float feature_vector = 3;", "repeated float feature_vector = 3 [features.field_presence = EXPLICIT];"),
+    );
+    let summary = registry.scan();
+    assert_eq!(current(&registry), 2, "{summary:?}");
+    let mut refused: Vec<(String, Option<u32>, Option<u32>)> = registry
+        .rejections()
+        .iter()
+        .map(|r| match &r.reason {
+            RejectReason::Load { error } => (r.source.clone(), error.line, error.column),
+            other => panic!("{}: expected a load error, got {other:?}", r.source),
+        })
+        .collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            ("003-label".to_owned(), Some(10), Some(3)),
+            ("004-edition".to_owned(), Some(1), Some(11)),
+            ("005-contradiction".to_owned(), Some(15), Some(38)),
+        ]
+    );
+
+    // A restart restores the editions revision as it was (same fingerprint, same edition).
+    let fingerprint = served.fingerprint();
+    drop(registry);
+    let registry = Registry::open(config(dir)).unwrap();
+    let restored = registry.state().subject("features.v1").unwrap().current().schema.clone();
+    assert_eq!(restored.fingerprint(), fingerprint);
+    assert_eq!(restored.edition("features/v1/features.proto"), Some(switchyard_schema::editions::Edition::E2023));
+}

@@ -259,6 +259,16 @@ fn with_features(options: Option<&[u8]>, features_field: u32, features: Features
         }
     }
     let mut set = Vec::new();
+    // Language features (`features.(pb.cpp)…`) and any other field stay as written.
+    if let Some(Ok(fields)) = options.map(wire::fields) {
+        for written in fields.iter().filter(|f| f.number == features_field && f.wire_type == WireType::Len) {
+            if let Ok(inner) = wire::fields(written.value) {
+                for f in inner.iter().filter(|f| !Features::NUMBERS.contains(&f.number)) {
+                    set.extend_from_slice(f.whole);
+                }
+            }
+        }
+    }
     for number in Features::NUMBERS {
         if let Some(value) = features.get(number) {
             write_varint_field(&mut set, number, value as u64);
@@ -553,6 +563,67 @@ pub(crate) fn map_files(encoded: &[u8], change: impl Fn(&str, &[u8]) -> Option<V
         match name.and_then(|n| change(&n, field.value)) {
             Some(file) => wire::write_len_field(&mut out, SET_FILE, &file),
             None => out.extend_from_slice(field.whole),
+        }
+    }
+    out
+}
+
+/// protox resolves option values against prost-reflect's built-in descriptor.proto, which
+/// predates protobuf renumbering `Utf8Validation.NONE` from 1 to 3 (1 is now reserved): a
+/// compiled `utf8_validation = NONE` arrives as 1. Rewrites it to 3 in the file, message
+/// and field features of one compiled file, as protoc and buf write it.
+#[cfg(feature = "runtime")]
+pub(crate) fn renumber_utf8_none(file: &[u8]) -> Vec<u8> {
+    rewrite(file, &|number, value| match number {
+        FILE_OPTIONS => Some(in_options(value, FILE_OPTIONS_FEATURES)),
+        FILE_MESSAGE => Some(renumber_in_message(value)),
+        FILE_EXTENSION => Some(rewrite(value, &|n, v| (n == FIELD_OPTIONS).then(|| in_options(v, FIELD_OPTIONS_FEATURES)))),
+        _ => None,
+    })
+}
+
+#[cfg(feature = "runtime")]
+fn renumber_in_message(message: &[u8]) -> Vec<u8> {
+    rewrite(message, &|number, value| match number {
+        MESSAGE_OPTIONS => Some(in_options(value, MESSAGE_OPTIONS_FEATURES)),
+        MESSAGE_NESTED => Some(renumber_in_message(value)),
+        MESSAGE_FIELD | MESSAGE_EXTENSION => {
+            Some(rewrite(value, &|n, v| (n == FIELD_OPTIONS).then(|| in_options(v, FIELD_OPTIONS_FEATURES))))
+        }
+        _ => None,
+    })
+}
+
+#[cfg(feature = "runtime")]
+fn in_options(options: &[u8], features_field: u32) -> Vec<u8> {
+    rewrite(options, &|number, set| {
+        (number == features_field).then(|| {
+            let Ok(fields) = wire::fields(set) else { return set.to_vec() };
+            let mut out = Vec::with_capacity(set.len());
+            for f in &fields {
+                let old_none = f.number == feature::UTF8_VALIDATION
+                    && f.wire_type == WireType::Varint
+                    && wire::read_varint(f.value, &mut 0).ok() == Some(1);
+                if old_none {
+                    write_varint_field(&mut out, feature::UTF8_VALIDATION, super::features::NONE as u64);
+                } else {
+                    out.extend_from_slice(f.whole);
+                }
+            }
+            out
+        })
+    })
+}
+
+/// `message` with each length-delimited field that `change` returns bytes for replaced.
+#[cfg(feature = "runtime")]
+fn rewrite(message: &[u8], change: &dyn Fn(u32, &[u8]) -> Option<Vec<u8>>) -> Vec<u8> {
+    let Ok(fields) = wire::fields(message) else { return message.to_vec() };
+    let mut out = Vec::with_capacity(message.len());
+    for f in &fields {
+        match (f.wire_type == WireType::Len).then(|| change(f.number, f.value)).flatten() {
+            Some(value) => wire::write_len_field(&mut out, f.number, &value),
+            None => out.extend_from_slice(f.whole),
         }
     }
     out

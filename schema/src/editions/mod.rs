@@ -18,6 +18,8 @@
 //!
 //! Edition 2023 is supported; any other edition is refused with its name.
 
+#[cfg(feature = "runtime")]
+pub(crate) mod descriptor;
 mod features;
 pub(crate) mod lowering;
 #[cfg(feature = "runtime")]
