@@ -615,9 +615,13 @@ fn in_options(options: &[u8], features_field: u32) -> Vec<u8> {
     })
 }
 
+/// New bytes for a length-delimited field (number, value), or `None` to keep it.
+#[cfg(feature = "runtime")]
+type FieldChange<'a> = &'a dyn Fn(u32, &[u8]) -> Option<Vec<u8>>;
+
 /// `message` with each length-delimited field that `change` returns bytes for replaced.
 #[cfg(feature = "runtime")]
-fn rewrite(message: &[u8], change: &dyn Fn(u32, &[u8]) -> Option<Vec<u8>>) -> Vec<u8> {
+fn rewrite(message: &[u8], change: FieldChange<'_>) -> Vec<u8> {
     let Ok(fields) = wire::fields(message) else { return message.to_vec() };
     let mut out = Vec::with_capacity(message.len());
     for f in &fields {
