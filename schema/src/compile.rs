@@ -141,7 +141,7 @@ fn collect_protos(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::R
 
 /// Turns a protox diagnostic into file, line and column: parse errors, unresolved imports
 /// and duplicate symbols all carry a labelled span in their source.
-fn from_protox(err: &protox::Error) -> LoadError {
+pub(crate) fn from_protox(err: &protox::Error) -> LoadError {
     use miette::Diagnostic;
     let file = err.file().map(str::to_owned);
     let mut message = err.to_string();
