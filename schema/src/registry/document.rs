@@ -118,7 +118,7 @@ fn compile(state: &RegistryState, schema: &str, references: &[Reference]) -> Res
     let source = match descriptor {
         Some(mut proto) => {
             proto.name = Some(root.to_owned());
-            Source::Descriptor(proto)
+            Source::Descriptor(Box::new(proto))
         }
         None => Source::Text(schema.to_owned()),
     };
@@ -174,7 +174,7 @@ fn as_descriptor(schema: &str) -> Option<FileDescriptorProto> {
 #[derive(Clone)]
 enum Source {
     Text(String),
-    Descriptor(FileDescriptorProto),
+    Descriptor(Box<FileDescriptorProto>),
 }
 
 /// The document and the files its references bring, for protox.
@@ -189,7 +189,7 @@ impl FileResolver for DocumentFiles {
         if name == self.root {
             return match &self.source {
                 Source::Text(text) => File::from_source(name, text),
-                Source::Descriptor(proto) => Ok(File::from_file_descriptor_proto(proto.clone())),
+                Source::Descriptor(proto) => Ok(File::from_file_descriptor_proto(proto.as_ref().clone())),
             };
         }
         match self.imports.get(name) {

@@ -138,6 +138,107 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use serde_json::{json, Value};
+    use switchyard_schema::registry::RegistryConfig;
+    use tower::ServiceExt;
+
+    const MONEY: &str = "syntax = \"proto3\";\npackage common;\nmessage Money { string currency = 1; int64 units = 2; }\n";
+
+    fn api() -> Router {
+        let registry = Registry::open(RegistryConfig::default()).expect("in-memory registry");
+        router(Arc::new(Confluent { registry, token: None }))
+    }
+
+    /// One request from `peer`, as the listener would hand it over.
+    async fn send(app: &Router, peer: &str, method: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", json::CONTENT_TYPE)
+            .body(Body::from(if body.is_null() { Vec::new() } else { body.to_string().into_bytes() }))
+            .unwrap();
+        request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer.parse().unwrap()));
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn schema(text: &str) -> Value {
+        json!({"schemaType": "PROTOBUF", "schema": text})
+    }
+
+    #[tokio::test]
+    async fn registry_outcomes_map_to_confluent_errors() {
+        let app = api();
+        let local = "127.0.0.1:40000";
+        let (s, body) = send(&app, local, "POST", "/subjects/money/versions", schema(MONEY)).await;
+        assert_eq!((s, body), (StatusCode::OK, json!({"id": 1})));
+        // Same schema: same id. Another subject, same content: same id.
+        assert_eq!(send(&app, local, "POST", "/subjects/money/versions", schema(MONEY)).await.1, json!({"id": 1}));
+        assert_eq!(send(&app, local, "POST", "/subjects/other/versions", schema(MONEY)).await.1, json!({"id": 1}));
+
+        let breaking = MONEY.replace("int64 units", "string units");
+        let (s, body) = send(&app, local, "POST", "/subjects/money/versions", schema(&breaking)).await;
+        assert_eq!((s, body["error_code"].clone()), (StatusCode::CONFLICT, json!(409)), "{body}");
+        assert!(body["message"].as_str().unwrap().contains("FIELD_WIRE_COMPATIBLE_TYPE schema.proto:3:38"), "{body}");
+
+        let broken = MONEY.replace("= 2;", "= ;");
+        let (s, body) = send(&app, local, "POST", "/subjects/money/versions", schema(&broken)).await;
+        assert_eq!((s, body["error_code"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!(42201)), "{body}");
+        assert!(body["message"].as_str().unwrap().starts_with("Invalid schema: schema.proto:3:"), "{body}");
+
+        let avro = json!({"schema": "{\"type\": \"string\"}"});
+        assert_eq!(send(&app, local, "POST", "/subjects/money/versions", avro).await.1["error_code"], json!(42201));
+        assert_eq!(send(&app, local, "POST", "/subjects/money/versions", json!("x")).await.0, StatusCode::BAD_REQUEST);
+
+        // Reads.
+        assert_eq!(send(&app, local, "GET", "/subjects/nope/versions", Value::Null).await.1["error_code"], json!(40401));
+        assert_eq!(send(&app, local, "GET", "/subjects/money/versions/2", Value::Null).await.1["error_code"], json!(40402));
+        assert_eq!(send(&app, local, "GET", "/subjects/money/versions/0", Value::Null).await.1["error_code"], json!(42202));
+        assert_eq!(send(&app, local, "GET", "/schemas/ids/5", Value::Null).await.1["error_code"], json!(40403));
+        let (_, v) = send(&app, local, "GET", "/subjects/money/versions/latest", Value::Null).await;
+        assert_eq!(v, json!({"subject": "money", "id": 1, "version": 1, "schemaType": "PROTOBUF", "schema": MONEY}));
+        let (_, found) = send(&app, local, "POST", "/subjects/other", schema(MONEY)).await;
+        assert_eq!((found["subject"].clone(), found["version"].clone()), (json!("other"), json!(1)));
+        let (_, missing) = send(&app, local, "POST", "/subjects/other", schema(&breaking)).await;
+        assert_eq!(missing["error_code"], json!(40403));
+        let (_, uses) = send(&app, local, "GET", "/schemas/ids/1/versions", Value::Null).await;
+        assert_eq!(uses, json!([{"subject": "money", "version": 1}, {"subject": "other", "version": 1}]));
+
+        // Compatibility: is_compatible, and messages only when verbose.
+        let (_, c) = send(&app, local, "POST", "/compatibility/subjects/money/versions/1", schema(&breaking)).await;
+        assert_eq!(c, json!({"is_compatible": false}));
+        let (_, c) = send(&app, local, "POST", "/compatibility/subjects/money/versions/latest?verbose=true", schema(&breaking)).await;
+        assert_eq!(c["messages"].as_array().map(Vec::len), Some(1), "{c}");
+        let (_, c) = send(&app, local, "POST", "/compatibility/subjects/nope/versions/1", schema(MONEY)).await;
+        assert_eq!(c["error_code"], json!(40401));
+
+        // Config: subject level, then NONE lets the breaking schema in as version 2.
+        assert_eq!(send(&app, local, "GET", "/config/money", Value::Null).await.1["error_code"], json!(40408));
+        let (_, c) = send(&app, local, "GET", "/config/money?defaultToGlobal=true", Value::Null).await;
+        assert_eq!(c, json!({"compatibilityLevel": "BACKWARD"}));
+        let (_, c) = send(&app, local, "PUT", "/config/money", json!({"compatibility": "none"})).await;
+        assert_eq!(c, json!({"compatibility": "NONE"}));
+        assert_eq!(send(&app, local, "PUT", "/config", json!({"compatibility": "LOOSE"})).await.1["error_code"], json!(42203));
+        assert_eq!(send(&app, local, "POST", "/subjects/money/versions", schema(&breaking)).await.1, json!({"id": 2}));
+        let (_, c) = send(&app, local, "DELETE", "/config/money", Value::Null).await;
+        assert_eq!(c, json!({"compatibilityLevel": "NONE"}));
+        assert_eq!(send(&app, local, "DELETE", "/config/nope", Value::Null).await.1["error_code"], json!(40401));
+    }
+
+    #[tokio::test]
+    async fn writes_from_other_hosts_are_refused_and_reads_are_not() {
+        let app = api();
+        let far = "10.1.2.3:40000";
+        let (s, body) = send(&app, far, "POST", "/subjects/money/versions", schema(MONEY)).await;
+        assert_eq!((s, body["error_code"].clone()), (StatusCode::FORBIDDEN, json!(40301)), "{body}");
+        assert_eq!(send(&app, far, "PUT", "/config", json!({"compatibility": "NONE"})).await.0, StatusCode::FORBIDDEN);
+        assert_eq!(send(&app, far, "GET", "/subjects", Value::Null).await, (StatusCode::OK, json!([])));
+        assert_eq!(send(&app, far, "POST", "/compatibility/subjects/money/versions", schema(MONEY)).await.0, StatusCode::OK);
+    }
 
     fn addr(s: &str) -> Option<SocketAddr> {
         Some(s.parse().unwrap())
