@@ -2,6 +2,7 @@
 //! descriptor sets.
 
 use crate::editions::{descriptor, lowering, source, source::Edits, Edition};
+use std::collections::BTreeSet;
 use crate::schema::{DecodeError, Schema};
 use protox::file::{File, FileResolver, GoogleFileResolver, IncludeFileResolver};
 use std::cell::RefCell;
@@ -78,90 +79,153 @@ pub fn compile_dir(root: &Path) -> Result<Schema, LoadError> {
     files.sort();
     // Files under `root` read here, so editions files reach protox lowered to proto2 text
     // it parses (see `crate::editions`); the well-known types from protox.
-    let opened = Rc::new(RefCell::new(Opened::default()));
+    let compilation = Compilation::default();
     let mut compiler = protox::Compiler::with_file_resolver(SourceTree {
         root: root.to_owned(),
         include: IncludeFileResolver::new(root.to_owned()),
-        google: GoogleFileResolver::new(),
-        opened: opened.clone(),
+        compilation: compilation.clone(),
     });
     compiler.include_source_info(true).include_imports(true);
     for file in &files {
-        if let Err(e) = compiler.open_file(root.join(file)) {
-            let opened = opened.borrow();
-            return Err(match &opened.refused {
-                Some(refused) => refused.clone(),
-                None => opened.relocated(from_protox(&e)),
-            });
-        }
+        compiler.open_file(root.join(file)).map_err(|e| compilation.error(&e))?;
     }
-    let own: std::collections::BTreeSet<String> = compiler
+    let own: BTreeSet<String> = compiler
         .files()
         .filter(|f| !f.is_import())
         .map(|f| f.name().to_owned())
         .collect();
-    let opened = opened.borrow();
-    let encoded = opened.raise(&compiler.descriptor_pool().encode_to_vec());
-    let mut schema = Schema::decode_with_own_files(&encoded, own.clone()).map_err(|e| match e {
-        DecodeError::Editions(e) => LoadError {
-            file: Some(e.file),
-            line: e.position.map(|p| p.0),
-            column: e.position.map(|p| p.1),
-            message: e.message,
-        },
-        e => LoadError::plain(Some(root.display().to_string()), e.to_string()),
-    })?;
-    for name in &own {
-        if let Some(text) = opened.texts.get(name) {
-            schema.correct_positions(name, text);
-        }
-    }
-    Ok(schema)
+    compilation.finish(&compiler.descriptor_pool(), own, &root.display().to_string())
 }
 
-/// What the resolver saw: each file's text as written, the editions files it lowered, and
-/// the first editions file it refused.
+/// What one compilation's resolvers saw: each file's text as written, the editions files
+/// handed to protox lowered, and the first file refused before protox saw it. Shared by
+/// the `.proto` tree ([`compile_dir`]) and registry documents (Confluent's API).
+#[derive(Clone, Default)]
+pub(crate) struct Compilation(Rc<RefCell<Opened>>);
+
 #[derive(Default)]
 struct Opened {
     texts: HashMap<String, String>,
-    lowered: HashMap<String, (Edition, Edits)>,
+    /// Lowered editions files, with the column edits of those lowered from text.
+    lowered: HashMap<String, (Edition, Option<Edits>)>,
     refused: Option<LoadError>,
 }
 
-impl Opened {
-    /// A protox error in a lowered file, moved to the position as written.
-    fn relocated(&self, mut err: LoadError) -> LoadError {
+impl Compilation {
+    /// A file for protox from its source text; an editions file is lowered.
+    pub(crate) fn open_text(&self, name: &str, text: &str) -> Result<File, protox::Error> {
+        let mut opened = self.0.borrow_mut();
+        opened.texts.insert(name.to_owned(), text.to_owned());
+        match source::lower(text) {
+            Ok(None) => File::from_source(name, text),
+            Ok(Some(lowered)) => {
+                opened.lowered.insert(name.to_owned(), (lowered.edition, Some(lowered.edits)));
+                File::from_source(name, &lowered.text)
+            }
+            Err(e) => {
+                let err = LoadError {
+                    file: Some(name.to_owned()),
+                    line: Some(e.line),
+                    column: Some(e.column),
+                    message: e.message,
+                };
+                Err(self.refuse(&mut opened, err))
+            }
+        }
+    }
+
+    /// A file for protox from an encoded `FileDescriptorProto` (protoc's or buf's, or a file
+    /// of a loaded [`Schema`], already lowered if `lowered` names its edition). Options,
+    /// features included, are kept byte for byte.
+    pub(crate) fn open_descriptor(&self, name: &str, encoded: &[u8], lowered: Option<Edition>) -> Result<File, protox::Error> {
+        let mut opened = self.0.borrow_mut();
+        let (bytes, edition) = match lowered {
+            Some(edition) => (encoded.to_vec(), Some(edition)),
+            None => match lowering::lower_file_bytes(encoded) {
+                Ok(Some((bytes, edition))) => (bytes, Some(edition)),
+                Ok(None) => (encoded.to_vec(), None),
+                Err(e) => {
+                    let err = LoadError { file: Some(name.to_owned()), line: None, column: None, message: e.message };
+                    return Err(self.refuse(&mut opened, err));
+                }
+            },
+        };
+        if let Some(edition) = edition {
+            opened.lowered.insert(name.to_owned(), (edition, None));
+        }
+        File::decode_file_descriptor_proto(bytes.as_slice()).map_err(protox::Error::new)
+    }
+
+    fn refuse(&self, opened: &mut Opened, err: LoadError) -> protox::Error {
+        opened.refused.get_or_insert(err.clone());
+        protox::Error::new(err)
+    }
+
+    /// Why compiling stopped: a refusal of ours, or protox's error at the position as written.
+    pub(crate) fn error(&self, err: &protox::Error) -> LoadError {
+        let opened = self.0.borrow();
+        if let Some(refused) = &opened.refused {
+            return refused.clone();
+        }
+        let mut err = from_protox(err);
         if let (Some(file), Some(line), Some(column)) = (&err.file, err.line, err.column) {
-            if let Some((_, edits)) = self.lowered.get(file) {
+            if let Some((_, Some(edits))) = opened.lowered.get(file) {
                 err.column = Some(edits.original(line - 1, column - 1) + 1);
             }
         }
         err
     }
 
-    /// The compiled set with every lowered file back in its edition, at its positions as written.
-    fn raise(&self, encoded: &[u8]) -> Vec<u8> {
-        if self.lowered.is_empty() {
-            return encoded.to_vec();
+    /// The schema protox compiled: lowered files raised back to their edition (at their
+    /// positions as written), then decoded as any descriptor set is. `context` names the
+    /// input in errors without a file of their own.
+    pub(crate) fn finish(&self, pool: &prost_reflect::DescriptorPool, own: BTreeSet<String>, context: &str) -> Result<Schema, LoadError> {
+        let opened = self.0.borrow();
+        let encoded = pool.encode_to_vec();
+        let encoded = if opened.lowered.is_empty() {
+            encoded
+        } else {
+            let relocated = lowering::map_files(&encoded, |name, file| match opened.lowered.get(name) {
+                Some((_, Some(edits))) => Some(lowering::renumber_utf8_none(&source::relocate(file, edits))),
+                _ => None,
+            });
+            let editions = opened.lowered.iter().map(|(name, (edition, _))| (name.clone(), *edition)).collect();
+            lowering::raise_set(&relocated, &editions)
+        };
+        let mut schema = Schema::decode_with_own_files(&encoded, own.clone()).map_err(|e| match e {
+            DecodeError::Editions(e) => LoadError {
+                file: Some(e.file),
+                line: e.position.map(|p| p.0),
+                column: e.position.map(|p| p.1),
+                message: e.message,
+            },
+            e => LoadError::plain(Some(context.to_owned()), e.to_string()),
+        })?;
+        for name in &own {
+            if let Some(text) = opened.texts.get(name) {
+                schema.correct_positions(name, text);
+            }
         }
-        let relocated = lowering::map_files(encoded, |name, file| {
-            self.lowered
-                .get(name)
-                .map(|(_, edits)| lowering::renumber_utf8_none(&source::relocate(file, edits)))
-        });
-        let editions = self.lowered.iter().map(|(name, (edition, _))| (name.clone(), *edition)).collect();
-        lowering::raise_set(&relocated, &editions)
+        Ok(schema)
     }
 }
 
-/// The resolver for a `.proto` tree: keeps the text of every file it opens (positions are
-/// corrected against exactly what was compiled, not a second read that an edit in between
-/// could change) and hands protox editions files lowered to proto2.
+/// The built-in files: descriptor.proto as the current protobuf release declares it (see
+/// `editions::descriptor`), the other well-known types from protox.
+pub(crate) fn well_known(name: &str) -> Result<File, protox::Error> {
+    if name == descriptor::NAME {
+        return Ok(File::from_file_descriptor_proto(descriptor::descriptor_proto()));
+    }
+    GoogleFileResolver::new().open_file(name)
+}
+
+/// The resolver for a `.proto` tree: reads each file itself (positions are corrected
+/// against exactly what was compiled, not a second read that an edit in between could
+/// change) and hands it to protox through the [`Compilation`].
 struct SourceTree {
     root: PathBuf,
     include: IncludeFileResolver,
-    google: GoogleFileResolver,
-    opened: Rc<RefCell<Opened>>,
+    compilation: Compilation,
 }
 
 /// protox's own limit on a source file.
@@ -179,35 +243,15 @@ impl FileResolver for SourceTree {
                 return Err(protox::Error::new(LoadError::plain(Some(name.to_owned()), "file too large")))
             }
             Ok(_) => std::fs::read(&path).map_err(protox::Error::new)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name == descriptor::NAME => {
-                return Ok(File::from_file_descriptor_proto(descriptor::descriptor_proto()))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.google.open_file(name),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return well_known(name),
             Err(e) => return Err(protox::Error::new(e)),
         };
-        let Ok(text) = String::from_utf8(text) else {
-            let err = LoadError::plain(Some(name.to_owned()), "not valid UTF-8");
-            self.opened.borrow_mut().refused.get_or_insert(err.clone());
-            return Err(protox::Error::new(err));
-        };
-        let mut opened = self.opened.borrow_mut();
-        let lowered = source::lower(&text);
-        opened.texts.insert(name.to_owned(), text.clone());
-        match lowered {
-            Ok(None) => File::from_source(name, &text),
-            Ok(Some(lowered)) => {
-                opened.lowered.insert(name.to_owned(), (lowered.edition, lowered.edits));
-                File::from_source(name, &lowered.text)
-            }
-            Err(e) => {
-                let err = LoadError {
-                    file: Some(name.to_owned()),
-                    line: Some(e.line),
-                    column: Some(e.column),
-                    message: e.message,
-                };
-                opened.refused.get_or_insert(err.clone());
-                Err(protox::Error::new(err))
+        match String::from_utf8(text) {
+            Ok(text) => self.compilation.open_text(name, &text),
+            Err(_) => {
+                let err = LoadError::plain(Some(name.to_owned()), "not valid UTF-8");
+                let mut opened = self.compilation.0.borrow_mut();
+                Err(self.compilation.refuse(&mut opened, err))
             }
         }
     }
@@ -232,7 +276,7 @@ fn collect_protos(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::R
 
 /// Turns a protox diagnostic into file, line and column: parse errors, unresolved imports
 /// and duplicate symbols all carry a labelled span in their source.
-fn from_protox(err: &protox::Error) -> LoadError {
+pub(crate) fn from_protox(err: &protox::Error) -> LoadError {
     use miette::Diagnostic;
     let file = err.file().map(str::to_owned);
     let mut message = err.to_string();

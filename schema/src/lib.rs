@@ -9,6 +9,7 @@
 //! | [`compat`] | compatibility modes, per-pair request/response verdicts | no |
 //! | [`validate`] | payload and gRPC-frame validation with field paths | no |
 //! | [`snapshot`] | the JSON snapshot the filter polls, with lookups | no |
+//! | [`framing`] | Confluent's wire framing (magic byte, schema id, message indexes) | no |
 //! | [`metrics`] | atomic counters, Prometheus text | no |
 //! | `compile` | `.proto` trees compiled with protox, errors with file:line:column | yes |
 //! | `registry` | subjects, revisions, the gate, persistence, directory watcher | yes |
@@ -53,6 +54,7 @@ pub mod breaking;
 pub mod compat;
 pub mod fingerprint;
 pub mod editions;
+pub mod framing;
 mod location;
 pub mod metrics;
 mod schema;

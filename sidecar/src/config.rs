@@ -52,6 +52,20 @@ pub struct Config {
     /// The schema registry (`[schema]`): watched descriptor directory, compatibility mode
     /// and rule category (see schema/README.md). Absent: no registry is served.
     pub schema: Option<switchyard_schema::registry::RegistryConfig>,
+    /// Confluent Schema Registry's REST API over the registry (`[confluent]`). It is always
+    /// on the admin port when `schema` is set; this adds a listener of its own and a token.
+    pub confluent: Option<ConfluentConfig>,
+}
+
+/// Where the Confluent API listens beyond the admin port, and who may write through it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfluentConfig {
+    /// A listener of its own (any interface); reads are open, writes need a loopback peer
+    /// or the token.
+    pub listen: Option<SocketAddr>,
+    /// File holding a bearer token that authorises writes from other hosts.
+    pub token_file: Option<PathBuf>,
 }
 
 /// A gRPC listener whose unpinned requests go to `default_version`.
@@ -80,6 +94,7 @@ impl Default for Config {
             models: BTreeMap::new(),
             endpoints: Vec::new(),
             schema: None,
+            confluent: None,
         }
     }
 }
@@ -285,6 +300,9 @@ impl Config {
             schema.dir = schema.dir.as_ref().map(|d| base.join(d));
             schema.state_dir = schema.state_dir.as_ref().map(|d| base.join(d));
         }
+        if let Some(confluent) = &mut config.confluent {
+            confluent.token_file = confluent.token_file.as_ref().map(|f| base.join(f));
+        }
         Ok(config)
     }
 
@@ -345,6 +363,15 @@ impl Config {
             }
             if endpoint.listen.port() != 0 && (endpoint.listen == self.listen || endpoint.listen == self.admin_listen) {
                 return Err(invalid(&format!("endpoints[{i}].listen"), format!("{} is already `listen` or `admin_listen`", endpoint.listen)));
+            }
+        }
+        if let Some(confluent) = &self.confluent {
+            if self.schema.is_none() {
+                return Err(invalid("confluent", "needs the schema registry (`[schema]`) to serve"));
+            }
+            let taken = [self.listen, self.admin_listen];
+            if let Some(listen) = confluent.listen.filter(|l| l.port() != 0 && (taken.contains(l) || self.endpoints.iter().any(|e| e.listen == *l))) {
+                return Err(invalid("confluent.listen", format!("{listen} is already used by another listener")));
             }
         }
         for (name, policy) in &self.models {

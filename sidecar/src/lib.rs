@@ -10,6 +10,7 @@ pub mod batch;
 pub mod chaos;
 pub mod cli;
 pub mod config;
+pub mod confluent;
 pub mod console;
 pub mod metrics;
 pub mod models;

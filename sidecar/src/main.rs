@@ -47,7 +47,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(r) if r.config().dir.is_some() => Some(runtime.block_on(async { r.watch() })?),
                 _ => None,
             };
-            let sidecar = registry::mount(Sidecar::new(config), registry);
+            let sidecar = registry::mount(Sidecar::new(config), registry.clone());
+            let sidecar = switchyard_sidecar::confluent::mount(sidecar, registry)?;
             runtime.block_on(sidecar.run())
         }
         // Handled before logging is set up for serving.

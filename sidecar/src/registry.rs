@@ -4,6 +4,7 @@
 //! |--------|------|------|
 //! | GET  | `/v1/snapshot` | [`SidecarSnapshot`]: schema revisions and compatibility, per-version health. `?descriptors=1` adds each revision's descriptor set (for validating in the filter). Answers `304` to `If-None-Match: <generation>`. |
 //! | POST | `/v1/validate?method=/pkg.Service/Method&revision=features.v1@2` | validates the body (gRPC frames) against the method's input type; `{valid, message, violations, warnings}` |
+//! | POST | `/v1/validate/confluent` | validates the body as one Confluent-framed record (magic byte, schema id, message indexes, message); the same answer plus `schema_id`, `subject`, `version`, `message_type` |
 //!
 //! The gRPC `switchyard.registry.v1.SchemaRegistry` service is served on the gRPC port and
 //! the registry's counters are appended to `/metrics`.
@@ -35,6 +36,7 @@ pub fn mount(sidecar: Sidecar, registry: Option<Arc<Registry>>) -> Sidecar {
     let routes = Router::new()
         .route(switchyard_api::SNAPSHOT_PATH, get(snapshot))
         .route(switchyard_api::VALIDATE_PATH, post(validate))
+        .route(VALIDATE_CONFLUENT_PATH, post(validate_confluent))
         .with_state(state);
     let sidecar = sidecar.with_admin_routes(routes);
     match registry {
@@ -119,15 +121,22 @@ struct ValidateQuery {
     method: String,
     #[serde(default)]
     revision: Option<String>,
-    /// The filter's route policy (`switchyard_api::UNKNOWN_FIELDS_QUERY`).
+    #[serde(flatten)]
+    policy: PolicyQuery,
+}
+
+/// The caller's validation policy, e.g. the filter's route policy.
+#[derive(Deserialize)]
+struct PolicyQuery {
+    /// `switchyard_api::UNKNOWN_FIELDS_QUERY`.
     #[serde(default)]
     unknown_fields: Option<String>,
-    /// The filter's route policy (`switchyard_api::WIRE_TYPE_MISMATCH_QUERY`).
+    /// `switchyard_api::WIRE_TYPE_MISMATCH_QUERY`.
     #[serde(default)]
     wire_type_mismatch: Option<String>,
 }
 
-impl ValidateQuery {
+impl PolicyQuery {
     /// The validation policy the caller asked for, over the validator's defaults.
     fn policy(&self) -> Result<Policy, String> {
         let mut policy = Policy::default();
@@ -149,7 +158,7 @@ async fn validate(State(s): State<Arc<Snapshots>>, Query(q): Query<ValidateQuery
     let Some(registry) = &s.registry else {
         return bad_request("no schema registry is configured ([schema] in the sidecar config)".into());
     };
-    let policy = match q.policy() {
+    let policy = match q.policy.policy() {
         Ok(p) => p,
         Err(e) => return bad_request(e),
     };
@@ -187,6 +196,50 @@ async fn validate(State(s): State<Arc<Snapshots>>, Query(q): Query<ValidateQuery
         }
         Err(e) => bad_request(e.to_string()),
     }
+}
+
+/// Where Confluent-framed records (Kafka record values) are validated.
+pub const VALIDATE_CONFLUENT_PATH: &str = "/v1/validate/confluent";
+
+/// The answer for a framed record: the validation, and what the frame resolved to.
+#[derive(serde::Serialize)]
+struct FramedReply {
+    #[serde(flatten)]
+    reply: ValidateReply,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schema_id: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_type: Option<String>,
+}
+
+async fn validate_confluent(State(s): State<Arc<Snapshots>>, Query(q): Query<PolicyQuery>, body: axum::body::Bytes) -> Response {
+    let Some(registry) = &s.registry else {
+        return bad_request("no schema registry is configured ([schema] in the sidecar config)".into());
+    };
+    let policy = match q.policy() {
+        Ok(p) => p,
+        Err(e) => return bad_request(e),
+    };
+    let framed = registry.validate_framed(&body, &policy);
+    let v = framed.validation;
+    let message = v.violations.first().map(|first| {
+        let what = framed.message_type.as_deref().unwrap_or("record");
+        let more = v.violations.len() - 1;
+        format!("invalid {what}: {first}{}", if more > 0 { format!(" (and {more} more)") } else { String::new() })
+    });
+    let (subject, version) = framed.revision.map_or((None, None), |(s, n)| (Some(s), Some(n)));
+    Json(FramedReply {
+        reply: ValidateReply { valid: v.violations.is_empty(), message, violations: v.violations, warnings: v.warnings },
+        schema_id: framed.schema_id,
+        subject,
+        version,
+        message_type: framed.message_type,
+    })
+    .into_response()
 }
 
 /// `subject@N`, `subject@sha256:…` or a bare fingerprint; without one, the current

@@ -15,6 +15,7 @@ use crate::reload::Reloader;
 use crate::service::Extractor;
 use anyhow::{bail, Context, Result};
 use axum::serve::ListenerExt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_proto::features::v1::feature_extraction_service_server::FeatureExtractionServiceServer;
@@ -30,6 +31,8 @@ pub struct Sidecar {
     grpc: tonic::service::Routes,
     admin: axum::Router,
     extra_metrics: Vec<admin::ExtraMetrics>,
+    /// More HTTP listeners: (name in the ready line, address, routes).
+    http: Vec<(&'static str, SocketAddr, axum::Router)>,
 }
 
 impl Sidecar {
@@ -41,7 +44,20 @@ impl Sidecar {
             grpc: tonic::service::Routes::default(),
             admin: axum::Router::new(),
             extra_metrics: Vec::new(),
+            http: Vec::new(),
         }
+    }
+
+    /// The configuration it will run with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Serves `routes` on one more HTTP listener, reported in the ready line as
+    /// `"<name>": "<address>"`. Handlers see the peer address (`ConnectInfo<SocketAddr>`).
+    pub fn with_http_listener(mut self, name: &'static str, listen: SocketAddr, routes: axum::Router) -> Self {
+        self.http.push((name, listen, routes));
+        self
     }
 
     /// Serves more gRPC services on the same port:
@@ -70,7 +86,7 @@ impl Sidecar {
     }
 
     pub async fn run(self) -> Result<()> {
-        let Sidecar { config, models, chaos, grpc, admin: extra_admin, extra_metrics } = self;
+        let Sidecar { config, models, chaos, grpc, admin: extra_admin, extra_metrics, http } = self;
         config.validate()?;
         let config = Arc::new(config);
         let runtime_config = config.runtime.clone();
@@ -177,6 +193,13 @@ impl Sidecar {
                 .with_context(|| format!("cannot listen on {} (`endpoints[{i}].listen`)", endpoint.listen))?;
             endpoint_listeners.push(listener);
         }
+        let mut http_listeners = Vec::new();
+        for (name, listen, routes) in http {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen} (`{name}.listen`)"))?;
+            http_listeners.push((name, listener, routes));
+        }
         let grpc_addr = grpc_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
@@ -196,20 +219,32 @@ impl Sidecar {
             endpoints.push(serde_json::json!({ "default_version": endpoint.default_version, "grpc": listener.local_addr()?.to_string() }));
             grpc_servers.push(serve_grpc(listener, router));
         }
-        let admin_shutdown = stopped(stop_rx.clone());
-        let admin_server = tokio::spawn(async move {
-            axum::serve(admin_listener, admin_router).with_graceful_shutdown(admin_shutdown).await
-        });
-        tracing::info!(grpc = %grpc_addr, admin = %admin_addr, endpoints = endpoints.len(), "sidecar ready");
-        println!(
-            "{}",
-            serde_json::json!({
-                "event": "ready",
-                "grpc": grpc_addr.to_string(),
-                "admin": admin_addr.to_string(),
-                "endpoints": endpoints,
+        // HTTP servers hand the peer address to handlers that check it (Confluent writes).
+        let serve_http = |listener: TcpListener, router: axum::Router| {
+            let shutdown = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(shutdown)
+                    .await
             })
-        );
+        };
+        let mut http_servers = vec![serve_http(admin_listener, admin_router)];
+        let mut http_addrs = serde_json::Map::new();
+        for (name, listener, routes) in http_listeners {
+            http_addrs.insert(name.to_owned(), listener.local_addr()?.to_string().into());
+            http_servers.push(serve_http(listener, routes));
+        }
+        tracing::info!(grpc = %grpc_addr, admin = %admin_addr, endpoints = endpoints.len(), "sidecar ready");
+        let mut ready = serde_json::json!({
+            "event": "ready",
+            "grpc": grpc_addr.to_string(),
+            "admin": admin_addr.to_string(),
+            "endpoints": endpoints,
+        });
+        if let Some(fields) = ready.as_object_mut() {
+            fields.extend(http_addrs);
+        }
+        println!("{ready}");
 
         let signal = shutdown.await;
         tracing::info!(signal, drain_timeout_ms = config.drain_timeout_ms, "draining: no new connections, finishing in-flight requests");
@@ -234,7 +269,9 @@ impl Sidecar {
             }
             Err(_) => tracing::warn!(drain_timeout_ms = config.drain_timeout_ms, "drain timeout reached; exiting with requests in flight"),
         }
-        admin_server.abort();
+        for server in http_servers {
+            server.abort();
+        }
         Ok(())
     }
 }

@@ -104,6 +104,15 @@ pub(crate) fn lower_set(encoded: &[u8]) -> Result<Lowered<'_>, LoweringError> {
     Ok(Lowered { bytes: Cow::Owned(out), editions })
 }
 
+/// Lowers one encoded `FileDescriptorProto` if it is an editions file.
+#[cfg(feature = "runtime")]
+pub(crate) fn lower_file_bytes(file: &[u8]) -> Result<Option<(Vec<u8>, Edition)>, LoweringError> {
+    if !is_editions(file) {
+        return Ok(None);
+    }
+    lower_file(file).map(|(bytes, _, edition)| Some((bytes, edition)))
+}
+
 /// Undoes [`lower_set`] for the files named in `editions`.
 pub(crate) fn raise_set(encoded: &[u8], editions: &BTreeMap<String, Edition>) -> Vec<u8> {
     if editions.is_empty() {

@@ -9,10 +9,18 @@
 //! This module is free of tonic and tokio: the gRPC service (`crate::service`) and the
 //! sidecar wrap it.
 
+mod document;
+mod framed;
+mod ids;
 mod layout;
+mod modes;
 mod store;
 mod watch;
 
+pub use document::{root_file, Document, Reference, ROOT_FILE};
+pub use framed::FramedValidation;
+pub use ids::SchemaIds;
+pub use modes::ModeOverrides;
 pub use store::StoreError;
 pub use watch::{WatchError, WatchHandle};
 
@@ -73,13 +81,20 @@ pub struct SubjectConfig {
 }
 
 impl RegistryConfig {
-    fn policy(&self, subject: &str) -> (Mode, Category, bool) {
+    /// A subject's mode, category and warning policy; run-time modes (`modes`) come first
+    /// (see `modes` for the order).
+    fn policy(&self, modes: &ModeOverrides, subject: &str) -> (Mode, Category, bool) {
         let s = self.subjects.get(subject);
         (
-            s.and_then(|s| s.mode).unwrap_or(self.mode),
+            self.subject_mode(modes, subject).or(modes.global).unwrap_or(self.mode),
             s.and_then(|s| s.category).unwrap_or(self.category),
             s.and_then(|s| s.block_on_warnings).unwrap_or(self.block_on_warnings),
         )
+    }
+
+    /// The mode set for `subject` itself, at run time or in the configuration.
+    fn subject_mode(&self, modes: &ModeOverrides, subject: &str) -> Option<Mode> {
+        modes.get(Some(subject)).or_else(|| self.subjects.get(subject).and_then(|s| s.mode))
     }
 
     /// Where accepted revisions are persisted: `state_dir`, or `<dir>/.switchyard`.
@@ -103,6 +118,10 @@ pub struct Revision {
     pub accepted_at: u64,
     /// For forced revisions: the findings that would have rejected it.
     pub findings: Vec<Finding>,
+    /// The global schema id (Confluent's): equal for equal content, across subjects.
+    pub id: u32,
+    /// The document as submitted through the Confluent API; `None` for directory entries.
+    pub document: Option<Arc<Document>>,
 }
 
 /// A subject's accepted revisions and the compatibility between every pair of them.
@@ -138,15 +157,25 @@ impl Subject {
 /// An immutable view of the registry; swapped whole on every accepted revision.
 #[derive(Debug, Default)]
 pub struct RegistryState {
-    /// Grows by one with every accepted revision.
+    /// Grows by one with every accepted revision and every run-time mode change.
     pub generation: u64,
     pub subjects: BTreeMap<String, Arc<Subject>>,
+    /// Compatibility modes set at run time.
+    pub modes: ModeOverrides,
+    /// Which revisions have which schema id.
+    pub ids: SchemaIds,
     snapshot_json: Vec<u8>,
 }
 
 impl RegistryState {
     pub fn subject(&self, name: &str) -> Option<&Arc<Subject>> {
         self.subjects.get(name)
+    }
+
+    /// The first revision (by subject name, then number) with schema id `id`.
+    pub fn revision_by_id(&self, id: u32) -> Option<&Arc<Revision>> {
+        let (subject, number) = self.ids.uses(id).first()?;
+        self.subject(subject)?.revision(*number)
     }
 
     /// The filter's snapshot of this state (see [`crate::snapshot`]).
@@ -337,11 +366,11 @@ impl Registry {
                     if revisions.is_empty() {
                         continue;
                     }
-                    let (mode, category, _) = registry.config.policy(&name);
+                    let (mode, category, _) = registry.config.policy(&restored.modes, &name);
                     let subject = build_subject(name.clone(), mode, category, revisions);
                     subjects.insert(name, Arc::new(subject));
                 }
-                registry.swap(restored.generation, subjects);
+                registry.swap(restored.generation, subjects, restored.modes);
                 tracing::info!(
                     dir = %dir.display(),
                     subjects = registry.state().subjects.len(),
@@ -430,8 +459,30 @@ impl Registry {
         Ok(self.gate(&self.state(), &subject, candidate))
     }
 
+    /// What the gate would say about `candidate` against one revision of `subject` only
+    /// (Confluent's `POST /compatibility/subjects/{subject}/versions/{version}`), under the
+    /// subject's mode.
+    pub fn check_against(&self, candidate: &Schema, subject: &str, revision: u32) -> Result<GateCheck, LookupError> {
+        let state = self.state();
+        let existing = state.subject(subject).ok_or_else(|| LookupError::Subject(subject.to_owned()))?;
+        let against = existing.revision(revision).ok_or_else(|| LookupError::Revision(subject.to_owned(), revision))?;
+        let (mode, category, block_on_warnings) = self.config.policy(&state.modes, subject);
+        let mut out = GateCheck {
+            subject: subject.to_owned(),
+            mode,
+            category,
+            compatible: true,
+            reports: Vec::new(),
+            violations: Vec::new(),
+        };
+        if mode != Mode::None {
+            judge(&mut out, against, candidate, block_on_warnings);
+        }
+        Ok(out)
+    }
+
     fn gate(&self, state: &RegistryState, subject: &str, candidate: &Schema) -> GateCheck {
-        let (mode, category, block_on_warnings) = self.config.policy(subject);
+        let (mode, category, block_on_warnings) = self.config.policy(&state.modes, subject);
         let mut out = GateCheck {
             subject: subject.to_owned(),
             mode,
@@ -449,22 +500,47 @@ impl Registry {
             _ => vec![existing.current()],
         };
         for revision in against {
-            let report = check(&revision.schema, candidate, category);
-            let mut findings: Vec<Finding> =
-                report.findings.iter().filter(|f| mode.is_violated_by(f)).cloned().collect();
-            if block_on_warnings {
-                findings.extend(report.warnings.iter().filter(|f| mode.is_violated_by(f)).cloned());
-            }
-            if !findings.is_empty() {
-                out.compatible = false;
-                out.violations.push(Violations {
-                    revision: revision.number,
-                    findings,
-                });
-            }
-            out.reports.push((revision.number, report));
+            judge(&mut out, revision, candidate, block_on_warnings);
         }
         out
+    }
+
+    /// The effective compatibility mode of `subject` (`None`: the global default).
+    pub fn mode(&self, subject: Option<&str>) -> Mode {
+        let state = self.state();
+        match subject {
+            Some(s) => self.config.policy(&state.modes, s).0,
+            None => state.modes.global.unwrap_or(self.config.mode),
+        }
+    }
+
+    /// The mode set for `subject` itself (at run time or in the configuration), if any.
+    pub fn subject_mode(&self, subject: &str) -> Option<Mode> {
+        self.config.subject_mode(&self.state().modes, subject)
+    }
+
+    /// Sets (`Some`) or removes (`None`) the run-time mode of `subject` (`None`: the global
+    /// one), persists it, and applies it to the subjects it governs. Returns the run-time
+    /// mode it replaced. When the state cannot be saved nothing changes.
+    pub fn set_mode(&self, subject: Option<&str>, mode: Option<Mode>) -> Result<Option<Mode>, StoreError> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.state();
+        let mut modes = state.modes.clone();
+        let previous = modes.set(subject, mode);
+        let subjects: BTreeMap<String, Arc<Subject>> = state
+            .subjects
+            .iter()
+            .map(|(name, s)| {
+                let mode = self.config.policy(&modes, name).0;
+                let s = if s.mode == mode { s.clone() } else { Arc::new(Subject { mode, ..Subject::clone(s) }) };
+                (name.clone(), s)
+            })
+            .collect();
+        let generation = state.generation + 1;
+        self.persist(generation, &subjects, &modes)?;
+        tracing::info!(subject = subject.unwrap_or("(global)"), mode = ?mode, "compatibility mode set");
+        self.swap(generation, subjects, modes);
+        Ok(previous)
     }
 
     /// Registers `schema` as a new revision of `subject` (default: its package), unless it
@@ -477,7 +553,26 @@ impl Registry {
         force: bool,
     ) -> Result<Outcome, Rejection> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        self.register_locked(schema, source, subject, force)
+        self.register_locked(schema, source, subject, force, None)
+    }
+
+    /// Registers a document (`.proto` text or a base64 descriptor, see [`Document`]) under
+    /// `subject`, its references resolved against the same state the gate judges it in.
+    /// The document is kept with the revision; an unchanged schema keeps its first one.
+    pub fn register_document(
+        &self,
+        subject: &str,
+        schema: &str,
+        references: &[Reference],
+        source: &str,
+    ) -> Result<Outcome, Rejection> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match self.compile_document(schema, references) {
+            Ok((compiled, document)) => {
+                self.register_locked(compiled, source, Some(subject), false, Some(Arc::new(document)))
+            }
+            Err(error) => Err(self.reject(source, Some(subject), RejectReason::Load { error })),
+        }
     }
 
     fn register_locked(
@@ -486,6 +581,7 @@ impl Registry {
         source: &str,
         subject: Option<&str>,
         force: bool,
+        document: Option<Arc<Document>>,
     ) -> Result<Outcome, Rejection> {
         let subject = match subject {
             Some(s) => s.to_owned(),
@@ -513,6 +609,7 @@ impl Registry {
         }
         let previous = state.subject(&subject);
         let number = previous.map(|s| s.current().number + 1).unwrap_or(1);
+        let schema_fingerprint = schema.fingerprint();
         let revision = Arc::new(Revision {
             subject: subject.clone(),
             number,
@@ -521,6 +618,8 @@ impl Registry {
             forced: !gate.compatible,
             accepted_at: now(),
             findings: gate.violations.into_iter().flat_map(|v| v.findings).collect(),
+            id: state.ids.id_for(&schema_fingerprint),
+            document,
         });
         let mut revisions = previous.map(|s| s.revisions.clone()).unwrap_or_default();
         let mut pairs = previous.map(|s| s.pairs.clone()).unwrap_or_default();
@@ -543,8 +642,11 @@ impl Registry {
             }),
         );
         let generation = state.generation + 1;
-        self.persist(generation, &subjects);
-        self.swap(generation, subjects);
+        if let Err(e) = self.persist(generation, &subjects, &state.modes) {
+            // The revision still serves from memory; only a restart would lose it.
+            tracing::error!("{e}; accepted revisions will not survive a restart");
+        }
+        self.swap(generation, subjects, state.modes.clone());
         self.metrics.revision_loaded(&subject);
         tracing::info!(
             subject = %subject,
@@ -574,23 +676,33 @@ impl Registry {
         rejection
     }
 
-    fn persist(&self, generation: u64, subjects: &BTreeMap<String, Arc<Subject>>) {
-        let Some(dir) = self.config.state_dir() else { return };
-        let result = store::save(
+    fn persist(
+        &self,
+        generation: u64,
+        subjects: &BTreeMap<String, Arc<Subject>>,
+        modes: &ModeOverrides,
+    ) -> Result<(), StoreError> {
+        let Some(dir) = self.config.state_dir() else { return Ok(()) };
+        store::save(
             &dir,
             generation,
             subjects.iter().map(|(name, s)| (name.as_str(), s.revisions.as_slice())),
-        );
-        if let Err(e) = result {
-            // The revision still serves from memory; only a restart would lose it.
-            tracing::error!("{e}; accepted revisions will not survive a restart");
-        }
+            modes,
+        )
     }
 
-    fn swap(&self, generation: u64, subjects: BTreeMap<String, Arc<Subject>>) {
+    fn swap(&self, generation: u64, subjects: BTreeMap<String, Arc<Subject>>, modes: ModeOverrides) {
+        let mut ids = SchemaIds::default();
+        for (name, s) in &subjects {
+            for r in &s.revisions {
+                ids.record(r.schema.fingerprint(), r.id, name, r.number);
+            }
+        }
         let mut state = RegistryState {
             generation,
             subjects,
+            modes,
+            ids,
             snapshot_json: Vec::new(),
         };
         state.snapshot_json = state.snapshot(false).to_json();
@@ -627,7 +739,7 @@ impl Registry {
                     continue;
                 }
             };
-            match self.register_locked(schema, &entry.name, entry.subject.as_deref(), entry.force) {
+            match self.register_locked(schema, &entry.name, entry.subject.as_deref(), entry.force, None) {
                 Ok(Outcome::Accepted(r)) => summary.accepted.push(r),
                 Ok(Outcome::Unchanged(r)) => summary.unchanged.push(r),
                 Err(rejection) => summary.rejected.push(rejection),
@@ -659,6 +771,24 @@ pub struct ScanSummary {
     pub accepted: Vec<Arc<Revision>>,
     pub unchanged: Vec<Arc<Revision>>,
     pub rejected: Vec<Rejection>,
+}
+
+/// Compares `candidate` with one accepted revision and records the findings that violate
+/// the check's mode.
+fn judge(out: &mut GateCheck, revision: &Revision, candidate: &Schema, block_on_warnings: bool) {
+    let report = check(&revision.schema, candidate, out.category);
+    let mut findings: Vec<Finding> = report.findings.iter().filter(|f| out.mode.is_violated_by(f)).cloned().collect();
+    if block_on_warnings {
+        findings.extend(report.warnings.iter().filter(|f| out.mode.is_violated_by(f)).cloned());
+    }
+    if !findings.is_empty() {
+        out.compatible = false;
+        out.violations.push(Violations {
+            revision: revision.number,
+            findings,
+        });
+    }
+    out.reports.push((revision.number, report));
 }
 
 fn build_subject(name: String, mode: Mode, category: Category, revisions: Vec<Arc<Revision>>) -> Subject {

@@ -2,13 +2,16 @@
 //!
 //! ```text
 //! <state dir>/                    default: <watched dir>/.switchyard
-//!   registry.json                 subjects, revisions, fingerprints, sources
+//!   registry.json                 subjects, revisions, fingerprints, sources, schema ids,
+//!                                 submitted documents, run-time compatibility modes
 //!   descriptors/<sha256>.binpb    each revision's FileDescriptorSet (source info included)
 //! ```
 //!
 //! Files are written to a temporary name and renamed, so a crash leaves the previous
 //! state readable. Descriptor sets are keyed by fingerprint and verified on load.
 
+use super::document::Document;
+use super::modes::ModeOverrides;
 use super::Revision;
 use crate::breaking::Finding;
 use crate::fingerprint::Fingerprint;
@@ -25,6 +28,8 @@ struct StateFile {
     version: u32,
     generation: u64,
     subjects: BTreeMap<String, Vec<StoredRevision>>,
+    #[serde(default, skip_serializing_if = "ModeOverrides::is_empty")]
+    modes: ModeOverrides,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -38,6 +43,11 @@ struct StoredRevision {
     own_files: Vec<String>,
     #[serde(default)]
     findings: Vec<Finding>,
+    /// Absent in state files written before schema ids existed (derived on load).
+    #[serde(default)]
+    id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    document: Option<Document>,
 }
 
 /// The persisted state could not be read or written.
@@ -59,6 +69,7 @@ fn err(path: &Path, message: impl std::fmt::Display) -> StoreError {
 pub(crate) struct Restored {
     pub(crate) generation: u64,
     pub(crate) subjects: BTreeMap<String, Vec<Arc<Revision>>>,
+    pub(crate) modes: ModeOverrides,
 }
 
 pub(crate) fn load(dir: &Path) -> Result<Option<Restored>, StoreError> {
@@ -72,6 +83,11 @@ pub(crate) fn load(dir: &Path) -> Result<Option<Restored>, StoreError> {
     if state.version != STATE_VERSION {
         return Err(err(&path, format!("unsupported version {} (expected {STATE_VERSION})", state.version)));
     }
+    // Ids first: revisions from an older file get theirs derived, in a fixed order.
+    let mut schema_ids: Vec<(Fingerprint, Option<u32>)> =
+        state.subjects.values().flatten().map(|r| (r.fingerprint, r.id)).collect();
+    super::ids::complete(&mut schema_ids);
+    let mut schema_ids = schema_ids.into_iter().map(|(_, id)| id.unwrap_or_default());
     let mut subjects = BTreeMap::new();
     for (subject, stored) in state.subjects {
         let mut revisions = Vec::with_capacity(stored.len());
@@ -91,6 +107,8 @@ pub(crate) fn load(dir: &Path) -> Result<Option<Restored>, StoreError> {
                 forced: r.forced,
                 accepted_at: r.accepted_at,
                 findings: r.findings,
+                id: schema_ids.next().unwrap_or_default(),
+                document: r.document.map(Arc::new),
             }));
         }
         subjects.insert(subject, revisions);
@@ -98,6 +116,7 @@ pub(crate) fn load(dir: &Path) -> Result<Option<Restored>, StoreError> {
     Ok(Some(Restored {
         generation: state.generation,
         subjects,
+        modes: state.modes,
     }))
 }
 
@@ -105,6 +124,7 @@ pub(crate) fn save<'a>(
     dir: &Path,
     generation: u64,
     subjects: impl Iterator<Item = (&'a str, &'a [Arc<Revision>])>,
+    modes: &ModeOverrides,
 ) -> Result<(), StoreError> {
     let descriptors = dir.join("descriptors");
     std::fs::create_dir_all(&descriptors).map_err(|e| err(&descriptors, e))?;
@@ -112,6 +132,7 @@ pub(crate) fn save<'a>(
         version: STATE_VERSION,
         generation,
         subjects: BTreeMap::new(),
+        modes: modes.clone(),
     };
     for (subject, revisions) in subjects {
         let mut stored = Vec::with_capacity(revisions.len());
@@ -128,6 +149,8 @@ pub(crate) fn save<'a>(
                 accepted_at: r.accepted_at,
                 own_files: r.schema.own_files().map(str::to_owned).collect(),
                 findings: r.findings.clone(),
+                id: Some(r.id),
+                document: r.document.as_deref().cloned(),
             });
         }
         state.subjects.insert(subject.to_owned(), stored);

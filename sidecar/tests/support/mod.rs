@@ -33,6 +33,7 @@ pub fn require_setup() -> PathBuf {
     models
 }
 
+#[allow(unused_imports)] // not every test crate renders pages
 pub use testkit::pages::page;
 
 /// A private copy of some model versions, so a test can change files freely.
@@ -109,6 +110,8 @@ pub struct Sidecar {
     pub admin: SocketAddr,
     /// `(default_version, address)` of each extra endpoint.
     pub endpoints: Vec<(String, SocketAddr)>,
+    /// The whole ready line (more listeners are named in it, e.g. `confluent`).
+    pub ready: serde_json::Value,
     log: PathBuf,
     _config_dir: tempfile::TempDir,
 }
@@ -141,7 +144,7 @@ impl Sidecar {
             .as_array()
             .map(|list| list.iter().map(|e| (e["default_version"].as_str().unwrap_or("").to_string(), addr(&e["grpc"]))).collect())
             .unwrap_or_default();
-        Ok(Sidecar { process, grpc: addr(&ready["grpc"]), admin: addr(&ready["admin"]), endpoints, log, _config_dir: dir })
+        Ok(Sidecar { process, grpc: addr(&ready["grpc"]), admin: addr(&ready["admin"]), endpoints, ready, log, _config_dir: dir })
     }
 
     pub fn log(&self) -> String {
