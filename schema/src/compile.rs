@@ -1,7 +1,7 @@
 //! Loading schemas from disk: `.proto` trees compiled at run time with `protox`, or binary
 //! descriptor sets.
 
-use crate::editions::{descriptor, lowering, source, source::Edits, Edition};
+use crate::editions::{descriptor, language, lowering, source, source::Edits, Edition};
 use std::collections::BTreeSet;
 use crate::schema::{DecodeError, Schema};
 use protox::file::{File, FileResolver, GoogleFileResolver, IncludeFileResolver};
@@ -211,10 +211,14 @@ impl Compilation {
 }
 
 /// The built-in files: descriptor.proto as the current protobuf release declares it (see
-/// `editions::descriptor`), the other well-known types from protox.
+/// `editions::descriptor`), Google's language feature files (`editions::language`), the
+/// other well-known types from protox.
 pub(crate) fn well_known(name: &str) -> Result<File, protox::Error> {
     if name == descriptor::NAME {
         return Ok(File::from_file_descriptor_proto(descriptor::descriptor_proto()));
+    }
+    if let Some(file) = language::file(name) {
+        return Ok(File::from_file_descriptor_proto(file));
     }
     GoogleFileResolver::new().open_file(name)
 }

@@ -202,6 +202,32 @@ message Doc {
     assert_eq!(Schema::decode(&served).unwrap().fingerprint(), compiled.fingerprint());
 }
 
+#[test]
+fn googles_feature_files_are_built_in_as_in_buf() {
+    // No feature files in the tree: buf has them built in, so do we.
+    let user = r#"edition = "2023";
+package lang.v1;
+import "google/protobuf/cpp_features.proto";
+import "google/protobuf/java_features.proto";
+import "google/protobuf/go_features.proto";
+option features.(pb.java).legacy_closed_enum = false;
+option features.(pb.go).api_level = API_OPAQUE;
+message Doc {
+  string body = 1 [features.(pb.cpp).string_type = VIEW, features.(pb.java).utf8_validation = VERIFY];
+  repeated int32 marks = 2;
+}
+"#;
+    let dir = tree(&[("lang/v1/doc.proto", user)]);
+    let compiled = compile_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let built = Schema::decode(&buf_build(dir.path())).unwrap();
+    let options = |schema: &Schema| {
+        let doc = schema.pool().get_message_by_name("lang.v1.Doc").unwrap();
+        let fields: Vec<Vec<u8>> = doc.fields().map(|f| prost::Message::encode_to_vec(&f.options())).collect();
+        (prost::Message::encode_to_vec(&doc.parent_file().options()), fields)
+    };
+    assert_eq!(options(&compiled), options(&built));
+}
+
 fn refused(text: &str) -> LoadError {
     let dir = tree(&[("bad/v1/bad.proto", text)]);
     compile_dir(dir.path()).expect_err("must be refused")

@@ -20,6 +20,8 @@
 
 #[cfg(feature = "runtime")]
 pub(crate) mod descriptor;
+#[cfg(feature = "runtime")]
+pub(crate) mod language;
 mod features;
 pub(crate) mod lowering;
 #[cfg(feature = "runtime")]
