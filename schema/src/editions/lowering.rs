@@ -287,7 +287,14 @@ fn with_features(options: Option<&[u8]>, features_field: u32, features: Features
     out
 }
 
+/// Message nesting beyond which a descriptor is refused (prost's own decoding limit): the
+/// walk recurses, and hostile input must not exhaust the stack.
+const MAX_DEPTH: usize = 100;
+
 fn lower_message(walk: &FileWalk<'_>, message: &[u8], outer: Features, path: &[i32]) -> Result<Vec<u8>, LoweringError> {
+    if path.len() / 2 > MAX_DEPTH {
+        return Err(walk.error(&[], format!("messages nest more than {MAX_DEPTH} deep")));
+    }
     let fields = wire::fields(message).map_err(|e| walk.error(path, format!("malformed DescriptorProto: {e:?}")))?;
     let options = fields.iter().rev().find(|f| f.number == MESSAGE_OPTIONS).map(|f| f.value);
     let features = refine(outer, &explicit_features(options, MESSAGE_OPTIONS_FEATURES));
@@ -453,6 +460,7 @@ fn raise_file(file: &[u8], edition: Edition) -> Vec<u8> {
 }
 
 fn raise_message(message: &[u8]) -> Vec<u8> {
+    // Raised sets come from a pool, whose decoding already bounds nesting.
     let Ok(fields) = wire::fields(message) else { return message.to_vec() };
     let mut out = Vec::with_capacity(message.len());
     for f in &fields {
@@ -488,13 +496,16 @@ fn map_entries(file: &[u8]) -> BTreeSet<String> {
     let scope = if package.is_empty() { String::new() } else { format!(".{package}") };
     if let Ok(fields) = wire::fields(file) {
         for m in fields.iter().filter(|f| f.number == FILE_MESSAGE) {
-            collect_map_entries(m.value, &scope, &mut out);
+            collect_map_entries(m.value, &scope, &mut out, 0);
         }
     }
     out
 }
 
-fn collect_map_entries(message: &[u8], scope: &str, out: &mut BTreeSet<String>) {
+fn collect_map_entries(message: &[u8], scope: &str, out: &mut BTreeSet<String>, depth: usize) {
+    if depth > MAX_DEPTH {
+        return; // refused by `lower_message`
+    }
     let name = format!("{scope}.{}", string_field(message, MESSAGE_NAME).unwrap_or_default());
     let Ok(fields) = wire::fields(message) else { return };
     let is_entry = fields
@@ -505,7 +516,69 @@ fn collect_map_entries(message: &[u8], scope: &str, out: &mut BTreeSet<String>) 
         out.insert(name.clone());
     }
     for nested in fields.iter().filter(|f| f.number == MESSAGE_NESTED) {
-        collect_map_entries(nested.value, &name, out);
+        collect_map_entries(nested.value, &name, out, depth + 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(name: &str, nested: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        wire::write_len_field(&mut m, MESSAGE_NAME, name.as_bytes());
+        if !nested.is_empty() {
+            wire::write_len_field(&mut m, MESSAGE_NESTED, nested);
+        }
+        m
+    }
+
+    #[test]
+    fn hostile_nesting_is_refused_not_recursed_into() {
+        let mut inner = Vec::new();
+        for _ in 0..5_000 {
+            inner = message("M", &inner);
+        }
+        let mut file = Vec::new();
+        wire::write_len_field(&mut file, FILE_NAME, b"deep.proto");
+        wire::write_len_field(&mut file, FILE_MESSAGE, &inner);
+        wire::write_len_field(&mut file, FILE_SYNTAX, b"editions");
+        write_varint_field(&mut file, FILE_EDITION, 1000);
+        let mut set = Vec::new();
+        wire::write_len_field(&mut set, SET_FILE, &file);
+        let err = lower_set(&set).err().expect("refused");
+        assert!(err.message.contains("nest more than"), "{err}");
+    }
+
+    #[test]
+    fn a_lowered_file_raises_to_what_it_was() {
+        let mut field = Vec::new();
+        wire::write_len_field(&mut field, 1, b"g");
+        write_varint_field(&mut field, 3, 1);
+        write_varint_field(&mut field, FIELD_LABEL, LABEL_OPTIONAL);
+        write_varint_field(&mut field, FIELD_TYPE, TYPE_MESSAGE);
+        wire::write_len_field(&mut field, FIELD_TYPE_NAME, b".p.M");
+        let mut features = Vec::new();
+        write_varint_field(&mut features, feature::MESSAGE_ENCODING, DELIMITED as u64);
+        let mut options = Vec::new();
+        wire::write_len_field(&mut options, FIELD_OPTIONS_FEATURES, &features);
+        wire::write_len_field(&mut field, FIELD_OPTIONS, &options);
+        let mut m = message("M", &[]);
+        wire::write_len_field(&mut m, MESSAGE_FIELD, &field);
+        let mut file = Vec::new();
+        wire::write_len_field(&mut file, FILE_NAME, b"p.proto");
+        wire::write_len_field(&mut file, FILE_PACKAGE, b"p");
+        wire::write_len_field(&mut file, FILE_MESSAGE, &m);
+        wire::write_len_field(&mut file, FILE_SYNTAX, b"editions");
+        write_varint_field(&mut file, FILE_EDITION, 1000);
+        let mut set = Vec::new();
+        wire::write_len_field(&mut set, SET_FILE, &file);
+        let lowered = lower_set(&set).unwrap();
+        assert_eq!(lowered.editions.get("p.proto"), Some(&Edition::E2023));
+        assert!(!is_editions(&lowered.bytes[2..]), "lowered to proto2");
+        let raised = raise_set(&lowered.bytes, &lowered.editions);
+        // Lowering the raised set again gives the same lowered set.
+        assert_eq!(lower_set(&raised).unwrap().bytes, lowered.bytes);
     }
 }
 
