@@ -520,68 +520,6 @@ fn collect_map_entries(message: &[u8], scope: &str, out: &mut BTreeSet<String>, 
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn message(name: &str, nested: &[u8]) -> Vec<u8> {
-        let mut m = Vec::new();
-        wire::write_len_field(&mut m, MESSAGE_NAME, name.as_bytes());
-        if !nested.is_empty() {
-            wire::write_len_field(&mut m, MESSAGE_NESTED, nested);
-        }
-        m
-    }
-
-    #[test]
-    fn hostile_nesting_is_refused_not_recursed_into() {
-        let mut inner = Vec::new();
-        for _ in 0..5_000 {
-            inner = message("M", &inner);
-        }
-        let mut file = Vec::new();
-        wire::write_len_field(&mut file, FILE_NAME, b"deep.proto");
-        wire::write_len_field(&mut file, FILE_MESSAGE, &inner);
-        wire::write_len_field(&mut file, FILE_SYNTAX, b"editions");
-        write_varint_field(&mut file, FILE_EDITION, 1000);
-        let mut set = Vec::new();
-        wire::write_len_field(&mut set, SET_FILE, &file);
-        let err = lower_set(&set).err().expect("refused");
-        assert!(err.message.contains("nest more than"), "{err}");
-    }
-
-    #[test]
-    fn a_lowered_file_raises_to_what_it_was() {
-        let mut field = Vec::new();
-        wire::write_len_field(&mut field, 1, b"g");
-        write_varint_field(&mut field, 3, 1);
-        write_varint_field(&mut field, FIELD_LABEL, LABEL_OPTIONAL);
-        write_varint_field(&mut field, FIELD_TYPE, TYPE_MESSAGE);
-        wire::write_len_field(&mut field, FIELD_TYPE_NAME, b".p.M");
-        let mut features = Vec::new();
-        write_varint_field(&mut features, feature::MESSAGE_ENCODING, DELIMITED as u64);
-        let mut options = Vec::new();
-        wire::write_len_field(&mut options, FIELD_OPTIONS_FEATURES, &features);
-        wire::write_len_field(&mut field, FIELD_OPTIONS, &options);
-        let mut m = message("M", &[]);
-        wire::write_len_field(&mut m, MESSAGE_FIELD, &field);
-        let mut file = Vec::new();
-        wire::write_len_field(&mut file, FILE_NAME, b"p.proto");
-        wire::write_len_field(&mut file, FILE_PACKAGE, b"p");
-        wire::write_len_field(&mut file, FILE_MESSAGE, &m);
-        wire::write_len_field(&mut file, FILE_SYNTAX, b"editions");
-        write_varint_field(&mut file, FILE_EDITION, 1000);
-        let mut set = Vec::new();
-        wire::write_len_field(&mut set, SET_FILE, &file);
-        let lowered = lower_set(&set).unwrap();
-        assert_eq!(lowered.editions.get("p.proto"), Some(&Edition::E2023));
-        assert!(!is_editions(&lowered.bytes[2..]), "lowered to proto2");
-        let raised = raise_set(&lowered.bytes, &lowered.editions);
-        // Lowering the raised set again gives the same lowered set.
-        assert_eq!(lower_set(&raised).unwrap().bytes, lowered.bytes);
-    }
-}
-
 /// Source positions by path, read from the file's raw `source_code_info`.
 struct Sources<'a> {
     locations: Vec<RawField<'a>>,
@@ -713,4 +651,66 @@ fn rewrite(message: &[u8], change: FieldChange<'_>) -> Vec<u8> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(name: &str, nested: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        wire::write_len_field(&mut m, MESSAGE_NAME, name.as_bytes());
+        if !nested.is_empty() {
+            wire::write_len_field(&mut m, MESSAGE_NESTED, nested);
+        }
+        m
+    }
+
+    #[test]
+    fn hostile_nesting_is_refused_not_recursed_into() {
+        let mut inner = Vec::new();
+        for _ in 0..5_000 {
+            inner = message("M", &inner);
+        }
+        let mut file = Vec::new();
+        wire::write_len_field(&mut file, FILE_NAME, b"deep.proto");
+        wire::write_len_field(&mut file, FILE_MESSAGE, &inner);
+        wire::write_len_field(&mut file, FILE_SYNTAX, b"editions");
+        write_varint_field(&mut file, FILE_EDITION, 1000);
+        let mut set = Vec::new();
+        wire::write_len_field(&mut set, SET_FILE, &file);
+        let err = lower_set(&set).err().expect("refused");
+        assert!(err.message.contains("nest more than"), "{err}");
+    }
+
+    #[test]
+    fn a_lowered_file_raises_to_what_it_was() {
+        let mut field = Vec::new();
+        wire::write_len_field(&mut field, 1, b"g");
+        write_varint_field(&mut field, 3, 1);
+        write_varint_field(&mut field, FIELD_LABEL, LABEL_OPTIONAL);
+        write_varint_field(&mut field, FIELD_TYPE, TYPE_MESSAGE);
+        wire::write_len_field(&mut field, FIELD_TYPE_NAME, b".p.M");
+        let mut features = Vec::new();
+        write_varint_field(&mut features, feature::MESSAGE_ENCODING, DELIMITED as u64);
+        let mut options = Vec::new();
+        wire::write_len_field(&mut options, FIELD_OPTIONS_FEATURES, &features);
+        wire::write_len_field(&mut field, FIELD_OPTIONS, &options);
+        let mut m = message("M", &[]);
+        wire::write_len_field(&mut m, MESSAGE_FIELD, &field);
+        let mut file = Vec::new();
+        wire::write_len_field(&mut file, FILE_NAME, b"p.proto");
+        wire::write_len_field(&mut file, FILE_PACKAGE, b"p");
+        wire::write_len_field(&mut file, FILE_MESSAGE, &m);
+        wire::write_len_field(&mut file, FILE_SYNTAX, b"editions");
+        write_varint_field(&mut file, FILE_EDITION, 1000);
+        let mut set = Vec::new();
+        wire::write_len_field(&mut set, SET_FILE, &file);
+        let lowered = lower_set(&set).unwrap();
+        assert_eq!(lowered.editions.get("p.proto"), Some(&Edition::E2023));
+        assert!(!is_editions(&lowered.bytes[2..]), "lowered to proto2");
+        let raised = raise_set(&lowered.bytes, &lowered.editions);
+        // Lowering the raised set again gives the same lowered set.
+        assert_eq!(lower_set(&raised).unwrap().bytes, lowered.bytes);
+    }
 }
