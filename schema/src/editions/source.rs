@@ -563,4 +563,29 @@ mod tests {
         assert!(!lowered.text.contains("optional A"));
         assert!(!lowered.text.contains("optional rpc"));
     }
+
+    #[test]
+    fn any_prefix_or_byte_flip_is_lowered_or_refused_never_a_panic() {
+        let text = "edition = \"2023\";\npackage p; // c\n/* block */ message M {\n  reserved a, b;\n  \
+                    int32 a = 1 [features.field_presence = IMPLICIT, (x) = { y: \"}\" }];\n  oneof o { string s = 2; }\n  \
+                    map<string, M> m = 3;\n  enum E { Z = 0; reserved Q; }\n}\nservice S { rpc R(M) returns (M) {} }\n";
+        for end in (0..=text.len()).filter(|i| text.is_char_boundary(*i)) {
+            let _ = lower(&text[..end]);
+        }
+        let bytes = text.as_bytes();
+        for at in 0..bytes.len() {
+            for with in [b'{', b'}', b';', b'"', b'\'', b'/', b'*', b'\n', b'=', b'a'] {
+                let mut mutated = bytes.to_vec();
+                mutated[at] = with;
+                if let Ok(mutated) = String::from_utf8(mutated) {
+                    if let Ok(Some(lowered)) = lower(&mutated) {
+                        // Every original column maps back inside its line.
+                        for (line, text) in lowered.text.lines().enumerate() {
+                            let _ = lowered.edits.original(line as u32, text.chars().count() as u32);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
