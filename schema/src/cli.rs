@@ -268,6 +268,10 @@ fn ls(args: LsArgs) -> Result<u8, String> {
                 "fingerprint": schema.fingerprint(),
                 "subject": subject,
                 "files": own,
+                "editions": own
+                    .iter()
+                    .filter_map(|f| schema.edition(f).map(|e| (f.to_string(), e.name())))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
                 "messages": messages,
                 "enums": enums,
                 "rpcs": rpcs,
@@ -279,7 +283,10 @@ fn ls(args: LsArgs) -> Result<u8, String> {
                 println!("subject     {s}");
             }
             for f in &own {
-                println!("file        {f}");
+                match schema.edition(f) {
+                    Some(edition) => println!("file        {f} (edition {})", edition.name()),
+                    None => println!("file        {f}"),
+                }
             }
             for r in &rpcs {
                 println!("rpc         {r}");
