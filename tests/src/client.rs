@@ -67,6 +67,23 @@ pub async fn extract_image(client: &mut Client, headers: &[(&str, &str)], image:
     Ok(Answer { served_by: body.model_version, metadata, scores: body.quality_scores })
 }
 
+/// Calls until the request is refused and returns the refusal; panics if it is still served
+/// once `within` has passed. After a target degrades, a request can reach an Envoy worker
+/// that merges the shared health only on its next tick, so the first call may still be
+/// routed: what is promised is the refusal within a bound, not on the first request.
+pub async fn refused_within(client: &mut Client, headers: &[(&str, &str)], image: Vec<u8>, within: std::time::Duration) -> tonic::Status {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match extract_image(client, headers, image.clone()).await {
+            Err(status) => return status,
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Ok(answer) => panic!("still served by {} {within:?} after degradation ({headers:?})", answer.served_by),
+        }
+    }
+}
+
 /// Calls an arbitrary method path with an empty message (for methods the upstream
 /// does not implement, such as ones an access policy should stop first).
 pub async fn call_path(url: &str, path: &str) -> Result<(), tonic::Status> {

@@ -1,7 +1,7 @@
 //! Priority shedding and fault injection through a real Envoy.
 
 use std::time::Duration;
-use testbed::client::extract;
+use testbed::client::{extract, refused_within};
 use testbed::{AbStack, Traffic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,19 +21,7 @@ async fn low_priority_is_shed_from_a_degraded_target_while_online_passes() {
     drop(traffic);
 
     let mut c = stack.client().await;
-    // This connection may land on a worker that has not merged the shared health record yet
-    // (it does on its next tick): the promise is degradation within a second.
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
-    let err = loop {
-        match extract(&mut c, &[("x-ab-group", "canary"), ("x-priority", "low")]).await {
-            Err(err) => break err,
-            Ok(answer) if std::time::Instant::now() < deadline => {
-                assert_eq!(answer.served_by, "canary", "before the merge the worker still routes by weight");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Ok(answer) => panic!("low priority still served by {} a second after degradation", answer.served_by),
-        }
-    };
+    let err = refused_within(&mut c, &[("x-ab-group", "canary"), ("x-priority", "low")], Vec::new(), Duration::from_secs(1)).await;
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     assert!(err.message().contains("canary is degraded"), "{}", err.message());
     let online = extract(&mut c, &[("x-ab-group", "canary")]).await.unwrap();
