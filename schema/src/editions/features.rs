@@ -131,47 +131,63 @@ impl Features {
         self
     }
 
-    /// A file's features: its syntax's defaults, refined by its options. An editions file
-    /// reaches here lowered to proto2 with every feature of its edition written into its
+    /// A file's features. Proto3 and plain proto2 files resolve from their syntax alone
+    /// (features are valid only under editions; protoc refuses them elsewhere); an editions
+    /// file reaches here lowered to proto2 with every feature of its edition written into its
     /// options (see [`super::lowering`]), so the options alone decide.
     pub fn of_file(file: &FileDescriptor) -> Features {
-        let base = match file.syntax() {
-            Syntax::Proto3 => Features::PROTO3,
-            _ => Features::PROTO2,
-        };
-        base.refined(&file.options())
+        by_syntax(file).unwrap_or_else(|| Features::PROTO2.refined(&file.options()))
     }
 
     pub fn of_message(message: &MessageDescriptor) -> Features {
-        let outer = match message.parent_message() {
-            Some(parent) => Features::of_message(&parent),
-            None => Features::of_file(&message.parent_file()),
-        };
-        outer.refined(&message.options())
+        by_syntax(&message.parent_file()).unwrap_or_else(|| chain::message(message))
     }
 
     pub fn of_enum(e: &EnumDescriptor) -> Features {
-        let outer = match e.parent_message() {
-            Some(parent) => Features::of_message(&parent),
-            None => Features::of_file(&e.parent_file()),
-        };
-        outer.refined(&e.options())
+        by_syntax(&e.parent_file()).unwrap_or_else(|| chain::scope(e.parent_message(), &e.parent_file()).refined(&e.options()))
     }
 
     pub fn of_field(field: &FieldDescriptor) -> Features {
-        let mut outer = Features::of_message(field.parent_message());
-        if let Some(oneof) = field.containing_oneof() {
-            outer = outer.refined(&oneof.options());
-        }
-        outer.refined(&field.options())
+        by_syntax(&field.parent_file()).unwrap_or_else(|| {
+            let mut outer = chain::message(field.parent_message());
+            if let Some(oneof) = field.containing_oneof() {
+                outer = outer.refined(&oneof.options());
+            }
+            outer.refined(&field.options())
+        })
     }
 
     pub fn of_extension(ext: &ExtensionDescriptor) -> Features {
-        let outer = match ext.parent_message() {
-            Some(scope) => Features::of_message(&scope),
-            None => Features::of_file(&ext.parent_file()),
-        };
-        outer.refined(&ext.options())
+        by_syntax(&ext.parent_file())
+            .unwrap_or_else(|| chain::scope(ext.parent_message(), &ext.parent_file()).refined(&ext.options()))
+    }
+}
+
+/// The features of a proto3 or plain proto2 file's elements: their syntax's, without
+/// decoding any options (the validator asks for every string field it meets, per payload).
+fn by_syntax(file: &FileDescriptor) -> Option<Features> {
+    match file.syntax() {
+        Syntax::Proto3 => Some(Features::PROTO3),
+        _ if !is_editions_file(file) => Some(Features::PROTO2),
+        _ => None,
+    }
+}
+
+/// Resolution down the options of an editions file's elements.
+mod chain {
+    use super::Features;
+    use prost_reflect::{FileDescriptor, MessageDescriptor};
+
+    pub(super) fn message(message: &MessageDescriptor) -> Features {
+        scope(message.parent_message(), &message.parent_file()).refined(&message.options())
+    }
+
+    /// The features in force inside `parent` (or at the top of `file`).
+    pub(super) fn scope(parent: Option<MessageDescriptor>, file: &FileDescriptor) -> Features {
+        match parent {
+            Some(parent) => message(&parent),
+            None => Features::PROTO2.refined(&file.options()),
+        }
     }
 }
 
