@@ -128,13 +128,7 @@ pub fn canonical_descriptor_set(encoded: &[u8]) -> Result<Vec<u8>, CanonicalErro
 
 /// The `name` of an encoded `FileDescriptorProto`.
 pub(crate) fn file_name(file: &[u8]) -> Option<String> {
-    let fields = wire::fields(file).ok()?;
-    fields
-        .iter()
-        .rev()
-        .find(|f| f.number == FILE_NAME && f.wire_type == WireType::Len)
-        .and_then(|f| std::str::from_utf8(f.value).ok())
-        .map(str::to_owned)
+    wire::last_str(&wire::fields(file).ok()?, FILE_NAME).map(str::to_owned)
 }
 
 fn canonical_file(file: &[u8]) -> Result<Vec<u8>, CanonicalError> {

@@ -176,6 +176,22 @@ pub fn fields(buf: &[u8]) -> Result<Vec<RawField<'_>>, WireError> {
     Ok(out)
 }
 
+/// The last length-delimited field `number` among `fields`, as UTF-8 (singular fields:
+/// the last occurrence wins).
+pub(crate) fn last_str<'a>(fields: &[RawField<'a>], number: u32) -> Option<&'a str> {
+    fields
+        .iter()
+        .rev()
+        .find(|f| f.number == number && f.wire_type == WireType::Len)
+        .and_then(|f| std::str::from_utf8(f.value).ok())
+}
+
+/// The last varint field `number` among `fields`.
+pub(crate) fn last_varint(fields: &[RawField<'_>], number: u32) -> Option<u64> {
+    let f = fields.iter().rev().find(|f| f.number == number && f.wire_type == WireType::Varint)?;
+    read_varint(f.value, &mut 0).ok()
+}
+
 /// Appends a length-delimited field.
 pub fn write_len_field(out: &mut Vec<u8>, number: u32, value: &[u8]) {
     write_varint(out, (u64::from(number) << 3) | WireType::Len.bits());

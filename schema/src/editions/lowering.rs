@@ -118,21 +118,7 @@ pub(crate) fn raise_set(encoded: &[u8], editions: &BTreeMap<String, Edition>) ->
     if editions.is_empty() {
         return encoded.to_vec();
     }
-    let Ok(set) = wire::fields(encoded) else {
-        return encoded.to_vec();
-    };
-    let mut out = Vec::with_capacity(encoded.len() + 16);
-    for field in &set {
-        let edition = (field.number == SET_FILE)
-            .then(|| string_field(field.value, FILE_NAME))
-            .flatten()
-            .and_then(|name| editions.get(&name));
-        match edition {
-            Some(edition) => wire::write_len_field(&mut out, SET_FILE, &raise_file(field.value, *edition)),
-            None => out.extend_from_slice(field.whole),
-        }
-    }
-    out
+    map_files(encoded, |name, file| editions.get(name).map(|edition| raise_file(file, *edition)))
 }
 
 fn is_editions(file: &[u8]) -> bool {
@@ -140,19 +126,11 @@ fn is_editions(file: &[u8]) -> bool {
 }
 
 fn string_field(message: &[u8], number: u32) -> Option<String> {
-    let fields = wire::fields(message).ok()?;
-    fields
-        .iter()
-        .rev()
-        .find(|f| f.number == number && f.wire_type == WireType::Len)
-        .and_then(|f| std::str::from_utf8(f.value).ok())
-        .map(str::to_owned)
+    wire::last_str(&wire::fields(message).ok()?, number).map(str::to_owned)
 }
 
 fn varint_field(message: &[u8], number: u32) -> Option<u64> {
-    let fields = wire::fields(message).ok()?;
-    let f = fields.iter().rev().find(|f| f.number == number && f.wire_type == WireType::Varint)?;
-    wire::read_varint(f.value, &mut 0).ok()
+    wire::last_varint(&wire::fields(message).ok()?, number)
 }
 
 fn write_varint_field(out: &mut Vec<u8>, number: u32, value: u64) {
@@ -201,13 +179,13 @@ impl FileWalk<'_> {
 }
 
 fn lower_file(file: &[u8]) -> Result<(Vec<u8>, String, Edition), LoweringError> {
-    let name = string_field(file, FILE_NAME).unwrap_or_default();
     let fields = wire::fields(file).map_err(|e| LoweringError {
-        file: name.clone(),
+        file: String::new(),
         position: None,
         message: format!("malformed FileDescriptorProto: {e:?}"),
     })?;
-    let number = varint_field(file, FILE_EDITION).map(|n| n as i32);
+    let name = wire::last_str(&fields, FILE_NAME).unwrap_or_default().to_owned();
+    let number = wire::last_varint(&fields, FILE_EDITION).map(|n| n as i32);
     let walk = FileWalk {
         name: name.clone(),
         sources: Sources::new(fields.iter().find(|f| f.number == FILE_SOURCE_INFO).map(|f| f.value)),
@@ -358,10 +336,10 @@ fn lower_field(
     let options = fields.iter().rev().find(|f| f.number == FIELD_OPTIONS).map(|f| f.value);
     let explicit = explicit_features(options, FIELD_OPTIONS_FEATURES);
     let features = refine(outer, &explicit);
-    let label = varint_field(field, FIELD_LABEL).unwrap_or(LABEL_OPTIONAL);
-    let ty = varint_field(field, FIELD_TYPE).unwrap_or(0);
-    let type_name = string_field(field, FIELD_TYPE_NAME).unwrap_or_default();
-    let is_map = ty == TYPE_MESSAGE && walk.map_entries.contains(&type_name);
+    let label = wire::last_varint(&fields, FIELD_LABEL).unwrap_or(LABEL_OPTIONAL);
+    let ty = wire::last_varint(&fields, FIELD_TYPE).unwrap_or(0);
+    let type_name = wire::last_str(&fields, FIELD_TYPE_NAME).unwrap_or_default();
+    let is_map = ty == TYPE_MESSAGE && walk.map_entries.contains(type_name);
     let is_message = ty == TYPE_MESSAGE || ty == TYPE_GROUP;
     let repeated = label == LABEL_REPEATED;
     let options_path = |number: u32| -> Vec<i32> {
@@ -383,7 +361,7 @@ fn lower_field(
         if explicit.get(&feature::FIELD_PRESENCE) == Some(&IMPLICIT) && is_message {
             return contradiction(feature::FIELD_PRESENCE, "message fields can't specify implicit presence");
         }
-        if features.field_presence == IMPLICIT && string_field(field, FIELD_DEFAULT).is_some() {
+        if features.field_presence == IMPLICIT && wire::last_str(&fields, FIELD_DEFAULT).is_some() {
             return Err(walk.error(
                 &path.iter().copied().chain([FIELD_DEFAULT as i32]).collect::<Vec<_>>(),
                 "implicit presence fields can't specify defaults",
@@ -461,16 +439,11 @@ fn raise_file(file: &[u8], edition: Edition) -> Vec<u8> {
 
 fn raise_message(message: &[u8]) -> Vec<u8> {
     // Raised sets come from a pool, whose decoding already bounds nesting.
-    let Ok(fields) = wire::fields(message) else { return message.to_vec() };
-    let mut out = Vec::with_capacity(message.len());
-    for f in &fields {
-        match f.number {
-            MESSAGE_FIELD | MESSAGE_EXTENSION => wire::write_len_field(&mut out, f.number, &raise_field(f.value)),
-            MESSAGE_NESTED => wire::write_len_field(&mut out, f.number, &raise_message(f.value)),
-            _ => out.extend_from_slice(f.whole),
-        }
-    }
-    out
+    rewrite(message, &|number, value| match number {
+        MESSAGE_FIELD | MESSAGE_EXTENSION => Some(raise_field(value)),
+        MESSAGE_NESTED => Some(raise_message(value)),
+        _ => None,
+    })
 }
 
 /// In an editions file every `required` came from `LEGACY_REQUIRED` and every group from
@@ -572,7 +545,6 @@ fn packed_varints(bytes: &[u8]) -> Vec<u64> {
     out
 }
 
-#[cfg(feature = "runtime")]
 /// The set with each file `change` returns new bytes for replaced (`change` gets the file's
 /// name and encoding).
 pub(crate) fn map_files(encoded: &[u8], change: impl Fn(&str, &[u8]) -> Option<Vec<u8>>) -> Vec<u8> {
@@ -636,11 +608,9 @@ fn in_options(options: &[u8], features_field: u32) -> Vec<u8> {
 }
 
 /// New bytes for a length-delimited field (number, value), or `None` to keep it.
-#[cfg(feature = "runtime")]
 type FieldChange<'a> = &'a dyn Fn(u32, &[u8]) -> Option<Vec<u8>>;
 
 /// `message` with each length-delimited field that `change` returns bytes for replaced.
-#[cfg(feature = "runtime")]
 fn rewrite(message: &[u8], change: FieldChange<'_>) -> Vec<u8> {
     let Ok(fields) = wire::fields(message) else { return message.to_vec() };
     let mut out = Vec::with_capacity(message.len());
