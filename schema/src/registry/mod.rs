@@ -466,6 +466,26 @@ impl Registry {
         let state = self.state();
         let existing = state.subject(subject).ok_or_else(|| LookupError::Subject(subject.to_owned()))?;
         let against = existing.revision(revision).ok_or_else(|| LookupError::Revision(subject.to_owned(), revision))?;
+        Ok(self.judged(&state, subject, candidate, |_| vec![against]))
+    }
+
+    fn gate(&self, state: &RegistryState, subject: &str, candidate: &Schema) -> GateCheck {
+        self.judged(state, subject, candidate, |mode| match state.subject(subject) {
+            None => Vec::new(),
+            Some(existing) if mode.is_transitive() => existing.revisions.iter().collect(),
+            Some(existing) => vec![existing.current()],
+        })
+    }
+
+    /// `candidate` judged under `subject`'s policy against the revisions `against` picks for
+    /// its mode (none under `NONE`).
+    fn judged<'s>(
+        &self,
+        state: &'s RegistryState,
+        subject: &str,
+        candidate: &Schema,
+        against: impl FnOnce(Mode) -> Vec<&'s Arc<Revision>>,
+    ) -> GateCheck {
         let (mode, category, block_on_warnings) = self.config.policy(&state.modes, subject);
         let mut out = GateCheck {
             subject: subject.to_owned(),
@@ -476,31 +496,9 @@ impl Registry {
             violations: Vec::new(),
         };
         if mode != Mode::None {
-            judge(&mut out, against, candidate, block_on_warnings);
-        }
-        Ok(out)
-    }
-
-    fn gate(&self, state: &RegistryState, subject: &str, candidate: &Schema) -> GateCheck {
-        let (mode, category, block_on_warnings) = self.config.policy(&state.modes, subject);
-        let mut out = GateCheck {
-            subject: subject.to_owned(),
-            mode,
-            category,
-            compatible: true,
-            reports: Vec::new(),
-            violations: Vec::new(),
-        };
-        let Some(existing) = state.subject(subject) else {
-            return out;
-        };
-        let against: Vec<&Arc<Revision>> = match mode {
-            Mode::None => Vec::new(),
-            m if m.is_transitive() => existing.revisions.iter().collect(),
-            _ => vec![existing.current()],
-        };
-        for revision in against {
-            judge(&mut out, revision, candidate, block_on_warnings);
+            for revision in against(mode) {
+                judge(&mut out, revision, candidate, block_on_warnings);
+            }
         }
         out
     }
