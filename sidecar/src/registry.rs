@@ -183,19 +183,18 @@ async fn validate(State(s): State<Arc<Snapshots>>, Query(q): Query<ValidateQuery
         return bad_request(format!("{subject}@{revision} has no method {}", q.method));
     };
     match registry.validate(&subject, Some(revision), &input, &body, true, &policy) {
-        Ok(v) => {
-            let message = v.violations.first().map(|first| {
-                let more = v.violations.len() - 1;
-                format!(
-                    "invalid {input} for {subject}@{revision}: {first}{}",
-                    if more > 0 { format!(" (and {more} more)") } else { String::new() }
-                )
-            });
-            let valid = v.is_valid();
-            Json(ValidateReply { valid, message, violations: v.violations, warnings: v.warnings }).into_response()
-        }
+        Ok(v) => Json(validate_reply(&format!("{input} for {subject}@{revision}"), v)).into_response(),
         Err(e) => bad_request(e.to_string()),
     }
+}
+
+/// The reply for a validation of `what`: its first violation, and how many more, in `message`.
+fn validate_reply(what: &str, v: switchyard_schema::validate::Validation) -> ValidateReply {
+    let message = v.violations.first().map(|first| {
+        let more = v.violations.len() - 1;
+        format!("invalid {what}: {first}{}", if more > 0 { format!(" (and {more} more)") } else { String::new() })
+    });
+    ValidateReply { valid: v.is_valid(), message, violations: v.violations, warnings: v.warnings }
 }
 
 /// Where Confluent-framed records (Kafka record values) are validated.
@@ -225,15 +224,10 @@ async fn validate_confluent(State(s): State<Arc<Snapshots>>, Query(q): Query<Pol
         Err(e) => return bad_request(e),
     };
     let framed = registry.validate_framed(&body, &policy);
-    let v = framed.validation;
-    let message = v.violations.first().map(|first| {
-        let what = framed.message_type.as_deref().unwrap_or("record");
-        let more = v.violations.len() - 1;
-        format!("invalid {what}: {first}{}", if more > 0 { format!(" (and {more} more)") } else { String::new() })
-    });
+    let reply = validate_reply(framed.message_type.as_deref().unwrap_or("record"), framed.validation);
     let (subject, version) = framed.revision.map_or((None, None), |(s, n)| (Some(s), Some(n)));
     Json(FramedReply {
-        reply: ValidateReply { valid: v.violations.is_empty(), message, violations: v.violations, warnings: v.warnings },
+        reply,
         schema_id: framed.schema_id,
         subject,
         version,
