@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use switchyard_schema::compile::{compile_dir, LoadError};
 use switchyard_schema::editions::{Edition, Features};
@@ -47,27 +46,11 @@ fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
     tmp
 }
 
-fn buf_build(dir: &Path) -> Vec<u8> {
-    let out = tempfile::tempdir().unwrap();
-    let image = out.path().join("image.binpb");
-    std::fs::write(dir.join("buf.yaml"), "version: v2\n").unwrap();
-    let result = Command::new(common::buf())
-        .current_dir(dir)
-        .args(["build", "-o"])
-        .arg(&image)
-        .env("BUF_CACHE_DIR", std::env::temp_dir().join("switchyard-buf-cache"))
-        .output()
-        .unwrap();
-    std::fs::remove_file(dir.join("buf.yaml")).unwrap();
-    assert!(result.status.success(), "buf build: {}", String::from_utf8_lossy(&result.stderr));
-    std::fs::read(image).unwrap()
-}
-
 #[test]
 fn sources_and_buf_images_are_one_schema() {
     let dir = tree(&[("shop/v1/order.proto", ORDER)]);
     let compiled = compile_dir(dir.path()).unwrap();
-    let built = Schema::decode(&buf_build(dir.path())).unwrap();
+    let built = Schema::decode(&common::buf_build(dir.path(), &[])).unwrap();
     assert_eq!(compiled.fingerprint(), built.fingerprint());
     assert_eq!(compiled.edition("shop/v1/order.proto"), Some(Edition::E2023));
     assert_eq!(built.edition("shop/v1/order.proto"), Some(Edition::E2023));
@@ -180,7 +163,7 @@ message Doc {
     files.push(("lang/v1/doc.proto", user));
     let dir = tree(&files);
     let compiled = compile_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-    let built = Schema::decode(&buf_build(dir.path())).unwrap();
+    let built = Schema::decode(&common::buf_build(dir.path(), &[])).unwrap();
     // buf's image carries buf's own (newer) descriptor.proto, so whole-set fingerprints differ;
     // the user's file means the same: the same options, features and language features.
     let options = |schema: &Schema| {
@@ -219,7 +202,7 @@ message Doc {
 "#;
     let dir = tree(&[("lang/v1/doc.proto", user)]);
     let compiled = compile_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-    let built = Schema::decode(&buf_build(dir.path())).unwrap();
+    let built = Schema::decode(&common::buf_build(dir.path(), &[])).unwrap();
     let options = |schema: &Schema| {
         let doc = schema.pool().get_message_by_name("lang.v1.Doc").unwrap();
         let fields: Vec<Vec<u8>> = doc.fields().map(|f| prost::Message::encode_to_vec(&f.options())).collect();

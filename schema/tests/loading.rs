@@ -4,7 +4,6 @@
 mod common;
 
 use prost::Message;
-use std::process::Command;
 use switchyard_schema::compile::{compile_dir, load};
 use switchyard_schema::Schema;
 
@@ -24,22 +23,6 @@ fn features_tree() -> tempfile::TempDir {
     tmp
 }
 
-fn buf_build(dir: &std::path::Path, extra: &[&str]) -> Vec<u8> {
-    let out = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(dir.join("buf.yaml"), "version: v2\n").unwrap();
-    let status = Command::new(common::buf())
-        .current_dir(dir)
-        .args(["build", "-o"])
-        .arg(out.path().with_extension("binpb"))
-        .args(extra)
-        .env("BUF_CACHE_DIR", std::env::temp_dir().join("switchyard-buf-cache"))
-        .status()
-        .unwrap();
-    std::fs::remove_file(dir.join("buf.yaml")).unwrap();
-    assert!(status.success(), "buf build {extra:?} failed");
-    std::fs::read(out.path().with_extension("binpb")).unwrap()
-}
-
 #[test]
 fn fingerprint_ignores_the_producer_file_order_and_source_info() {
     let tree = features_tree();
@@ -47,7 +30,7 @@ fn fingerprint_ignores_the_producer_file_order_and_source_info() {
     let fingerprint = compiled.fingerprint();
 
     for extra in [&[][..], &["--exclude-imports"], &["--exclude-source-info"], &["--as-file-descriptor-set"]] {
-        let bytes = buf_build(tree.path(), extra);
+        let bytes = common::buf_build(tree.path(), extra);
         let decoded = Schema::decode(&bytes).unwrap_or_else(|e| panic!("buf build {extra:?}: {e}"));
         assert_eq!(decoded.fingerprint(), fingerprint, "buf build {extra:?}");
         assert_eq!(

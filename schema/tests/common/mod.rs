@@ -19,6 +19,25 @@ pub fn editions_corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus_editions")
 }
 
+/// `buf build -o <image> <extra…>` in `dir` (a temporary `buf.yaml` makes it a module);
+/// the image's bytes. Fails the test with buf's message when buf refuses the tree.
+pub fn buf_build(dir: &Path, extra: &[&str]) -> Vec<u8> {
+    let out = tempfile::tempdir().unwrap();
+    let image = out.path().join("image.binpb");
+    std::fs::write(dir.join("buf.yaml"), "version: v2\n").unwrap();
+    let result = Command::new(buf())
+        .current_dir(dir)
+        .args(["build", "-o"])
+        .arg(&image)
+        .args(extra)
+        .env("BUF_CACHE_DIR", std::env::temp_dir().join("switchyard-buf-cache"))
+        .output()
+        .unwrap();
+    std::fs::remove_file(dir.join("buf.yaml")).unwrap();
+    assert!(result.status.success(), "buf build {extra:?}: {}", String::from_utf8_lossy(&result.stderr));
+    std::fs::read(image).unwrap()
+}
+
 /// Every case of both corpora, sorted by name: `(name, old dir, new dir)`; editions cases
 /// are named `<case>@editions`.
 pub fn corpus_cases() -> Vec<(String, PathBuf, PathBuf)> {
