@@ -18,6 +18,7 @@ use crate::health::{Observed, RouteHealth};
 use crate::inflight::InFlight;
 use crate::route::TargetState;
 use crate::snapshot::SnapshotView;
+use crate::stats::{Pending, Samples, StatTable};
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
@@ -56,6 +57,8 @@ pub(crate) struct Ledger {
     /// Per route: the health merges fold into. Authoritative on a [`Board`]; with
     /// [`Sharing::HostData`] the host's shared data is, and this stays unused.
     pub(crate) health: Vec<RouteHealth>,
+    /// Latency values for the histograms, until the tick hands them to the host.
+    pub(crate) samples: Samples,
 }
 
 impl Ledger {
@@ -67,6 +70,7 @@ impl Ledger {
             estimates: per_target(config, Estimate::default),
             snapshot: None,
             health: config.routes.iter().map(|r| RouteHealth::new(r.targets.len())).collect(),
+            samples: Samples::default(),
         }
     }
 }
@@ -78,12 +82,16 @@ pub(crate) fn per_target<T>(config: &Config, f: impl Fn() -> T) -> Vec<Vec<T>> {
 
 /// One ledger shared by every worker of a configuration in one process (the native
 /// module). Critical sections are a decision's read, a stream's record, and one merge per
-/// tick: short, so the lock is uncontended in practice.
-pub struct Board(Mutex<Ledger>);
+/// tick: short, so the lock is uncontended in practice. The counts are outside the lock:
+/// every worker adds to them, the ticking one hands them to the host.
+pub struct Board {
+    ledger: Mutex<Ledger>,
+    counts: Arc<Pending>,
+}
 
 impl Board {
     pub fn new(config: &Config) -> Arc<Self> {
-        Arc::new(Self(Mutex::new(Ledger::new(config))))
+        Arc::new(Self { ledger: Mutex::new(Ledger::new(config)), counts: Arc::new(Pending::new(&StatTable::new(config))) })
     }
 }
 
@@ -122,12 +130,20 @@ impl Place {
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Ledger) -> R) -> Option<R> {
         match self {
             Place::Own(cell) => cell.try_borrow_mut().ok().map(|mut l| f(&mut l)),
-            Place::Board(board) => board.0.lock().ok().map(|mut l| f(&mut l)),
+            Place::Board(board) => board.ledger.lock().ok().map(|mut l| f(&mut l)),
         }
     }
 
     pub(crate) fn is_board(&self) -> bool {
         matches!(self, Place::Board(_))
+    }
+
+    /// Where a worker's counts wait for the tick: its own, or the board's.
+    pub(crate) fn counts(&self, table: &StatTable) -> Arc<Pending> {
+        match self {
+            Place::Own(_) => Arc::new(Pending::new(table)),
+            Place::Board(board) => board.counts.clone(),
+        }
     }
 }
 

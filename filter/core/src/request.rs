@@ -81,6 +81,20 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     tail && a8.zip(b8).all(|(x, y)| word(x) == word(y))
 }
 
+/// A header value as text, if it is UTF-8. Values are nearly always ASCII, which is
+/// checked a word at a time: cheaper than full UTF-8 validation of short strings.
+#[inline]
+fn text(value: &[u8]) -> Option<&str> {
+    let (words, tail) = value.as_chunks::<8>();
+    let high = words.iter().fold(0u64, |acc, w| acc | u64::from_ne_bytes(*w)) & 0x8080_8080_8080_8080;
+    if high == 0 && tail.iter().all(u8::is_ascii) {
+        // SAFETY: every byte is ASCII, hence UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(value) })
+    } else {
+        std::str::from_utf8(value).ok()
+    }
+}
+
 /// What the filter reads from a request's headers. Borrowed from the header buffer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RequestMeta<'a> {
@@ -123,7 +137,7 @@ impl<'a> RequestMeta<'a> {
                 _ => continue,
             };
             if slot.is_none() && !value.is_empty() {
-                *slot = std::str::from_utf8(value).ok();
+                *slot = text(value);
             }
         }
         meta
@@ -227,6 +241,16 @@ mod tests {
         assert_eq!(m.user_key, Some("user-1"));
         // `x-user-id` is configured as the group header here: it fills the group only.
         assert_eq!(m.group, Some("canary"));
+    }
+
+    #[test]
+    fn values_are_text_only_when_utf8() {
+        for v in [&b"a"[..], b"bench-user-7", b"/features.v1.FeatureExtractor/Extract", "caf\u{e9}-\u{1F600}-12345678".as_bytes()] {
+            assert_eq!(text(v), std::str::from_utf8(v).ok());
+        }
+        for v in [&b"\xff"[..], b"abcdefgh\x80", b"\xc3", b"12345678abcdefg\xe9"] {
+            assert_eq!(text(v), None, "{v:?}");
+        }
     }
 
     #[test]

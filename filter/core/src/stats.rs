@@ -1,9 +1,11 @@
 //! The filter's stats: their names, and counts batched per worker.
 //!
-//! Every stat update through the host is a host call, and host calls are the main cost
-//! of a Wasm filter. So the request path only bumps plain in-memory counters
-//! ([`Pending`]) and buffers latency samples; the root context hands them to Envoy on its
-//! tick. Stats lag by at most one tick; the request path makes no stat host calls.
+//! Every stat update through the host is a host call: the main cost of a Wasm filter,
+//! and a few hundred instructions each in the native module (a histogram value most of
+//! all). So the request path only bumps in-memory counters ([`Pending`], one set per
+//! ledger: per worker in Wasm, per process in the native module) and keeps a sample of
+//! latencies; the ticking worker hands them to Envoy. Stats lag by at most one tick; the
+//! request path makes no stat host calls.
 //!
 //! Names (all under the configured prefix, `switchyard` by default):
 //!
@@ -20,7 +22,7 @@
 
 use crate::config::Config;
 use crate::route::{Reason, ReplyKind};
-use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A counter's position in the stat table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,13 +202,15 @@ impl StatTable {
     }
 }
 
-/// Counts not yet flushed to the host, one cell per counter of a [`StatTable`].
+/// Counts not yet flushed to the host, one cell per counter of a [`StatTable`]. Atomic
+/// because the native module's workers share one set (relaxed adds, as Envoy's own
+/// counters); on single-threaded Wasm they are plain loads and stores.
 #[derive(Debug)]
-pub struct Pending(Vec<Cell<u64>>);
+pub struct Pending(Vec<AtomicU64>);
 
 impl Pending {
     pub fn new(table: &StatTable) -> Self {
-        Self(table.counters.iter().map(|_| Cell::new(0)).collect())
+        Self(table.counters.iter().map(|_| AtomicU64::new(0)).collect())
     }
 
     pub fn bump(&self, id: CounterId) {
@@ -221,18 +225,57 @@ impl Pending {
 
     pub fn add(&self, id: CounterId, n: u64) {
         if let Some(c) = self.0.get(id.0) {
-            c.set(c.get().wrapping_add(n));
+            c.fetch_add(n, Ordering::Relaxed);
         }
     }
 
     /// Hands each non-zero delta to `flush` (index into the table's counters) and resets it.
     pub fn drain(&self, mut flush: impl FnMut(usize, u64)) {
         for (i, c) in self.0.iter().enumerate() {
-            let n = c.replace(0);
+            let n = c.swap(0, Ordering::Relaxed);
             if n > 0 {
                 flush(i, n);
             }
         }
+    }
+}
+
+/// Latency samples kept per tick for the host's histograms: every value up to this many,
+/// beyond it a uniform sample of this size.
+pub(crate) const MAX_SAMPLES_PER_TICK: usize = 256;
+
+/// A latency value waiting for the tick: which histogram, how many milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sample {
+    pub(crate) histogram: MetricId,
+    pub(crate) ms: u64,
+}
+
+/// The latency values of one tick (reservoir sampling): a busy tick costs the host at
+/// most [`MAX_SAMPLES_PER_TICK`] histogram calls, and the values kept are a fair sample of
+/// the tick, not its first few.
+#[derive(Debug, Default)]
+pub(crate) struct Samples {
+    kept: Vec<Sample>,
+    /// Values offered since the last drain.
+    seen: u64,
+}
+
+impl Samples {
+    /// Offers a value; `random` is drawn only once the reservoir is full.
+    pub(crate) fn offer(&mut self, sample: Sample, random: impl FnOnce() -> u64) {
+        self.seen = self.seen.saturating_add(1);
+        if self.kept.len() < MAX_SAMPLES_PER_TICK {
+            self.kept.push(sample);
+        } else if let Some(slot) = self.kept.get_mut((random() % self.seen) as usize) {
+            *slot = sample;
+        }
+    }
+
+    /// The values kept this tick; starts the next.
+    pub(crate) fn take(&mut self) -> Vec<Sample> {
+        self.seen = 0;
+        std::mem::take(&mut self.kept)
     }
 }
 
@@ -283,5 +326,20 @@ mod tests {
         let mut again = 0;
         p.drain(|_, _| again += 1);
         assert_eq!(again, 0);
+    }
+
+    #[test]
+    fn a_busy_tick_keeps_a_fair_sample_of_its_latencies() {
+        let mut samples = Samples::default();
+        let mut rng = crate::rng::Rng::new(7);
+        for ms in 0..10_000 {
+            samples.offer(Sample { histogram: MetricId(0), ms }, || rng.next_u64());
+        }
+        let kept = samples.take();
+        assert_eq!(kept.len(), MAX_SAMPLES_PER_TICK);
+        let late = kept.iter().filter(|s| s.ms >= 5_000).count();
+        assert!((90..=166).contains(&late), "about half from the second half of the tick, got {late}");
+        samples.offer(Sample { histogram: MetricId(1), ms: 3 }, || unreachable!("room left: nothing drawn"));
+        assert_eq!(samples.take(), vec![Sample { histogram: MetricId(1), ms: 3 }], "a new tick starts empty");
     }
 }

@@ -13,7 +13,7 @@ use crate::health::Outcome;
 use crate::host::{Callout, CalloutReply, CalloutToken, Flow, Host, LocalReply, ResponseMap, StreamHost};
 use crate::request::RequestMeta;
 use crate::route::{Decision, Reply, ReplyKind, Verdict};
-use crate::worker::Worker;
+use crate::worker::{Flight, Worker};
 use std::rc::Rc;
 use std::time::Duration;
 use switchyard_api::{ValidateReply, METHOD_QUERY, REVISION_QUERY, UNKNOWN_FIELDS_QUERY, VALIDATE_PATH, WIRE_TYPE_MISMATCH_QUERY};
@@ -32,6 +32,8 @@ pub struct Stream<H: Host> {
     worker: Rc<Worker<H>>,
     id: u64,
     decision: Option<Decision>,
+    /// Where the routed request is counted in flight.
+    flight: Option<Flight>,
     started_ns: u64,
     responded_ns: Option<u64>,
     grpc_status: Option<u32>,
@@ -52,6 +54,7 @@ impl<H: Host> Stream<H> {
             worker,
             id,
             decision: None,
+            flight: None,
             started_ns: 0,
             responded_ns: None,
             grpc_status: None,
@@ -140,7 +143,7 @@ impl<H: Host> Stream<H> {
             s.set_request_header(&cfg.headers.budget, &value);
         }
         self.started_ns = p.host.now_ns();
-        p.start(self.id, &d, self.started_ns);
+        self.flight = Some(p.start(self.id, &d, self.started_ns));
         self.decision = Some(d);
         if d.validate && !end_of_stream {
             // The body is checked as it arrives (see `on_request_body`). The headers go on:
@@ -166,8 +169,8 @@ impl<H: Host> Stream<H> {
             s.set_filter_state(DECISION_STATE_KEY, format!("reply={}", r.kind.as_str()).as_bytes());
         }
         // A stream answered locally after routing no longer counts as in flight.
-        if let Some(d) = self.decision.take() {
-            p.finish(self.id, &d);
+        if let (Some(d), Some(flight)) = (self.decision.take(), self.flight.take()) {
+            p.finish(flight, &d);
         }
         s.send_reply(&LocalReply { http_status: 200, details: r.kind.as_str(), grpc: Some((r.code as u32, &r.message)), body: "" });
         Flow::Pause
@@ -176,8 +179,7 @@ impl<H: Host> Stream<H> {
     /// Request body data: `size` bytes are buffered so far. A request held by an injected
     /// delay keeps its body too: letting the body through would release the headers early.
     pub fn on_request_body<S: StreamHost>(&mut self, s: &mut S, end_of_stream: bool) -> Flow {
-        // Most requests are neither validated nor delayed: Envoy calls this per body chunk.
-        if self.declared.is_none() && !self.delayed {
+        if !self.wants_body() {
             return Flow::Continue;
         }
         let flow = self.check_body(s, end_of_stream);
@@ -185,6 +187,13 @@ impl<H: Host> Stream<H> {
             return Flow::Pause;
         }
         flow
+    }
+
+    /// Whether the body matters to this stream: most requests are neither validated nor
+    /// delayed, and Envoy calls in for every chunk.
+    #[inline]
+    pub fn wants_body(&self) -> bool {
+        self.declared.is_some() || self.delayed
     }
 
     /// The host's timer for this stream's injected delay went off: the request goes on.
@@ -356,7 +365,7 @@ impl<H: Host> Stream<H> {
         if self.delayed {
             self.worker.forget_delayed(self.id);
         }
-        let Some(d) = self.decision else { return };
+        let (Some(d), Some(flight)) = (self.decision, self.flight) else { return };
         let p = &*self.worker;
         let end = self.responded_ns.unwrap_or_else(|| p.host.now_ns());
         let latency_us = end.saturating_sub(self.started_ns) / 1000;
@@ -366,7 +375,7 @@ impl<H: Host> Stream<H> {
             // at all (reset, timeout) is an error.
             None => !self.trailers_seen,
         };
-        p.record_outcome(self.id, &d, Outcome { latency_us, error, probe: d.probe, counted_slow: false });
+        p.record_outcome(flight, &d, Outcome { latency_us, error, probe: d.probe, counted_slow: false });
     }
 }
 

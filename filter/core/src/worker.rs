@@ -16,7 +16,8 @@ use crate::request::RequestMeta;
 use crate::route::{Decision, Reason, TargetState, Verdict, World};
 use crate::rng::Rng;
 use crate::snapshot::{Revision, SnapshotView};
-use crate::stats::{CounterId, MetricId, Pending, StatTable};
+use crate::inflight::Slot;
+use crate::stats::{CounterId, MetricId, Pending, Sample, StatTable};
 use prost_reflect::DescriptorPool;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -26,17 +27,8 @@ use std::sync::Arc;
 const MERGE_ATTEMPTS: usize = 3;
 /// One complete response in this many has its `grpc-status` trailer read.
 pub(crate) const TRAILER_SAMPLE: u32 = 8;
-/// Latency samples kept per tick for the host's histograms (the rest are dropped).
-const MAX_SAMPLES_PER_TICK: usize = 256;
 /// Tick period while a stream waits out an injected delay (its resolution).
 pub const DELAY_TICK_MS: u32 = 5;
-
-/// A latency sample waiting for the tick: which histogram, how many milliseconds.
-#[derive(Clone, Copy, Debug)]
-struct Sample {
-    histogram: MetricId,
-    ms: u64,
-}
 
 /// A stream paused by an injected delay.
 #[derive(Clone, Copy, Debug)]
@@ -62,7 +54,8 @@ pub struct Worker<H: Host> {
     counter_ids: Vec<Option<MetricHandle>>,
     gauge_ids: Vec<Option<MetricHandle>>,
     histogram_ids: Vec<Option<MetricHandle>>,
-    pending: Pending,
+    /// Counts waiting for the tick (shared by the workers of a board).
+    pending: Arc<Pending>,
     /// This worker's identity in shared state (random per worker and configuration).
     worker: u64,
     pub(crate) rng: RefCell<Rng>,
@@ -70,11 +63,6 @@ pub struct Worker<H: Host> {
     /// Whether this worker merges health, polls the sidecar and sets state gauges (every
     /// worker with host data; one per board).
     ticks: bool,
-    /// Whether counts wait for the tick (host calls are dear in Wasm) or go to the host at
-    /// once (workers on a board: some never tick, and the native host's stats calls are
-    /// plain atomic adds).
-    batches_stats: bool,
-    samples: RefCell<Vec<Sample>>,
     /// Last state gauge value recorded per `[route][target]`.
     recorded_state: RefCell<Vec<Vec<Option<u64>>>>,
     pools: RefCell<Pools>,
@@ -175,20 +163,19 @@ impl<H: Host> Worker<H> {
                 format!("{}.health{}.{}.{}", config.stat_prefix, crate::health::FORMAT, r.name, names.join(","))
             })
             .collect();
+        let ledger = Place::new(&config, &sharing);
         let worker = Self {
-            pending: Pending::new(&stats),
+            pending: ledger.counts(&stats),
             counter_ids,
             gauge_ids,
             histogram_ids,
             worker: seed,
             rng: RefCell::new(Rng::new(seed)),
-            ledger: Place::new(&config, &sharing),
+            ledger,
             ticks: match sharing {
                 Sharing::HostData => true,
                 Sharing::Board { ticks, .. } => ticks,
             },
-            batches_stats: matches!(sharing, Sharing::HostData),
-            samples: RefCell::new(Vec::new()),
             recorded_state: RefCell::new(per_target(&config, || None)),
             pools: RefCell::default(),
             poller: config.sidecar.as_ref().map(|s| Poller::new(&config, s)),
@@ -237,11 +224,7 @@ impl<H: Host> Worker<H> {
     }
 
     pub(crate) fn bump(&self, id: CounterId) {
-        if self.batches_stats {
-            self.pending.bump(id);
-        } else if let Some(Some(handle)) = self.counter_ids.get(id.index()) {
-            self.host.increment(*handle, 1);
-        }
+        self.pending.bump(id);
     }
 
     pub(crate) fn bump_opt(&self, id: Option<CounterId>) {
@@ -273,42 +256,34 @@ impl<H: Host> Worker<H> {
     }
 
     /// Records a finished request of `d`.
-    pub(crate) fn record_outcome(&self, stream: u64, d: &Decision, mut outcome: Outcome) {
+    pub(crate) fn record_outcome(&self, flight: Flight, d: &Decision, mut outcome: Outcome) {
         let Some(route) = self.config.routes.get(d.route) else { return };
+        // Successful responses only: an error's latency says little about the target's.
+        let histogram = self.stats.latency_histogram(d.route, d.target).filter(|_| !outcome.error);
         self.ledger.with(|l| {
-            outcome.counted_slow = finish(l, stream, d);
+            outcome.counted_slow = finish(l, flight, d);
             if let Some(o) = l.observed.get_mut(d.route).and_then(|r| r.get_mut(d.target)) {
                 o.record(outcome, &route.rules);
             }
+            if let Some(histogram) = histogram {
+                let random = || self.rng.try_borrow_mut().map_or(outcome.latency_us, |mut r| r.next_u64());
+                l.samples.offer(Sample { histogram, ms: outcome.latency_us / 1000 }, random);
+            }
         });
-        if outcome.error {
-            return;
-        }
-        let Some(histogram) = self.stats.latency_histogram(d.route, d.target) else { return };
-        let ms = outcome.latency_us / 1000;
-        if !self.batches_stats {
-            if let Some(Some(handle)) = self.histogram_ids.get(histogram.0) {
-                self.host.record(*handle, ms);
-            }
-        } else if let Ok(mut samples) = self.samples.try_borrow_mut() {
-            if samples.len() < MAX_SAMPLES_PER_TICK {
-                samples.push(Sample { histogram, ms });
-            }
-        }
     }
 
     /// Marks a request of `d` as in flight, from `now_ns`.
-    pub(crate) fn start(&self, stream: u64, d: &Decision, now_ns: u64) {
-        self.ledger.with(|l| {
-            if let Some(f) = l.in_flight.get_mut(d.route).and_then(|r| r.get_mut(d.target)) {
-                f.start(stream, now_ns / 1_000_000);
-            }
-        });
+    pub(crate) fn start(&self, stream: u64, d: &Decision, now_ns: u64) -> Flight {
+        let slot = self
+            .ledger
+            .with(|l| l.in_flight.get_mut(d.route).and_then(|r| r.get_mut(d.target)).and_then(|f| f.start(stream, now_ns / 1_000_000)))
+            .flatten();
+        Flight { stream, slot }
     }
 
     /// Ends a request's time in flight; returns whether it was already counted slow.
-    pub(crate) fn finish(&self, stream: u64, d: &Decision) -> bool {
-        self.ledger.with(|l| finish(l, stream, d)).unwrap_or(false)
+    pub(crate) fn finish(&self, flight: Flight, d: &Decision) -> bool {
+        self.ledger.with(|l| finish(l, flight, d)).unwrap_or(false)
     }
 
     /// The worker's tick. Resumes delayed streams every time; merges health, polls the
@@ -360,11 +335,10 @@ impl<H: Host> Worker<H> {
                 self.host.increment(*handle, n);
             }
         });
-        if let Ok(mut samples) = self.samples.try_borrow_mut() {
-            for s in samples.drain(..) {
-                if let Some(Some(handle)) = self.histogram_ids.get(s.histogram.0) {
-                    self.host.record(*handle, s.ms);
-                }
+        // Taken under the ledger's lock, handed to the host outside it.
+        for s in self.ledger.with(|l| l.samples.take()).unwrap_or_default() {
+            if let Some(Some(handle)) = self.histogram_ids.get(s.histogram.0) {
+                self.host.record(*handle, s.ms);
             }
         }
     }
@@ -627,8 +601,17 @@ fn take_observations(l: &mut Ledger, ri: usize, now: u64, threshold_ms: u64) -> 
 }
 
 /// Ends a request's time in flight; returns whether it was already counted slow.
-fn finish(l: &mut Ledger, stream: u64, d: &Decision) -> bool {
-    l.in_flight.get_mut(d.route).and_then(|r| r.get_mut(d.target)).is_some_and(|f| f.finish(stream))
+fn finish(l: &mut Ledger, flight: Flight, d: &Decision) -> bool {
+    let Some(slot) = flight.slot else { return false };
+    l.in_flight.get_mut(d.route).and_then(|r| r.get_mut(d.target)).is_some_and(|f| f.finish(slot, flight.stream))
+}
+
+/// A stream's place among its target's requests in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Flight {
+    stream: u64,
+    /// `None` if the ledger was unavailable when it started.
+    slot: Option<Slot>,
 }
 
 /// The rule behind a move to `Probing`, and back to `Healthy`, as stable keys.

@@ -263,11 +263,21 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(envoy: Fil
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(envoy: FilterEnvoyPtr, module: *const c_void, end_of_stream: bool) -> u32 {
     guard("http_filter_request_body", || failed(envoy, module, abi::BODY_CONTINUE), || {
         let Some(f) = filter(module) else { return abi::BODY_CONTINUE };
-        match f.with(|core, s| core.on_request_body(s, end_of_stream)) {
-            Flow::Continue => abi::BODY_CONTINUE,
-            Flow::Pause => abi::BODY_STOP_AND_BUFFER,
+        if !f.core.wants_body() {
+            return abi::BODY_CONTINUE;
         }
+        request_body(f, end_of_stream)
     })
+}
+
+/// The body of a stream that validates it or holds it: out of line, so the per-chunk
+/// path of every other stream stays a few instructions.
+#[inline(never)]
+fn request_body(f: &mut Filter, end_of_stream: bool) -> u32 {
+    match f.with(|core, s| core.on_request_body(s, end_of_stream)) {
+        Flow::Continue => abi::BODY_CONTINUE,
+        Flow::Pause => abi::BODY_STOP_AND_BUFFER,
+    }
 }
 
 #[no_mangle]

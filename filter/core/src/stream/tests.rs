@@ -237,13 +237,14 @@ fn on_a_board_the_ticking_worker_degrades_for_workers_that_never_tick() {
     answered(&a, 1, "canary", 150);
     answered(&c, 2, "canary", 150);
     answered(&a, 3, "canary", 150);
-    // Counts reach the host at once: nothing waits for a tick these workers never get.
-    assert_eq!(a.host().metric("switchyard.route.features.target.canary.requests"), 2);
     a.tick();
     c.tick();
     assert_eq!(a.state(0, 1).mode, Mode::Healthy, "workers that do not tick merge nothing");
+    assert_eq!(a.host().metric("switchyard.route.features.target.canary.requests"), 0, "counts wait for the tick");
     main.host().advance_ms(100);
     main.tick();
+    // The ticking worker hands on the counts of every worker on the board.
+    assert_eq!(main.host().metric("switchyard.route.features.target.canary.requests"), 3);
     for w in [&a, &c, &main] {
         assert_eq!(w.state(0, 1).mode, Mode::Degraded, "one ledger for every worker");
     }
@@ -289,6 +290,8 @@ fn on_a_board_the_ticking_worker_polls_and_installs_the_snapshot_for_all() {
     let body = crate::snapshot::tests_support::snapshot_json();
     assert!(main.on_callout_reply(1, &CalloutReply { status: Some(200), body: body.as_bytes() }));
     assert_eq!(a.snapshot_generation(), Some(3), "installed once, seen by every worker");
+    main.host().advance_ms(1_000);
+    main.tick();
     assert_eq!(main.host().metric("switchyard.sidecar.snapshots"), 1);
     assert!(proxy.shared.borrow().is_empty(), "no host shared data on a board");
 }
