@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Admin HTTP listen address, loopback only [config: admin_listen; default 127.0.0.1:9464].
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
+    /// Read-only listener that may face other pods: the snapshot, validation and /healthz
+    /// [config: snapshot_listen].
+    #[arg(long)]
+    pub snapshot_listen: Option<SocketAddr>,
     /// Listener of its own for the Confluent Schema Registry API (it is on the admin port
     /// anyway) [config: confluent.listen].
     #[arg(long)]
@@ -141,6 +145,9 @@ impl ServeArgs {
         set!(admin_listen => admin_listen);
         if let Some(a) = self.envoy_admin {
             c.envoy_admin = Some(a);
+        }
+        if let Some(a) = self.snapshot_listen {
+            c.snapshot_listen = Some(a);
         }
         if let Some(a) = self.confluent_listen {
             c.confluent.get_or_insert_with(Default::default).listen = Some(a);

@@ -27,6 +27,11 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin HTTP listen address (`/metrics`, reload, chaos, per-version state). Loopback only.
     pub admin_listen: SocketAddr,
+    /// A read-only HTTP listener that may face other pods: the snapshot filters poll
+    /// (`GET /v1/snapshot`), payload validation (`POST /v1/validate`, changes nothing) and
+    /// `/healthz`. For filters in client workloads (the client-side topology); everything
+    /// that changes state stays on `admin_listen`. Absent: no such listener.
+    pub snapshot_listen: Option<SocketAddr>,
     /// Envoy's admin address, read by the console's live view (`/console`). Loopback only;
     /// absent: the live view shows the sidecar's side alone.
     pub envoy_admin: Option<SocketAddr>,
@@ -82,6 +87,7 @@ impl Default for Config {
         Self {
             listen: ([127, 0, 0, 1], 50051).into(),
             admin_listen: ([127, 0, 0, 1], 9464).into(),
+            snapshot_listen: None,
             envoy_admin: None,
             version_header: "x-model-version".into(),
             max_image_bytes: 16 << 20,
@@ -365,12 +371,15 @@ impl Config {
                 return Err(invalid(&format!("endpoints[{i}].listen"), format!("{} is already `listen` or `admin_listen`", endpoint.listen)));
             }
         }
+        let in_use = |l: &SocketAddr| l.port() != 0 && (*l == self.listen || *l == self.admin_listen || self.endpoints.iter().any(|e| e.listen == *l));
+        if let Some(listen) = self.snapshot_listen.filter(in_use) {
+            return Err(invalid("snapshot_listen", format!("{listen} is already used by another listener")));
+        }
         if let Some(confluent) = &self.confluent {
             if self.schema.is_none() {
                 return Err(invalid("confluent", "needs the schema registry (`[schema]`) to serve"));
             }
-            let taken = [self.listen, self.admin_listen];
-            if let Some(listen) = confluent.listen.filter(|l| l.port() != 0 && (taken.contains(l) || self.endpoints.iter().any(|e| e.listen == *l))) {
+            if let Some(listen) = confluent.listen.filter(|l| in_use(l) || (l.port() != 0 && self.snapshot_listen == Some(*l))) {
                 return Err(invalid("confluent.listen", format!("{listen} is already used by another listener")));
             }
         }
@@ -439,6 +448,14 @@ mod tests {
         assert_eq!(c.models["a"].versions, VersionPolicy::Latest(1));
         let err = toml::from_str::<Config>("[models.a]\nversions = { latest = 1, all = true }\n").unwrap_err().to_string();
         assert!(err.contains("exactly one"), "{err}");
+    }
+
+    #[test]
+    fn the_snapshot_listener_may_face_other_pods_but_not_share_a_port() {
+        let c = Config { snapshot_listen: Some("0.0.0.0:9465".parse().unwrap()), ..Config::default() };
+        c.validate().unwrap();
+        let c = Config { snapshot_listen: Some(Config::default().listen), ..Config::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("snapshot_listen"));
     }
 
     #[test]

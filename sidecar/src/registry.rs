@@ -38,6 +38,14 @@ pub fn mount(sidecar: Sidecar, registry: Option<Arc<Registry>>) -> Sidecar {
         .route(switchyard_api::VALIDATE_PATH, post(validate))
         .route(VALIDATE_CONFLUENT_PATH, post(validate_confluent))
         .with_state(state);
+    let sidecar = match sidecar.config().snapshot_listen {
+        // The same read-only routes for filters in other pods; nothing that changes state.
+        Some(listen) => {
+            let public = routes.clone().route("/healthz", get(|| async { "ok\n" }));
+            sidecar.with_http_listener("snapshot", listen, public)
+        }
+        None => sidecar,
+    };
     let sidecar = sidecar.with_admin_routes(routes);
     match registry {
         None => sidecar,

@@ -12,6 +12,10 @@
 //! - Each top-level entry is one candidate revision: a directory (all `.proto` files below
 //!   it, compiled with the directory as include root) or a `.binpb` / `.pb` file. Anything
 //!   else, and every name starting with `.`, is ignored.
+//! - Symlinks are followed, so a Kubernetes ConfigMap volume works as the directory: its
+//!   keys are links into `..data` (a `.binpb` per key, or `items[].path` such as
+//!   `001-initial/features/v1/features.proto` for a `.proto` tree), and an update swaps
+//!   `..data` atomically (see `watch`).
 //! - Entries are considered in byte-wise name order, so `001-…`, `002-…` (zero-padded
 //!   prefixes) give the intended order. Revision numbers are assigned per subject in the
 //!   order revisions are *accepted*, starting at 1.
@@ -65,7 +69,8 @@ pub(crate) fn entries(dir: &Path) -> std::io::Result<Vec<Entry>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let is_dir = entry.file_type()?.is_dir();
+        // Followed through symlinks: a ConfigMap volume's entries are links into `..data`.
+        let is_dir = entry.path().is_dir();
         if let Some(e) = Entry::parse(entry.path(), is_dir) {
             out.push(e);
         }

@@ -88,8 +88,14 @@ pub(super) fn start(registry: Arc<Registry>) -> Result<WatchHandle, WatchError> 
     })
 }
 
+/// The link a Kubernetes ConfigMap or Secret volume swaps (renaming `..data_tmp` over it)
+/// to update every key at once; the keys themselves are links through it.
+const CONFIGMAP_DATA: &str = "..data";
+
 /// Events under hidden entries (the default state directory among them) or under the
-/// configured state directory never trigger a scan, so persisting cannot loop.
+/// configured state directory never trigger a scan, so persisting cannot loop. The one
+/// hidden name that does is a ConfigMap volume's `..data`: an update that changes a key's
+/// content touches nothing else.
 fn is_relevant(dir: &Path, state_dir: Option<&Path>, path: &Path) -> bool {
     if state_dir.is_some_and(|s| path.starts_with(s)) {
         return false;
@@ -97,5 +103,8 @@ fn is_relevant(dir: &Path, state_dir: Option<&Path>, path: &Path) -> bool {
     let Ok(rel) = path.strip_prefix(dir) else {
         return true;
     };
+    if rel.as_os_str() == CONFIGMAP_DATA {
+        return true;
+    }
     !rel.components().any(|c| matches!(c, Component::Normal(n) if n.to_string_lossy().starts_with('.')))
 }
