@@ -188,6 +188,10 @@ pub struct RepositoryConfig {
     /// The model that answers requests whose version header names no model.
     /// Unset: the only model, or the first in name order.
     pub default_model: Option<String>,
+    /// Refuse to start when no model version loads. `false` lets the sidecar start with
+    /// none: a schema registry for filters in other pods (the client-side topology), or a
+    /// host whose models arrive later (the watcher loads them).
+    pub required: bool,
 }
 
 impl Default for RepositoryConfig {
@@ -197,6 +201,7 @@ impl Default for RepositoryConfig {
             watch: true,
             watch_debounce_ms: 300,
             default_model: None,
+            required: true,
         }
     }
 }

@@ -116,7 +116,7 @@ impl Sidecar {
         };
 
         let report = reloader.reload("startup").await;
-        if models.routing().versions.is_empty() {
+        if models.routing().versions.is_empty() && config.repository.required {
             let mut why: Vec<String> = report.errors.clone();
             why.extend(report.rejected.iter().map(|r| format!("{}: {}", r.name, r.error)));
             if why.is_empty() {
