@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// Config file (.toml, .yaml or .yml). Relative paths in it are relative to its directory.
     #[arg(short, long, env = "SWITCHYARD_SIDECAR_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Check the configuration (with these flags applied) and exit: `ok` or what is wrong,
+    /// naming the field. Nothing is loaded or bound.
+    #[arg(long)]
+    pub check: bool,
     /// gRPC listen address [config: listen; default 127.0.0.1:50051].
     #[arg(long)]
     pub listen: Option<SocketAddr>,

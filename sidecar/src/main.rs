@@ -25,6 +25,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = args.config()?;
+            if args.check {
+                println!("ok");
+                return Ok(());
+            }
             let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
             let preprocess = match config.runtime.preprocess_threads {
                 0 => cpus,

