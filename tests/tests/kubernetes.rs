@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use testbed::{paths, sidecar};
+use testbed::{envoy, paths, sidecar};
 
 fn yaml_docs(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -202,37 +202,12 @@ fn per_host_patches_and_plugin_validate_in_envoy() {
         assert!(names.contains(&t["cluster"].as_str().unwrap()), "{names:?}");
     }
     assert!(names.contains(&config["sidecar"]["cluster"].as_str().unwrap()));
-    let filter = json!({
-        "name": "envoy.filters.http.wasm",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "switchyard",
-                "root_id": "switchyard",
-                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": config.to_string()},
-                "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": paths::wasm().display().to_string()}}}
-            }
-        }
-    });
+    let routes = json!([route, {"match": {"prefix": "/"}, "route": {"cluster": "features_stable", "timeout": "0s"}}]);
+    let filters = vec![envoy::wasm_filter_json(&paths::wasm(), &config.to_string()), envoy::router_filter_json()];
     let bootstrap = json!({
         "static_resources": {
             "clusters": clusters,
-            "listeners": [{
-                "name": "inbound",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "inbound",
-                        "route_config": {"virtual_hosts": [{"name": "inbound", "domains": ["*"], "routes": [
-                            route,
-                            {"match": {"prefix": "/"}, "route": {"cluster": "features_stable", "timeout": "0s"}}]}]},
-                        "http_filters": [filter, {"name": "envoy.filters.http.router", "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
-                    }
-                }]}]
-            }]
+            "listeners": [envoy::http_listener_json("inbound", 0, routes, filters, json!([]))]
         }
     });
     envoy_validate(&bootstrap);
