@@ -24,6 +24,8 @@ pub struct Sidecar {
     /// Default gRPC port (answers with `stable`).
     pub grpc: u16,
     pub admin: u16,
+    /// The read-only snapshot listener (`snapshot_listen`), if configured.
+    pub snapshot_port: Option<u16>,
     /// gRPC port per target name (`stable`, `canary`, `fallback`).
     pub ports: BTreeMap<String, u16>,
 }
@@ -150,7 +152,8 @@ default_version = "{FALLBACK}"
             };
             ports.insert(target.to_string(), port(&e["grpc"]));
         }
-        Sidecar { grpc: port(&ready["grpc"]), admin: port(&ready["admin"]), ports, process, dir }
+        let snapshot_port = ready.get("snapshot").map(port);
+        Sidecar { grpc: port(&ready["grpc"]), admin: port(&ready["admin"]), snapshot_port, ports, process, dir }
     }
 
     /// Injects a fault into a version (`POST /v1/chaos`), e.g.
