@@ -11,13 +11,16 @@
 //!   inference.
 //! * When the last handle to a [`Queue`] is dropped (the version was swapped out), its
 //!   threads finish what is queued and exit: in-flight requests complete on the old session.
+//! * A traced request's job carries its trace here; its `queue`, `batch` and `inference`
+//!   spans are recorded after the batch's answers are sent (see `telemetry`).
 
 use crate::metrics::VersionMetrics;
 use crate::onnx::{Engine, Output};
 use crate::preprocess::Prepared;
+use crate::telemetry::{self, BatchRun, QueuedTrace};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
@@ -40,6 +43,8 @@ pub struct Job {
     pub enqueued: Instant,
     pub reply: oneshot::Sender<Result<Output, Status>>,
     pub admission: Admission,
+    /// Only when the request is traced (and sampled).
+    pub trace: Option<QueuedTrace>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -169,7 +174,7 @@ impl Worker {
     fn execute(&mut self, batch: Vec<Job>) {
         let now = Instant::now();
         let mut live = Vec::with_capacity(batch.len());
-        for job in batch {
+        for mut job in batch {
             if job.deadline.is_some_and(|d| d <= now) {
                 self.metrics.dropped_deadline.inc();
                 let waited = now.duration_since(job.enqueued);
@@ -178,8 +183,14 @@ impl Worker {
                     waited.as_millis(),
                     self.name
                 ))));
+                if let Some(trace) = job.trace.take() {
+                    trace.dropped(SystemTime::now(), "deadline passed in the queue");
+                }
             } else if job.reply.is_closed() {
                 self.metrics.dropped_cancelled.inc();
+                if let Some(trace) = job.trace.take() {
+                    trace.dropped(SystemTime::now(), "client went away in the queue");
+                }
             } else {
                 self.metrics.queue_seconds.observe(now.duration_since(job.enqueued).as_secs_f64());
                 live.push(job);
@@ -188,12 +199,20 @@ impl Worker {
         if live.is_empty() {
             return;
         }
+        // Empty (no allocation) unless a request in the batch is traced.
+        let traces: Vec<QueuedTrace> = live.iter_mut().filter_map(|j| j.trace.take()).collect();
+        let clock = (!traces.is_empty()).then(WallClock::now);
         let images: Vec<&[u8]> = live.iter().map(|j| j.image.rgb.as_slice()).collect();
         let started = Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.engine.run(&images)))
             .unwrap_or_else(|_| Err("inference panicked".to_string()));
-        self.metrics.inference_seconds.observe(started.elapsed().as_secs_f64());
-        self.metrics.batch_size.observe(live.len() as f64);
+        let elapsed = started.elapsed();
+        self.metrics.inference_seconds.observe(elapsed.as_secs_f64());
+        let size = live.len();
+        self.metrics.batch_size.observe(size as f64);
+        let error = result.as_ref().err().cloned();
+        // The batch ends when its answers are ready (they are sent next).
+        let ended = clock.map(|_| SystemTime::now());
         match result {
             Ok(outputs) => {
                 for (job, output) in live.into_iter().zip(outputs) {
@@ -201,11 +220,46 @@ impl Worker {
                 }
             }
             Err(e) => {
-                tracing::error!(model = self.name, batch = live.len(), error = %e, "inference failed");
+                tracing::error!(model = self.name, batch = size, error = %e, "inference failed");
                 for job in live {
                     let _ = job.reply.send(Err(Status::internal(format!("inference failed on {}: {e}", self.name))));
                 }
             }
+        }
+        if let (Some(clock), Some(ended)) = (clock, ended) {
+            // Recorded after the answers went out, so tracing never delays them.
+            let inference_started = clock.at(started);
+            let run = BatchRun {
+                id: telemetry::next_batch_id(),
+                size,
+                started: clock.at(now),
+                inference: (inference_started, inference_started + elapsed),
+                ended,
+                error: error.as_deref(),
+            };
+            for trace in &traces {
+                trace.ran(&run);
+            }
+        }
+    }
+}
+
+/// Wall-clock times (what spans carry) for the `Instant`s the batch measures with.
+#[derive(Clone, Copy)]
+struct WallClock {
+    wall: SystemTime,
+    mono: Instant,
+}
+
+impl WallClock {
+    fn now() -> Self {
+        Self { wall: SystemTime::now(), mono: Instant::now() }
+    }
+
+    fn at(self, t: Instant) -> SystemTime {
+        match t.checked_duration_since(self.mono) {
+            Some(after) => self.wall + after,
+            None => self.wall - self.mono.duration_since(t),
         }
     }
 }

@@ -129,6 +129,10 @@ pub struct ServeArgs {
     /// How long SIGTERM waits for in-flight requests, in ms [config: drain_timeout_ms; default 10000].
     #[arg(long)]
     pub drain_timeout_ms: Option<u64>,
+    /// Export request traces to this OTLP/gRPC collector, `http://host:port`
+    /// [config: tracing.otlp_endpoint; default none: tracing off].
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl ServeArgs {
@@ -176,6 +180,9 @@ impl ServeArgs {
             };
             c.repository.default_model = Some(model.to_string());
             c.models.entry(model.to_string()).or_default().default_version = Some(version.to_string());
+        }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            c.tracing.otlp_endpoint = Some(endpoint.clone());
         }
         if let Some(p) = &self.onnxruntime {
             c.runtime.onnxruntime = Some(p.clone());

@@ -60,6 +60,79 @@ pub struct Config {
     /// Confluent Schema Registry's REST API over the registry (`[confluent]`). It is always
     /// on the admin port when `schema` is set; this adds a listener of its own and a token.
     pub confluent: Option<ConfluentConfig>,
+    /// Request traces exported over OTLP (`[tracing]`); off unless `otlp_endpoint` is set.
+    pub tracing: TracingConfig,
+}
+
+/// Where request traces go and how many are kept (see `telemetry`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// OTLP/gRPC endpoint of a collector, `http://host:port` (plain HTTP/2: a local agent).
+    /// Absent: tracing is off and nothing is installed.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the sidecar's spans.
+    pub service_name: String,
+    /// Share of requests traced when the caller sent no `traceparent`; a caller's sampling
+    /// decision (its `traceparent` flags) is always followed.
+    pub sample_ratio: f64,
+    /// How often finished spans are sent, in milliseconds (sooner when 512 are waiting).
+    pub export_delay_ms: u64,
+    /// Finished spans held for export; beyond it new spans are dropped (and counted in the
+    /// warning logged at shutdown), never waited for.
+    pub max_queued_spans: usize,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "switchyard-sidecar".into(),
+            sample_ratio: 1.0,
+            export_delay_ms: 5000,
+            max_queued_spans: 8192,
+        }
+    }
+}
+
+impl TracingConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(endpoint) = &self.otlp_endpoint {
+            check_otlp_endpoint(endpoint).map_err(|why| invalid("tracing.otlp_endpoint", format!("{why}; got {endpoint:?}")))?;
+        }
+        if self.service_name.trim().is_empty() {
+            return Err(invalid("tracing.service_name", "must not be empty"));
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(invalid("tracing.sample_ratio", format!("must be in 0.0..=1.0; got {}", self.sample_ratio)));
+        }
+        if !(1..=60_000).contains(&self.export_delay_ms) {
+            return Err(invalid("tracing.export_delay_ms", format!("must be in 1..=60000; got {}", self.export_delay_ms)));
+        }
+        if !(512..=1 << 20).contains(&self.max_queued_spans) {
+            return Err(invalid("tracing.max_queued_spans", format!("must be in 512..=1048576; got {}", self.max_queued_spans)));
+        }
+        Ok(())
+    }
+}
+
+/// An OTLP/gRPC endpoint this build can reach: `http://host:port`, nothing after it. (No TLS
+/// client is compiled in; a collector agent beside the sidecar takes plain HTTP/2.)
+fn check_otlp_endpoint(endpoint: &str) -> Result<(), &'static str> {
+    let uri: tonic::codegen::http::Uri = endpoint.parse().map_err(|_| "must be a URL like `http://127.0.0.1:4317`")?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err("must be `http://` (this build has no TLS client: send to a collector agent beside the sidecar)"),
+        _ => return Err("must be a URL like `http://127.0.0.1:4317`"),
+    }
+    let Some(authority) = uri.authority() else { return Err("must name a host and port, like `http://127.0.0.1:4317`") };
+    if authority.host().is_empty() || authority.port_u16().is_none() {
+        return Err("must name a host and port, like `http://127.0.0.1:4317`");
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("must have no path (OTLP/gRPC's path is fixed)");
+    }
+    Ok(())
 }
 
 /// Where the Confluent API listens beyond the admin port, and who may write through it.
@@ -101,6 +174,7 @@ impl Default for Config {
             endpoints: Vec::new(),
             schema: None,
             confluent: None,
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -388,6 +462,7 @@ impl Config {
                 return Err(invalid("confluent.listen", format!("{listen} is already used by another listener")));
             }
         }
+        self.tracing.validate()?;
         for (name, policy) in &self.models {
             let field = |f: &str| format!("models.{name}.{f}");
             match &policy.versions {
@@ -461,6 +536,41 @@ mod tests {
         c.validate().unwrap();
         let c = Config { snapshot_listen: Some(Config::default().listen), ..Config::default() };
         assert!(c.validate().unwrap_err().to_string().contains("snapshot_listen"));
+    }
+
+    #[test]
+    fn tracing_is_off_unless_an_endpoint_is_set() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c.tracing, TracingConfig::default());
+        assert_eq!(c.tracing.otlp_endpoint, None);
+        let c: Config = toml::from_str("[tracing]\notlp_endpoint = \"http://127.0.0.1:4317\"\nsample_ratio = 0.25\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.tracing.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert_eq!(c.tracing.service_name, "switchyard-sidecar");
+        assert_eq!(c.tracing.sample_ratio, 0.25);
+        let c: Config = toml::from_str("[tracing]\notlp_endpoint = \"http://collector.observability:4317/\"\n").unwrap();
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn a_bad_tracing_value_names_the_field_and_the_fix() {
+        let check = |toml: &str| toml::from_str::<Config>(toml).unwrap().validate().unwrap_err().to_string();
+        for endpoint in ["127.0.0.1:4317", "localhost", "grpc://127.0.0.1:4317", "http://127.0.0.1"] {
+            let err = check(&format!("[tracing]\notlp_endpoint = {endpoint:?}\n"));
+            assert!(err.contains("`tracing.otlp_endpoint`") && err.contains("http://127.0.0.1:4317") && err.contains(endpoint), "{err}");
+        }
+        let err = check("[tracing]\notlp_endpoint = \"https://collector:4317\"\n");
+        assert!(err.contains("no TLS client"), "{err}");
+        let err = check("[tracing]\notlp_endpoint = \"http://collector:4318/v1/traces\"\n");
+        assert!(err.contains("no path"), "{err}");
+        let err = check("[tracing]\nsample_ratio = 1.5\n");
+        assert!(err.contains("`tracing.sample_ratio` must be in 0.0..=1.0; got 1.5"), "{err}");
+        let err = check("[tracing]\nservice_name = \" \"\n");
+        assert!(err.contains("`tracing.service_name`"), "{err}");
+        let err = check("[tracing]\nexport_delay_ms = 0\n");
+        assert!(err.contains("`tracing.export_delay_ms`"), "{err}");
+        let err = toml::from_str::<Config>("[tracing]\nendpoint = \"http://a:1\"\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `endpoint`"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod reload;
 pub mod repository;
 pub mod serve;
 pub mod service;
+pub mod telemetry;
 pub mod watch;
 
 pub use models::{ModelsSnapshot, VersionState};

@@ -13,6 +13,7 @@ use crate::onnx::Runtime;
 use crate::preprocess::Limits;
 use crate::reload::Reloader;
 use crate::service::Extractor;
+use crate::telemetry::Telemetry;
 use anyhow::{bail, Context, Result};
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
@@ -134,12 +135,18 @@ impl Sidecar {
             max_side: config.max_image_side,
             max_pixels: config.max_image_pixels,
         };
+        // Request traces, only with an endpoint (built here, on the runtime its channel needs).
+        let telemetry = match &config.tracing.otlp_endpoint {
+            Some(endpoint) => Some(Arc::new(Telemetry::start(endpoint, &config.tracing)?)),
+            None => None,
+        };
         let extractor = Extractor::new(
             Arc::clone(&models),
             Arc::clone(&chaos),
             Arc::clone(&metrics),
             limits,
             config.version_header.clone(),
+            telemetry.clone(),
         );
         // Room above the image cap for the other fields, so an oversized image still gets
         // the precise INVALID_ARGUMENT rather than tonic's generic length error.
@@ -271,6 +278,12 @@ impl Sidecar {
         }
         for server in http_servers {
             server.abort();
+        }
+        if let Some(telemetry) = telemetry {
+            // Sends the spans still queued; it blocks, so not on a runtime worker.
+            if let Err(e) = tokio::task::spawn_blocking(move || telemetry.shutdown()).await {
+                tracing::warn!(error = %e, "flushing request traces failed");
+            }
         }
         Ok(())
     }

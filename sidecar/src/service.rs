@@ -1,11 +1,12 @@
 //! `features.v1.FeatureExtractionService`: resolve the version, admit, pre-process on the
-//! blocking pool, queue for a batch, answer.
+//! blocking pool, queue for a batch, answer. Each stage is a span when tracing is on.
 
 use crate::batch::Job;
 use crate::chaos::Chaos;
 use crate::metrics::{Metrics, VersionMetrics};
 use crate::models::{ModelSet, ModelVersion};
 use crate::preprocess::{self, Format, Limits};
+use crate::telemetry::{ImageTrace, RequestTrace, Telemetry};
 use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -32,6 +33,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     limits: Limits,
     version_header: String,
+    /// `None` when tracing is off.
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 /// How a request gets a queue slot.
@@ -44,8 +47,21 @@ enum Admit {
 }
 
 impl Extractor {
-    pub fn new(models: Arc<ModelSet>, chaos: Arc<Chaos>, metrics: Arc<Metrics>, limits: Limits, version_header: String) -> Self {
-        Self { shared: Arc::new(Shared { models, chaos, metrics, limits, version_header }), default_pin: None }
+    /// `telemetry`: `None` when tracing is off.
+    pub fn new(
+        models: Arc<ModelSet>,
+        chaos: Arc<Chaos>,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+        version_header: String,
+        telemetry: Option<Arc<Telemetry>>,
+    ) -> Self {
+        let shared = Shared { models, chaos, metrics, limits, version_header, telemetry };
+        Self { shared: Arc::new(shared), default_pin: None }
+    }
+
+    fn trace<T>(&self, request: &Request<T>, method: &'static str) -> Option<RequestTrace> {
+        Some(self.shared.telemetry.as_ref()?.request(request.metadata(), SERVICE_NAME, method))
     }
 
     /// The same service, answering unpinned requests with `pin` (a version header value).
@@ -75,6 +91,7 @@ impl Extractor {
         request: ExtractRealtimeRequest,
         deadline: Option<Instant>,
         admit: Admit,
+        trace: Option<ImageTrace>,
     ) -> Result<ExtractRealtimeResponse, Status> {
         let declared = match request.image_format() {
             ImageFormat::Unknown => None,
@@ -97,18 +114,23 @@ impl Extractor {
             Admit::Wait => version.queue.admit().await?,
         };
         let started = Instant::now();
+        let traced_from = trace.as_ref().map(|_| SystemTime::now());
         let for_prepare = Arc::clone(version);
         let image = request.image_data;
         let prepared = tokio::task::spawn_blocking(move || {
             preprocess::prepare(&image, declared, &limits, &for_prepare.config.input)
         })
         .await
-        .map_err(|e| Status::internal(format!("pre-processing task failed: {e}")))?
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        .map_err(|e| Status::internal(format!("pre-processing task failed: {e}")))?;
+        if let (Some(trace), Some(from)) = (&trace, traced_from) {
+            trace.preprocessed(from, prepared.as_ref().err().map(ToString::to_string).as_deref());
+        }
+        let prepared = prepared.map_err(|e| Status::invalid_argument(e.to_string()))?;
         version.metrics.preprocess_seconds.observe(started.elapsed().as_secs_f64());
         let quality = prepared.quality;
         let (reply, answer) = oneshot::channel();
-        version.queue.submit(Job { image: prepared, deadline, enqueued: Instant::now(), reply, admission })?;
+        let trace = trace.map(ImageTrace::queued);
+        version.queue.submit(Job { image: prepared, deadline, enqueued: Instant::now(), reply, admission, trace })?;
         let output = answer.await.map_err(|_| Status::internal(format!("{} stopped before answering", version.name)))??;
 
         let mut scores = std::collections::HashMap::with_capacity(2 + output.classes.len());
@@ -135,9 +157,10 @@ impl Extractor {
         request: ExtractRealtimeRequest,
         deadline: Option<Instant>,
         admit: Admit,
+        trace: Option<ImageTrace>,
     ) -> Result<ExtractRealtimeResponse, Status> {
         let mut outcome = Outcome { metrics: &version.metrics, code: None };
-        let work = self.extract(version, request, deadline, admit);
+        let work = self.extract(version, request, deadline, admit, trace);
         let result = match deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline.into(), work).await {
                 Ok(result) => result,
@@ -189,29 +212,67 @@ fn deadline_of<T>(request: &Request<T>, received: Instant) -> Option<Instant> {
     parse_grpc_timeout(timeout).map(|d| received + d)
 }
 
+/// Ends a call's span (if traced) with the call's status.
+fn traced<T>(trace: Option<RequestTrace>, result: Result<T, Status>) -> Result<T, Status> {
+    if let Some(trace) = trace {
+        trace.finish(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
+    }
+    result
+}
+
 #[tonic::async_trait]
 impl FeatureExtractionService for Extractor {
     async fn extract_realtime(&self, request: Request<ExtractRealtimeRequest>) -> Result<Response<ExtractRealtimeResponse>, Status> {
-        let received = Instant::now();
-        let deadline = deadline_of(&request, received);
-        let version = self.resolve(&request)?;
-        self.extract_counted(&version, request.into_inner(), deadline, Admit::Now).await.map(Response::new)
+        let trace = self.trace(&request, "ExtractRealtime");
+        let result = self.realtime(request, trace.as_ref()).await;
+        traced(trace, result)
     }
 
     async fn extract_batch(&self, request: Request<Streaming<ExtractRealtimeRequest>>) -> Result<Response<ExtractBatchResponse>, Status> {
+        let trace = self.trace(&request, "ExtractBatch");
+        let result = self.batch(request, trace.as_ref()).await;
+        traced(trace, result)
+    }
+}
+
+impl Extractor {
+    async fn realtime(
+        &self,
+        request: Request<ExtractRealtimeRequest>,
+        trace: Option<&RequestTrace>,
+    ) -> Result<Response<ExtractRealtimeResponse>, Status> {
         let received = Instant::now();
         let deadline = deadline_of(&request, received);
         let version = self.resolve(&request)?;
+        if let Some(trace) = trace {
+            trace.served_by(&version.name);
+        }
+        let image = trace.and_then(RequestTrace::image);
+        self.extract_counted(&version, request.into_inner(), deadline, Admit::Now, image).await.map(Response::new)
+    }
+
+    async fn batch(
+        &self,
+        request: Request<Streaming<ExtractRealtimeRequest>>,
+        trace: Option<&RequestTrace>,
+    ) -> Result<Response<ExtractBatchResponse>, Status> {
+        let received = Instant::now();
+        let deadline = deadline_of(&request, received);
+        let version = self.resolve(&request)?;
+        if let Some(trace) = trace {
+            trace.served_by(&version.name);
+        }
         // Enough images in flight to fill batches, never more than the queue admits.
         let window = (2 * version.queue.capacity().min(64)).clamp(2, 128);
         let this = self.clone();
         let items = request.into_inner().map(move |message| {
             let this = this.clone();
             let version = Arc::clone(&version);
+            let image = trace.and_then(RequestTrace::image);
             async move {
                 let request = message?;
                 let request_id = request.request_id.clone();
-                let result = match this.extract_counted(&version, request, deadline, Admit::Wait).await {
+                let result = match this.extract_counted(&version, request, deadline, Admit::Wait, image).await {
                     Ok(response) => extract_batch_item::Result::Response(response),
                     Err(status) => extract_batch_item::Result::Error(ExtractError {
                         request_id,
