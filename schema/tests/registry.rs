@@ -157,54 +157,17 @@ fn hot_loading_gate_and_restart() {
     assert_eq!(Snapshot::from_json(state.snapshot_json()).unwrap(), snapshot);
 }
 
-/// A Kubernetes ConfigMap volume, written the way the kubelet writes one: each update is a
-/// new hidden timestamped directory, `..data` swapped onto it by renaming `..data_tmp`, and
-/// every key a link through `..data` (with `items[].path`, a key can be a `.proto` tree).
-struct ConfigMapVolume {
-    dir: std::path::PathBuf,
-    updates: u32,
-}
-
-impl ConfigMapVolume {
-    fn new(dir: &Path) -> Self {
-        Self { dir: dir.to_path_buf(), updates: 0 }
-    }
-
-    /// Publishes `revisions` (entry name, source) as the volume's whole content; `clean`
-    /// removes the previous timestamped directory, as the kubelet does right after.
-    fn publish(&mut self, revisions: &[(&str, &str)], clean: bool) {
-        use std::os::unix::fs::symlink;
-        self.updates += 1;
-        let stamp = format!("..2026_12_03_08_00_{:02}.{}", self.updates, 1000 + self.updates);
-        for (entry, source) in revisions {
-            put(&self.dir.join(&stamp), entry, source);
-        }
-        let tmp = self.dir.join("..data_tmp");
-        symlink(&stamp, &tmp).unwrap();
-        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
-        for (entry, _) in revisions {
-            let link = self.dir.join(entry);
-            if std::fs::symlink_metadata(&link).is_err() {
-                symlink(Path::new("..data").join(entry), &link).unwrap();
-            }
-        }
-        // The kubelet removes the previous timestamped directory after the swap.
-        for old in std::fs::read_dir(&self.dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()) {
-            if clean && old.starts_with("..2026") && old != stamp {
-                std::fs::remove_dir_all(self.dir.join(old)).unwrap();
-            }
-        }
-    }
-}
-
 #[test]
 fn a_configmap_volume_is_a_registry_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, state) = (tmp.path().join("schemas"), tmp.path().join("state"));
     std::fs::create_dir(&dir).unwrap();
-    let mut volume = ConfigMapVolume::new(&dir);
+    let mut volume = testkit::configmap::Volume::new(&dir);
+    // Keys are `.proto` trees (`items[].path`).
+    let key = |entry: &str| format!("{entry}/features/v1/features.proto");
+    let (k1, k2, k3) = (key("001-initial"), key("002-next"), key("003-breaking"));
     // `002-next` starts as a copy of 1 (adds nothing), like a key kept for the next revision.
-    volume.publish(&[("001-initial", V1), ("002-next", V1)], true);
+    volume.publish(&[(&k1, V1), (&k2, V1)], true).unwrap();
     // The volume is read-only in a pod: state lives elsewhere.
     let registry = Registry::open(RegistryConfig { state_dir: Some(state.clone()), ..config(&dir) }).unwrap();
     assert_eq!(current(&registry), 1, "keys are links into ..data, followed");
@@ -214,12 +177,12 @@ fn a_configmap_volume_is_a_registry_directory() {
 
     // An update that only changes a key's content: the swap of ..data is the one event
     // (the old directory is still there: the kubelet has not cleaned up yet).
-    volume.publish(&[("001-initial", V1), ("002-next", &v2())], false);
+    volume.publish(&[(&k1, V1), (&k2, &v2())], false).unwrap();
     wait_for("the changed key's revision", || current(&registry) == 2);
 
     // An update that adds a key: a new link beside the swap.
     let rejected_before = registry.rejections().len();
-    volume.publish(&[("001-initial", V1), ("002-next", &v2()), ("003-breaking", &v3_breaking())], true);
+    volume.publish(&[(&k1, V1), (&k2, &v2()), (&k3, &v3_breaking())], true).unwrap();
     wait_for("the new key's rejection", || registry.rejections().len() > rejected_before);
     assert_eq!(registry.rejections().last().map(|r| r.source.clone()).as_deref(), Some("003-breaking"));
     assert_eq!(current(&registry), 2, "the last good revision keeps serving");

@@ -67,53 +67,7 @@ impl Sidecar {
     /// [`Sidecar::start`] with more top-level configuration (TOML lines).
     pub async fn start_with(schema_dir: Option<&Path>, top: &str) -> Sidecar {
         let dir = tempfile::tempdir().expect("temp dir");
-        let schema = match schema_dir {
-            Some(d) => format!(
-                "[schema]\ndir = {:?}\nstate_dir = {:?}\nmode = \"BACKWARD\"\ndebounce_ms = 100\n",
-                d.display().to_string(),
-                dir.path().join("schema-state").display().to_string()
-            ),
-            None => String::new(),
-        };
-        let config = format!(
-            r#"listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-{top}
-
-[runtime]
-execution_providers = ["cpu"]
-intra_op_threads = 1
-preprocess_threads = 1
-
-[batching]
-max_batch_size = 4
-max_queue_delay_us = 500
-queue_capacity = 64
-
-[repository]
-path = {models:?}
-default_model = "orientation"
-
-[models.orientation]
-versions = {{ specific = [1, 2] }}
-labels = {{ stable = 1, canary = 2 }}
-default_version = "stable"
-
-[models.orientation-lite]
-versions = {{ latest = 1 }}
-labels = {{ fallback = 1 }}
-
-[[endpoints]]
-listen = "127.0.0.1:0"
-default_version = "{CANARY}"
-
-[[endpoints]]
-listen = "127.0.0.1:0"
-default_version = "{FALLBACK}"
-
-{schema}"#,
-            models = models().display().to_string(),
-        );
+        let config = config(schema_dir, &dir.path().join("schema-state"), top);
         let config_path = dir.path().join("sidecar.toml");
         std::fs::write(&config_path, config).expect("write sidecar config");
         Self::start_config(&config_path, dir).await
@@ -121,8 +75,13 @@ default_version = "{FALLBACK}"
 
     /// Starts the sidecar with a config file; its log goes to `dir`.
     pub async fn start_config(config_path: &Path, dir: tempfile::TempDir) -> Sidecar {
+        Self::start_command(Command::new(binary()), config_path, dir).await
+    }
+
+    /// Starts the sidecar with `cmd` (the binary, or a command that runs it, such as
+    /// `ip netns exec <ns> <binary>`).
+    pub async fn start_command(mut cmd: Command, config_path: &Path, dir: tempfile::TempDir) -> Sidecar {
         let log = std::fs::File::create(dir.path().join("sidecar.log")).expect("sidecar log");
-        let mut cmd = Command::new(binary());
         cmd.args(["serve", "--config"])
             .arg(config_path)
             .env("RUST_LOG", "info,ort=warn")
@@ -196,6 +155,59 @@ default_version = "{FALLBACK}"
     }
 }
 
+/// The tests' sidecar configuration: three versions on three loopback ports (the same model
+/// repository as the demo), small batches, one ONNX Runtime thread; with `schema_dir`, a
+/// registry watching it (its state in `state_dir`). `top` adds top-level TOML lines.
+pub fn config(schema_dir: Option<&Path>, state_dir: &Path, top: &str) -> String {
+    let schema = match schema_dir {
+        Some(d) => format!(
+            "[schema]\ndir = {:?}\nstate_dir = {:?}\nmode = \"BACKWARD\"\ndebounce_ms = 100\n",
+            d.display().to_string(),
+            state_dir.display().to_string()
+        ),
+        None => String::new(),
+    };
+    format!(
+        r#"listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+{top}
+
+[runtime]
+execution_providers = ["cpu"]
+intra_op_threads = 1
+preprocess_threads = 1
+
+[batching]
+max_batch_size = 4
+max_queue_delay_us = 500
+queue_capacity = 64
+
+[repository]
+path = {models:?}
+default_model = "orientation"
+
+[models.orientation]
+versions = {{ specific = [1, 2] }}
+labels = {{ stable = 1, canary = 2 }}
+default_version = "stable"
+
+[models.orientation-lite]
+versions = {{ latest = 1 }}
+labels = {{ fallback = 1 }}
+
+[[endpoints]]
+listen = "127.0.0.1:0"
+default_version = "{CANARY}"
+
+[[endpoints]]
+listen = "127.0.0.1:0"
+default_version = "{FALLBACK}"
+
+{schema}"#,
+        models = models().display().to_string(),
+    )
+}
+
 /// Revisions of `features.v1` for a registry directory, derived from the API's source of
 /// truth (`proto/features/v1/features.proto`) so they never drift from it.
 pub mod revisions {
@@ -217,6 +229,13 @@ pub mod revisions {
             "  ImageFormat image_format = 3;\n  // Added in this revision: a hint for the region of interest.\n  string roi_hint = 15;\n",
             1,
         )
+    }
+
+    /// The next compatible evolution after [`with_new_field`]: one more optional request field.
+    pub fn with_two_new_fields() -> String {
+        let s = with_new_field();
+        assert!(s.contains("  string roi_hint = 15;\n"), "with_new_field changed; update the test revisions");
+        s.replacen("  string roi_hint = 15;\n", "  string roi_hint = 15;\n  // Added in the revision after: the caller's tenant, for quotas.\n  string tenant = 16;\n", 1)
     }
 
     /// A breaking change: `image_format` becomes a string (varint → length-delimited), so

@@ -7,6 +7,7 @@ mod setup;
 mod test;
 mod demo;
 mod bench;
+mod fleet;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,9 @@ enum Command {
     Test(test::Args),
     /// Run a benchmark and write its figures to `target/bench/<name>.json`.
     Bench(bench::Args),
+    /// Run N hosts on network namespaces (as root) behind a front Envoy, put them through
+    /// the fleet scenario and write `target/fleet/report.json`.
+    Fleet(fleet::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,5 +46,6 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Test(args) => test::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Fleet(args) => fleet::run(args),
     }
 }

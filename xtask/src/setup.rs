@@ -14,7 +14,7 @@ const WASM_TARGET: &str = "wasm32-wasip1";
 pub fn run() -> Result<()> {
     wasm_target()?;
     console_toolchain()?;
-    browser()?;
+    debian_packages()?;
     venv()?;
     npm()?;
     models()?;
@@ -53,12 +53,18 @@ fn console_toolchain() -> Result<()> {
     run::status(run::cargo().args(["install", "wasm-bindgen-cli", "--version", &format!("={WASM_BINDGEN}")]))
 }
 
-/// Debian's Chromium and its WebDriver, for the console's browser tests and benchmark.
-fn browser() -> Result<()> {
-    if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
+/// Debian packages, each with the file that shows it installed: Chromium and its WebDriver
+/// (the console's browser tests and benchmark), iproute2 (`ip`: the fleet's network
+/// namespaces and veth pairs).
+const DEBIAN_PACKAGES: [(&str, &str); 3] =
+    [("chromium", "/usr/bin/chromium"), ("chromium-driver", "/usr/bin/chromedriver"), ("iproute2", "/usr/sbin/ip")];
+
+fn debian_packages() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES.iter().filter(|(_, witness)| !Path::new(witness).exists()).map(|(p, _)| *p).collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    let install = || run::status(Command::new("apt-get").args(["install", "-y", "-q", "chromium", "chromium-driver"]).env("DEBIAN_FRONTEND", "noninteractive"));
+    let install = || run::status(Command::new("apt-get").args(["install", "-y", "-q"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"));
     install().or_else(|_| {
         run::status(Command::new("apt-get").arg("update"))?;
         install()
