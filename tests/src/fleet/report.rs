@@ -75,7 +75,8 @@ pub struct SidecarKill {
     /// Requests sent after the kill that failed (must be 0: the front retries elsewhere).
     pub failed_requests: usize,
     pub requests_after_kill: usize,
-    /// From the kill to the last request the front sent that host (retries included).
+    /// From the kill to the last request the front sent that host (retries included; 0 when
+    /// it sent none after the kill).
     pub front_stopped_sending_ms: Option<u64>,
     /// From the kill to the front marking the host unhealthy or ejected.
     pub front_ejected_ms: Option<u64>,
