@@ -142,6 +142,39 @@ pub struct EnvoyConfig {
     /// Envoy's admin port, when something must know it before Envoy starts (a free one
     /// otherwise).
     pub admin_port: Option<u16>,
+    /// Envoy's OpenTelemetry tracer, sending to an OTLP collector; `None`: no tracing.
+    pub tracing: Option<Tracing>,
+}
+
+/// Envoy's OpenTelemetry tracer as the demo configures it (`envoy/envoy.yaml`): every request
+/// sampled, spans sent over OTLP/gRPC to the `otel_collector` cluster, the filter's decision
+/// (written to filter state with `"decision_to_filter_state": true`) as a span tag.
+#[derive(Clone, Debug)]
+pub struct Tracing {
+    /// The collector's loopback port (in tests, [`crate::otlp::Receiver`]'s).
+    pub collector_port: u16,
+}
+
+/// `service.name` of Envoy's spans.
+pub const TRACING_SERVICE: &str = "switchyard-envoy";
+/// The span tag carrying the filter's decision (`target=canary; reason=weight`, `reply=denied`).
+pub const DECISION_TAG: &str = "switchyard.decision";
+const COLLECTOR_CLUSTER: &str = "otel_collector";
+
+/// The connection manager's `tracing` block for `build` (its decision's filter-state key).
+pub fn hcm_tracing_json(build: Build) -> Value {
+    json!({
+        "random_sampling": {"value": 100},
+        "custom_tags": [{"tag": DECISION_TAG, "value": format!("%FILTER_STATE({}:PLAIN)%", build.decision_state_key())}],
+        "provider": {
+            "name": "envoy.tracers.opentelemetry",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                "grpc_service": {"envoy_grpc": {"cluster_name": COLLECTOR_CLUSTER}, "timeout": "1s"},
+                "service_name": TRACING_SERVICE
+            }
+        }
+    })
 }
 
 impl EnvoyConfig {
@@ -159,6 +192,7 @@ impl EnvoyConfig {
             env: Vec::new(),
             build: Build::current(),
             admin_port: None,
+            tracing: None,
         }
     }
 }
@@ -441,15 +475,24 @@ fn write_json(path: &Path, value: &Value) {
 }
 
 fn bootstrap_json(cfg: &EnvoyConfig, admin_port: u16, lds: &PathBuf) -> Value {
-    json!({
+    let collector = cfg.tracing.as_ref().map(|t| Cluster::new(COLLECTOR_CLUSTER, t.collector_port));
+    let mut bootstrap = json!({
         "node": {"id": "switchyard-test", "cluster": "switchyard-test"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "dynamic_resources": {
             "lds_config": {"path_config_source": {"path": lds}, "resource_api_version": "V3"}
         },
-        "static_resources": {"clusters": cfg.clusters.iter().map(cluster_json)
+        "static_resources": {"clusters": cfg.clusters.iter().chain(&collector).map(cluster_json)
             .chain(cfg.http1_clusters.iter().map(http1_cluster_json)).collect::<Vec<_>>()},
-    })
+    });
+    if collector.is_some() {
+        // Each worker's tracer sends its spans every 5 s by default; tests wait for them.
+        bootstrap["layered_runtime"] = json!({"layers": [{"name": "tracing", "static_layer": {
+            "tracing.opentelemetry.flush_interval_ms": 100,
+            "tracing.opentelemetry.min_flush_spans": 1
+        }}]});
+    }
+    bootstrap
 }
 
 /// An h2c cluster for one loopback gRPC upstream.
@@ -526,6 +569,9 @@ pub fn listener_json(cfg: &EnvoyConfig, port: u16, plugin_config: &str, access_l
     let routes = switchyard_routes(cfg.routing, &cfg.cluster_header, &clusters, &cfg.default_cluster);
     let filters = vec![filter_json(cfg.build, plugin_config), router_filter_json()];
     let mut listener = http_listener_json("switchyard", port, routes, filters, access_log);
+    if cfg.tracing.is_some() {
+        listener["filter_chains"][0]["filters"][0]["typed_config"]["tracing"] = hcm_tracing_json(cfg.build);
+    }
     // An LDS resource is an `Any`.
     listener["@type"] = json!("type.googleapis.com/envoy.config.listener.v3.Listener");
     listener

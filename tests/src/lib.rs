@@ -10,8 +10,8 @@
 pub use testkit::http as admin;
 pub mod client;
 pub mod envoy;
-pub mod fleet;
 pub mod manifests;
+pub mod otlp;
 pub mod paths;
 pub use testkit::process;
 pub mod sidecar;
