@@ -112,7 +112,8 @@ fn schema_and_parser_reject_the_same_bad_configs() {
 
 /// One plugin configuration everywhere, but for what the deployment's shape dictates:
 /// `route_refresh` and `cluster_filter_state` describe its route table (a matcher on filter
-/// state in envoy-native.yaml, header routes elsewhere); in the client-side topology
+/// state in envoy-native.yaml, header routes elsewhere), `decision_to_filter_state` whether
+/// its Envoy reads the decision (the demo's tracer tags spans with it); in the client-side topology
 /// (`envoy/istio`) the snapshot comes from the network registry (`switchyard_registry`),
 /// which reports no model health, so targets name no `model_version`.
 #[test]
@@ -125,6 +126,7 @@ fn every_deployment_runs_the_demo_plugin_config() {
             if let Some(o) = v.as_object_mut() {
                 o.remove("route_refresh");
                 o.remove("cluster_filter_state");
+                o.remove("decision_to_filter_state");
             }
             (at, v)
         })
@@ -144,6 +146,24 @@ fn every_deployment_runs_the_demo_plugin_config() {
         shapes.insert(shape);
     }
     assert!(parsed.len() >= 6 && shapes.len() == 2, "{parsed:?}");
+}
+
+/// The demo Envoys trace as the end-to-end tests' Envoy does (`testbed::envoy::hcm_tracing_json`,
+/// checked by `tests/tracing.rs`): the same tracer, the decision tag from each build's
+/// filter-state key, which their plugin configuration writes.
+#[test]
+fn the_demo_envoys_trace_with_the_decision_tag() {
+    use testbed::envoy::{hcm_tracing_json, Build};
+    for (file, build) in [("envoy/envoy.yaml", Build::Wasm), ("envoy/envoy-native.yaml", Build::Native)] {
+        let doc = &yaml_docs(&paths::root().join(file))[0];
+        let hcm = &doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        assert_eq!(hcm["tracing"], hcm_tracing_json(build), "{file}");
+        let plugin = plugin_configs().into_iter().find(|(at, _)| at.contains(file)).map(|(_, json)| json).unwrap();
+        let plugin: Value = serde_json::from_str(&plugin).unwrap();
+        assert_eq!(plugin["decision_to_filter_state"], true, "{file}");
+        let clusters = doc["static_resources"]["clusters"].as_array().unwrap();
+        assert!(clusters.iter().any(|c| c["name"] == "otel_collector"), "{file}");
+    }
 }
 
 #[test]
