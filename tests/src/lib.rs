@@ -10,6 +10,7 @@
 pub use testkit::http as admin;
 pub mod client;
 pub mod envoy;
+pub mod fleet;
 pub mod manifests;
 pub mod otlp;
 pub mod paths;
