@@ -345,14 +345,7 @@ impl Envoy {
     /// Every counter and gauge, by name.
     pub fn stats(&self) -> BTreeMap<String, u64> {
         let reply = admin::get(self.admin_port, "/stats").expect("Envoy admin /stats");
-        reply
-            .body
-            .lines()
-            .filter_map(|l| {
-                let (name, value) = l.split_once(": ")?;
-                Some((name.to_owned(), value.trim().parse().ok()?))
-            })
-            .collect()
+        parse_stats(&reply.body)
     }
 
     pub fn stat(&self, name: &str) -> Option<u64> {
@@ -468,6 +461,16 @@ fn spawn_on(bootstrap: &Path, log: &Path, concurrency: u32, cpu: Option<u32>, en
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     Process::spawn("envoy", &mut cmd).unwrap_or_else(|e| panic!("cannot start Envoy: {e}"))
+}
+
+/// Envoy's `/stats` text (`name: value` lines), counters and gauges by name.
+pub fn parse_stats(body: &str) -> BTreeMap<String, u64> {
+    body.lines()
+        .filter_map(|l| {
+            let (name, value) = l.split_once(": ")?;
+            Some((name.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 fn write_json(path: &Path, value: &Value) {

@@ -77,13 +77,7 @@ impl Proxy {
 
     /// Every counter and gauge, by name.
     pub fn stats(&self) -> BTreeMap<String, u64> {
-        let body = self.get("/stats").map(|r| r.body).unwrap_or_default();
-        body.lines()
-            .filter_map(|l| {
-                let (name, value) = l.split_once(": ")?;
-                Some((name.to_owned(), value.trim().parse().ok()?))
-            })
-            .collect()
+        crate::envoy::parse_stats(&self.get("/stats").map(|r| r.body).unwrap_or_default())
     }
 
     pub fn stat(&self, name: &str) -> Option<u64> {
