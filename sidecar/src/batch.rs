@@ -210,9 +210,9 @@ impl Worker {
         self.metrics.inference_seconds.observe(elapsed.as_secs_f64());
         let size = live.len();
         self.metrics.batch_size.observe(size as f64);
-        let error = result.as_ref().err().cloned();
-        // The batch ends when its answers are ready (they are sent next).
+        // For the spans: the batch ends when its answers are ready (they are sent next).
         let ended = clock.map(|_| SystemTime::now());
+        let error = clock.and_then(|_| result.as_ref().err().cloned());
         match result {
             Ok(outputs) => {
                 for (job, output) in live.into_iter().zip(outputs) {

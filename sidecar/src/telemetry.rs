@@ -11,6 +11,9 @@
 //! Spans leave through a batch span processor on a thread of its own; the request path only
 //! hands finished spans to its queue and never waits on the network. A full queue drops spans.
 //!
+//! The types are public for the benchmark, which measures their cost per request apart from
+//! the model's (`switchyard-sidecar-bench span-cost`).
+//!
 //! Without an endpoint nothing is built: the service holds `None` and the request path's only
 //! cost is checking it. A request whose caller said "not sampled" gets one non-recording
 //! span and no children.
@@ -69,7 +72,7 @@ impl Telemetry {
 
     /// The server span of one call to `service`/`method`, child of the caller's `traceparent`
     /// when it sent one.
-    pub(crate) fn request(&self, metadata: &MetadataMap, service: &'static str, method: &'static str) -> RequestTrace {
+    pub fn request(&self, metadata: &MetadataMap, service: &'static str, method: &'static str) -> RequestTrace {
         let caller = self.propagator.extract(&Metadata(metadata));
         let span = self
             .tracer
@@ -83,6 +86,13 @@ impl Telemetry {
             .start_with_context(&self.tracer, &caller);
         let sampled = span.is_recording();
         RequestTrace { tracer: self.tracer.clone(), cx: caller.with_span(span), sampled, code: None }
+    }
+
+    /// Sends what is queued and waits until it is sent (blocking: off the runtime's workers).
+    pub fn flush(&self) {
+        if let Err(e) = self.provider.force_flush() {
+            tracing::warn!(error = %e, "flushing request traces failed");
+        }
     }
 
     /// Sends what is queued and stops the export thread (blocking: call it off the runtime's
@@ -116,7 +126,7 @@ impl Extractor for Metadata<'_> {
 /// A call's server span. Ends when dropped, with the gRPC status set by
 /// [`RequestTrace::finish`]; a call dropped before finishing (the client went away) ends
 /// `CANCELLED`.
-pub(crate) struct RequestTrace {
+pub struct RequestTrace {
     tracer: SdkTracer,
     /// The caller's context with this call's span in it: the parent of the per-image spans.
     cx: Context,
@@ -125,18 +135,18 @@ pub(crate) struct RequestTrace {
 }
 
 impl RequestTrace {
-    pub(crate) fn served_by(&self, version: &str) {
+    pub fn served_by(&self, version: &str) {
         if self.sampled {
             self.cx.span().set_attribute(KeyValue::new(MODEL_VERSION, version.to_owned()));
         }
     }
 
-    pub(crate) fn finish(mut self, code: Code) {
+    pub fn finish(mut self, code: Code) {
         self.code = Some(code);
     }
 
     /// The spans of one image of this call; `None` when the call is not sampled.
-    pub(crate) fn image(&self) -> Option<ImageTrace> {
+    pub fn image(&self) -> Option<ImageTrace> {
         self.sampled.then(|| ImageTrace { tracer: self.tracer.clone(), parent: self.cx.clone() })
     }
 }
@@ -156,14 +166,14 @@ impl Drop for RequestTrace {
 }
 
 /// The spans of one image, under its call's span.
-pub(crate) struct ImageTrace {
+pub struct ImageTrace {
     tracer: SdkTracer,
     parent: Context,
 }
 
 impl ImageTrace {
     /// Records `preprocess`, which ran from `started` until now.
-    pub(crate) fn preprocessed(&self, started: SystemTime, error: Option<&str>) {
+    pub fn preprocessed(&self, started: SystemTime, error: Option<&str>) {
         let mut span = self.tracer.span_builder("preprocess").with_start_time(started).start_with_context(&self.tracer, &self.parent);
         if let Some(error) = error {
             span.set_status(Status::error(error.to_owned()));
@@ -172,7 +182,7 @@ impl ImageTrace {
     }
 
     /// The image enters its version's queue now.
-    pub(crate) fn queued(self) -> QueuedTrace {
+    pub fn queued(self) -> QueuedTrace {
         QueuedTrace { tracer: self.tracer, parent: self.parent, at: SystemTime::now() }
     }
 }
@@ -185,24 +195,24 @@ pub struct QueuedTrace {
 }
 
 /// One batch as its requests' spans show it.
-pub(crate) struct BatchRun<'a> {
-    pub(crate) id: u64,
-    pub(crate) size: usize,
-    pub(crate) started: SystemTime,
-    pub(crate) inference: (SystemTime, SystemTime),
-    pub(crate) ended: SystemTime,
-    pub(crate) error: Option<&'a str>,
+pub struct BatchRun<'a> {
+    pub id: u64,
+    pub size: usize,
+    pub started: SystemTime,
+    pub inference: (SystemTime, SystemTime),
+    pub ended: SystemTime,
+    pub error: Option<&'a str>,
 }
 
 /// A process-wide batch id, drawn only for batches with a traced request.
-pub(crate) fn next_batch_id() -> u64 {
+pub fn next_batch_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl QueuedTrace {
     /// Records `queue` up to `started`, then `batch` and its `inference`.
-    pub(crate) fn ran(&self, batch: &BatchRun<'_>) {
+    pub fn ran(&self, batch: &BatchRun<'_>) {
         self.queue_span(batch.started, None);
         let mut span = self
             .tracer

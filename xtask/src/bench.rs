@@ -135,6 +135,25 @@ struct Server {
     what: &'static str,
 }
 
+impl Server {
+    /// CPU time (user + system) it has used so far, in seconds, from `/proc/<pid>/stat`.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // After the parenthesised command name, utime and stime are the 12th and 13th fields.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+        ticks as f64 / 100.0 // USER_HZ
+    }
+
+    /// Stops it with SIGTERM (a graceful shutdown) and waits for it to exit.
+    fn terminate(mut self) -> Result<()> {
+        run::output(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
+        self.child.wait().with_context(|| format!("waiting for the {} to exit", self.what))?;
+        Ok(())
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -155,6 +174,41 @@ fn start_server(mut cmd: Command, what: &'static str, ready: impl Fn(&str) -> Op
         }
     }
     bail!("the {} exited before it was ready", server.what)
+}
+
+/// The bench binary's OTLP sink: counts the spans it is sent and discards them; prints its
+/// counts when its stdin closes.
+struct Sink {
+    server: Server,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    addr: String,
+}
+
+impl Sink {
+    fn start(bench_bin: &Path) -> Result<Sink> {
+        let mut child = Command::new(bench_bin)
+            .arg("otlp-sink")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start the OTLP sink")?;
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().context("no stdout")?).lines();
+        let server = Server { child, what: "OTLP sink" };
+        let line = stdout.next().context("the OTLP sink exited before it was ready")??;
+        let ready: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
+        let addr = ready["otlp"].as_str().context("no address in the sink's ready line")?.to_owned();
+        Ok(Sink { server, stdin, stdout, addr })
+    }
+
+    /// Closes its stdin and returns what it received: `{"spans": N, "exports": M}`.
+    fn finish(mut self) -> Result<Value> {
+        drop(self.stdin.take());
+        let line = self.stdout.next().context("the OTLP sink printed no counts")??;
+        serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))
+    }
 }
 
 fn json_line(cmd: &mut Command) -> Result<Value> {
@@ -179,6 +233,8 @@ struct Row {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+    /// The server's CPU time per request, where measured (the sidecars).
+    server_cpu_ms: Option<f64>,
 }
 
 fn summarise(name: String, runs: &[Value]) -> Row {
@@ -188,17 +244,20 @@ fn summarise(name: String, runs: &[Value]) -> Row {
         .filter_map(|r| r["errors"].as_object())
         .flat_map(|e| e.values().filter_map(Value::as_u64))
         .sum();
+    let mut cpu = pick("server_cpu_ms_per_request");
     Row {
         name,
         images_per_s: median(&mut pick("images_per_s")),
         p50_ms: median(&mut pick("p50_ms")),
         p99_ms: median(&mut pick("p99_ms")),
         errors,
+        server_cpu_ms: (!cpu.is_empty()).then(|| median(&mut cpu)),
     }
 }
 
 /// In-process pipeline vs the sidecar over gRPC vs the Python baseline, same images, same
-/// model, same load generator for both servers.
+/// model, same load generator for both servers; and the sidecar again with tracing on
+/// (exporting every request's spans over OTLP to a sink that discards them).
 fn sidecar(args: &Args) -> Result<()> {
     setup::run()?;
     run::status(run::cargo().current_dir(paths::root()).args([
@@ -222,22 +281,30 @@ fn sidecar(args: &Args) -> Result<()> {
     // version: two inference threads with one ONNX Runtime thread each (no intra-op
     // synchronisation), batches of up to 8, one decoding thread.
     let config = out_dir.join("sidecar-bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n\
-             [runtime]\nintra_op_threads = 1\npreprocess_threads = 1\n\n\
-             [batching]\nmax_batch_size = 8\nmax_queue_delay_us = 500\nqueue_capacity = 64\ninstances = 2\n\n\
-             [repository]\npath = {:?}\nwatch = false\n\n[models.orientation]\nversions = {{ specific = [1] }}\n",
-            models.display().to_string()
-        ),
-    )?;
-    let mut cmd = Command::new(&sidecar_bin);
-    cmd.args(["serve", "--config"]).arg(&config).env("RUST_LOG", "warn");
-    let (_sidecar, sidecar_addr) = start_server(cmd, "sidecar", |line| {
-        let v: Value = serde_json::from_str(line).ok()?;
-        (v["event"] == "ready").then(|| v["grpc"].as_str().map(str::to_owned))?
-    })?;
+    let sidecar_toml = format!(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n\
+         [runtime]\nintra_op_threads = 1\npreprocess_threads = 1\n\n\
+         [batching]\nmax_batch_size = 8\nmax_queue_delay_us = 500\nqueue_capacity = 64\ninstances = 2\n\n\
+         [repository]\npath = {:?}\nwatch = false\n\n[models.orientation]\nversions = {{ specific = [1] }}\n",
+        models.display().to_string()
+    );
+    std::fs::write(&config, &sidecar_toml)?;
+    let start_sidecar = |config: &Path, what: &'static str| {
+        let mut cmd = Command::new(&sidecar_bin);
+        cmd.args(["serve", "--config"]).arg(config).env("RUST_LOG", "warn");
+        start_server(cmd, what, |line| {
+            let v: Value = serde_json::from_str(line).ok()?;
+            (v["event"] == "ready").then(|| v["grpc"].as_str().map(str::to_owned))?
+        })
+    };
+    let (sidecar_server, sidecar_addr) = start_sidecar(&config, "sidecar")?;
+
+    // The same sidecar with tracing on, every request sampled (the load generator sends a
+    // sampled `traceparent`, as Envoy would), exporting to a sink that discards.
+    let sink = Sink::start(&bench_bin)?;
+    let traced_config = out_dir.join("sidecar-bench-traced.toml");
+    std::fs::write(&traced_config, format!("{sidecar_toml}\n[tracing]\notlp_endpoint = \"http://{}\"\n", sink.addr))?;
+    let (traced_server, traced_addr) = start_sidecar(&traced_config, "traced sidecar")?;
 
     let mut cmd = Command::new(paths::venv_python());
     cmd.arg(paths::root().join("xtask/py/baseline_server.py"))
@@ -260,13 +327,24 @@ fn sidecar(args: &Args) -> Result<()> {
                 .args(["--seconds", &secs, "--warmup-seconds", "0.5", "--threads", threads, "--intra-op-threads", intra]),
         )
     };
-    let grpc = |addr: &str, concurrency: usize| -> Result<Value> {
-        json_line(
-            Command::new(&bench_bin)
-                .args(["grpc", "--target", &format!("http://{addr}"), "--images"])
-                .arg(&images)
-                .args(["--concurrency", &concurrency.to_string(), "--seconds", &secs, "--warmup-seconds", "0.5"]),
-        )
+    let grpc = |addr: &str, concurrency: usize, traceparent: bool| -> Result<Value> {
+        let mut cmd = Command::new(&bench_bin);
+        cmd.args(["grpc", "--target", &format!("http://{addr}"), "--images"])
+            .arg(&images)
+            .args(["--concurrency", &concurrency.to_string(), "--seconds", &secs, "--warmup-seconds", "0.5"]);
+        if traceparent {
+            cmd.arg("--traceparent");
+        }
+        json_line(&mut cmd)
+    };
+    // A sidecar run, with the server's CPU time per request.
+    let served = |server: &Server, addr: &str, concurrency: usize| -> Result<Value> {
+        let before = server.cpu_seconds();
+        let mut run = grpc(addr, concurrency, true)?;
+        let cpu = server.cpu_seconds() - before;
+        let sent = run["sent"].as_f64().unwrap_or(0.0).max(1.0);
+        run["server_cpu_ms_per_request"] = json!(cpu * 1e3 / sent);
+        Ok(run)
     };
 
     // Interleaved rounds: every configuration sees the same background noise.
@@ -276,10 +354,39 @@ fn sidecar(args: &Args) -> Result<()> {
         runs.entry("in-process, 1 loop x 2 ORT threads".into()).or_default().push(inprocess("1", "2")?);
         runs.entry("in-process, 2 loops x 1 ORT thread".into()).or_default().push(inprocess("2", "1")?);
         for c in [1, 8, 32] {
-            runs.entry(format!("sidecar gRPC, concurrency {c:>2}")).or_default().push(grpc(&sidecar_addr, c)?);
-            runs.entry(format!("Python baseline, concurrency {c:>2}")).or_default().push(grpc(&python_addr, c)?);
+            // Tracing off and on back to back (which first alternates by round).
+            let arms = [("sidecar gRPC", &sidecar_server, &sidecar_addr), ("sidecar gRPC + tracing", &traced_server, &traced_addr)];
+            for (name, server, addr) in if round % 2 == 1 { [arms[0], arms[1]] } else { [arms[1], arms[0]] } {
+                runs.entry(format!("{name}, concurrency {c:>2}")).or_default().push(served(server, addr, c)?);
+            }
+            runs.entry(format!("Python baseline, concurrency {c:>2}")).or_default().push(grpc(&python_addr, c, false)?);
         }
     }
+    // The traced sidecar flushes its spans at shutdown.
+    traced_server.terminate()?;
+    let sink_cpu_s = sink.server.cpu_seconds();
+    // What the spans cost apart from the model: the same calls in a loop, exported to the sink.
+    const SPAN_COST_REQUESTS: usize = 50_000;
+    let mut span_cost_runs = Vec::new();
+    for _ in 0..3 {
+        span_cost_runs.push(json_line(Command::new(&bench_bin).args([
+            "span-cost",
+            "--otlp-endpoint",
+            &format!("http://{}", sink.addr),
+            "--requests",
+            &SPAN_COST_REQUESTS.to_string(),
+        ]))?);
+    }
+    let span_cpu_us = median(&mut span_cost_runs.iter().filter_map(|r| r["cpu_us_per_request"].as_f64()).collect::<Vec<_>>());
+    let received = sink.finish()?;
+    let traced_sent: f64 = runs
+        .iter()
+        .filter(|(name, _)| name.starts_with("sidecar gRPC + tracing,"))
+        .flat_map(|(_, r)| r.iter().filter_map(|x| x["sent"].as_f64()))
+        .sum();
+    // Five spans per traced request, from the served runs and the span-cost runs.
+    let spans_expected = 5.0 * (traced_sent + (span_cost_runs.len() * SPAN_COST_REQUESTS) as f64);
+    let spans_received = received["spans"].as_f64().unwrap_or(0.0);
 
     let rows: Vec<Row> = runs.iter().map(|(name, r)| summarise(name.clone(), r)).collect();
     let best = |prefix: &str| {
@@ -290,8 +397,24 @@ fn sidecar(args: &Args) -> Result<()> {
             .unwrap_or_default()
     };
     let (inprocess_name, inprocess_best) = best("in-process");
-    let (served_name, served_best) = best("sidecar");
+    let (served_name, served_best) = best("sidecar gRPC,");
+    let (traced_name, traced_best) = best("sidecar gRPC + tracing,");
     let (python_name, python_best) = best("Python");
+    // Tracing on ÷ off, run by run: each pair ran back to back in one round, so it saw the
+    // same background load. Medians of the pairs (per concurrency, and over all of them) are
+    // steadier on a shared machine than a ratio of per-arm medians.
+    let pairs = |c: usize, key: &str| -> Vec<f64> {
+        let arm = |name: &str| runs.get(&format!("{name}, concurrency {c:>2}")).cloned().unwrap_or_default();
+        let (on, off) = (arm("sidecar gRPC + tracing"), arm("sidecar gRPC"));
+        on.iter().zip(&off).filter_map(|(a, b)| Some(a[key].as_f64()? / b[key].as_f64()?)).collect()
+    };
+    let by_concurrency: Vec<(usize, f64, f64)> = [1, 8, 32]
+        .iter()
+        .map(|&c| (c, median(&mut pairs(c, "images_per_s")), median(&mut pairs(c, "server_cpu_ms_per_request"))))
+        .collect();
+    let all = |key: &str| median(&mut [1, 8, 32].iter().flat_map(|&c| pairs(c, key)).collect::<Vec<_>>());
+    let tracing_on_over_off = all("images_per_s");
+    let tracing_cpu_on_over_off = all("server_cpu_ms_per_request");
     let served_over_inprocess = served_best / inprocess_best;
     let served_over_python = served_best / python_best;
     let stage = |k: &str| {
@@ -304,14 +427,34 @@ fn sidecar(args: &Args) -> Result<()> {
     };
     let (decode_ms, inference_ms) = (stage("decode_preprocess_ms"), stage("inference_ms"));
 
-    println!("\n{:<40} {:>10} {:>9} {:>9} {:>7}", "sidecar benchmark (median of rounds)", "images/s", "p50 ms", "p99 ms", "errors");
+    println!(
+        "\n{:<42} {:>10} {:>9} {:>9} {:>7} {:>12}",
+        "sidecar benchmark (median of rounds)", "images/s", "p50 ms", "p99 ms", "errors", "CPU ms/req"
+    );
     for r in &rows {
-        println!("{:<40} {:>10.1} {:>9.2} {:>9.2} {:>7}", r.name, r.images_per_s, r.p50_ms, r.p99_ms, r.errors);
+        let cpu = r.server_cpu_ms.map_or(String::new(), |c| format!("{c:.2}"));
+        println!("{:<42} {:>10.1} {:>9.2} {:>9.2} {:>7} {:>12}", r.name, r.images_per_s, r.p50_ms, r.p99_ms, r.errors, cpu);
     }
     println!("\nsidecar config: {}", config.display());
     println!("in-process per image (1 loop, 2 ORT threads): decode + pre-process {decode_ms:.2} ms, inference {inference_ms:.2} ms");
     println!("served_over_inprocess = {served_over_inprocess:.2}  ({served_name} / {inprocess_name}; target >= 0.90)");
     println!("served_over_python    = {served_over_python:.2}  ({served_name} / {python_name}; target >= 1.5)");
+    println!(
+        "tracing_on_over_off   = {tracing_on_over_off:.3}  (throughput with tracing ÷ without, median of the paired runs; target >= 0.97)"
+    );
+    println!("  sidecar CPU per request on/off {tracing_cpu_on_over_off:.3}; best arm on/off {:.3} ({traced_name} / {served_name})", traced_best / served_best);
+    for (c, throughput, cpu) in &by_concurrency {
+        println!("  concurrency {c:>2}: throughput on/off {throughput:.3}, sidecar CPU per request on/off {cpu:.3}");
+    }
+    let off_cpu_ms = median(&mut rows.iter().filter(|r| r.name.starts_with("sidecar gRPC,")).filter_map(|r| r.server_cpu_ms).collect::<Vec<_>>());
+    println!(
+        "  the spans alone: {span_cpu_us:.1} µs of CPU per request, made and exported ({:.2} % of the sidecar's {off_cpu_ms:.2} ms per request without tracing)",
+        span_cpu_us / (off_cpu_ms * 10.0)
+    );
+    println!(
+        "  spans received by the sink: {spans_received} of {spans_expected} ({} exports; the sink used {sink_cpu_s:.1} s of CPU)",
+        received["exports"]
+    );
 
     let report = json!({
         "benchmark": "sidecar",
@@ -325,12 +468,32 @@ fn sidecar(args: &Args) -> Result<()> {
             "p50_ms": r.p50_ms,
             "p99_ms": r.p99_ms,
             "errors": r.errors,
+            "server_cpu_ms_per_request": r.server_cpu_ms,
         })).collect::<Vec<_>>(),
         "inprocess_images_per_s": inprocess_best,
         "served_images_per_s": served_best,
         "python_images_per_s": python_best,
         "served_over_inprocess": served_over_inprocess,
         "served_over_python": served_over_python,
+        "tracing": {
+            "on_over_off": tracing_on_over_off,
+            "cpu_per_request_on_over_off": tracing_cpu_on_over_off,
+            "best_on_over_best_off": traced_best / served_best,
+            "by_concurrency": by_concurrency.iter().map(|(c, throughput, cpu)| json!({
+                "concurrency": c,
+                "throughput_on_over_off": throughput,
+                "cpu_per_request_on_over_off": cpu,
+            })).collect::<Vec<_>>(),
+            "span_cpu_us_per_request": span_cpu_us,
+            "span_cost_runs": span_cost_runs,
+            "untraced_cpu_ms_per_request": off_cpu_ms,
+            "spans_received": spans_received,
+            "spans_expected": spans_expected,
+            "exports_received": received["exports"],
+            "traced_requests_sent": traced_sent,
+            "sink_cpu_seconds": sink_cpu_s,
+            "config": traced_config.display().to_string(),
+        },
         "decode_preprocess_ms": decode_ms,
         "inference_ms": inference_ms,
         "runs": runs,

@@ -4,10 +4,18 @@
 //!   one thread, no network: the limit a server can approach.
 //! * `grpc`: a closed-loop load generator for any features.v1 server (the sidecar or the
 //!   Python baseline), so both are measured by the same client.
+//! * `otlp-sink`: an OTLP/gRPC trace receiver that counts spans and discards them, for the
+//!   sidecar with tracing on (its export is real, the collector's storage is not measured).
+//! * `span-cost`: the sidecar's spans for one request (the `telemetry` module's calls, in the
+//!   order the service makes them) in a loop, exported to a sink: their CPU time per request,
+//!   which the served figures are too noisy to resolve.
 //!
-//! Each prints one JSON object on stdout.
+//! Each prints one JSON object on stdout (the sink: its address once ready, its counts at
+//! the end of its stdin).
 
 use clap::{Parser, Subcommand};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -69,6 +77,22 @@ enum Command {
         /// Value of `x-model-version`, if any.
         #[arg(long)]
         pin: Option<String>,
+        /// Send each request a new sampled W3C `traceparent`, as Envoy's tracer would.
+        #[arg(long)]
+        traceparent: bool,
+    },
+    /// Receive OTLP traces and discard them, counting spans, until stdin is closed.
+    OtlpSink {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
+    /// Make and export the spans of `requests` traced requests; print the CPU time per request.
+    SpanCost {
+        /// OTLP/gRPC endpoint, e.g. the sink's `http://127.0.0.1:4317`.
+        #[arg(long)]
+        otlp_endpoint: String,
+        #[arg(long, default_value_t = 100_000)]
+        requests: usize,
     },
 }
 
@@ -188,6 +212,11 @@ fn inprocess(args: InProcess<'_>) -> anyhow::Result<serde_json::Value> {
     Ok(out)
 }
 
+/// A `traceparent` for a new sampled trace whose parent is a span of the caller's.
+fn new_traceparent() -> String {
+    format!("00-{:032x}-{:016x}-01", fastrand::u128(1..), fastrand::u64(1..))
+}
+
 async fn grpc(
     target: String,
     images: &Path,
@@ -195,6 +224,7 @@ async fn grpc(
     seconds: f64,
     warmup: f64,
     pin: Option<String>,
+    traceparent: bool,
 ) -> anyhow::Result<serde_json::Value> {
     let images = std::sync::Arc::new(load_images(images)?);
     let channel = tonic::transport::Endpoint::from_shared(target.clone())?
@@ -214,6 +244,7 @@ async fn grpc(
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
+            let mut sent_total = 0u64;
             let mut i = worker;
             loop {
                 let now = Instant::now();
@@ -232,7 +263,13 @@ async fn grpc(
                         request.metadata_mut().insert("x-model-version", v);
                     }
                 }
+                if traceparent {
+                    if let Ok(v) = new_traceparent().parse() {
+                        request.metadata_mut().insert("traceparent", v);
+                    }
+                }
                 let sent = Instant::now();
+                sent_total += 1;
                 let result = client.extract_realtime(request).await;
                 let done = Instant::now();
                 if sent < measure_from || done > until {
@@ -243,14 +280,16 @@ async fn grpc(
                     Err(status) => *errors.entry(format!("{:?}", status.code())).or_default() += 1,
                 }
             }
-            (latencies, errors)
+            (latencies, errors, sent_total)
         }));
     }
     let mut latencies = Vec::new();
     let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut sent = 0;
     for task in tasks {
-        let (l, e) = task.await?;
+        let (l, e, n) = task.await?;
         latencies.extend(l);
+        sent += n;
         for (k, v) in e {
             *errors.entry(k).or_default() += v;
         }
@@ -258,7 +297,99 @@ async fn grpc(
     let mut out = summary(latencies, Duration::from_secs_f64(seconds));
     out["concurrency"] = json!(concurrency);
     out["errors"] = json!(errors);
+    // Every request, warm-up included (what a traced server exported spans for).
+    out["sent"] = json!(sent);
     Ok(out)
+}
+
+/// The sink's counts.
+#[derive(Default)]
+struct Received {
+    spans: std::sync::atomic::AtomicU64,
+    exports: std::sync::atomic::AtomicU64,
+}
+
+struct Sink(std::sync::Arc<Received>);
+
+#[tonic::async_trait]
+impl TraceService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let spans: usize = request.get_ref().resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+        self.0.spans.fetch_add(spans as u64, Relaxed);
+        self.0.exports.fetch_add(1, Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+/// CPU time (user + system) of this process so far, in seconds.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    ticks as f64 / 100.0
+}
+
+/// The spans of `requests` requests, as the service makes them (batches of 4), flushed every
+/// 1,000 requests so the export queue never drops any: every span is made and sent.
+async fn span_cost(otlp_endpoint: String, requests: usize) -> anyhow::Result<serde_json::Value> {
+    use std::time::SystemTime;
+    use switchyard_sidecar::telemetry::{next_batch_id, BatchRun, Telemetry};
+    let config = switchyard_sidecar::config::TracingConfig { otlp_endpoint: Some(otlp_endpoint.clone()), ..Default::default() };
+    let telemetry = std::sync::Arc::new(Telemetry::start(&otlp_endpoint, &config)?);
+    let run = std::sync::Arc::clone(&telemetry);
+    let (cpu, wall) = tokio::task::spawn_blocking(move || {
+        let (cpu0, wall0) = (process_cpu_seconds(), Instant::now());
+        for i in 0..requests {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            if let Ok(v) = new_traceparent().parse() {
+                metadata.insert("traceparent", v);
+            }
+            let request = run.request(&metadata, "features.v1.FeatureExtractionService", "ExtractRealtime");
+            request.served_by("orientation/1");
+            if let Some(image) = request.image() {
+                image.preprocessed(SystemTime::now(), None);
+                let queued = image.queued();
+                let now = SystemTime::now();
+                queued.ran(&BatchRun { id: next_batch_id(), size: 4, started: now, inference: (now, now), ended: now, error: None });
+            }
+            request.finish(tonic::Code::Ok);
+            if i % 1000 == 999 {
+                run.flush();
+            }
+        }
+        run.flush();
+        (process_cpu_seconds() - cpu0, wall0.elapsed())
+    })
+    .await?;
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+    Ok(json!({
+        "requests": requests,
+        "spans_per_request": 5,
+        "cpu_us_per_request": cpu * 1e6 / requests.max(1) as f64,
+        "seconds": wall.as_secs_f64(),
+    }))
+}
+
+/// Serves the sink until stdin closes; returns its counts.
+async fn otlp_sink(listen: std::net::SocketAddr) -> anyhow::Result<serde_json::Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("{}", json!({"event": "ready", "otlp": listener.local_addr()?.to_string()}));
+    let received = std::sync::Arc::new(Received::default());
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(Sink(std::sync::Arc::clone(&received))))
+        .serve_with_incoming_shutdown(incoming, async {
+            let mut sink = tokio::io::sink();
+            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut sink).await;
+        });
+    server.await?;
+    Ok(json!({"spans": received.spans.load(Relaxed), "exports": received.exports.load(Relaxed)}))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -275,11 +406,21 @@ fn main() -> anyhow::Result<()> {
                 onnxruntime,
             })?
         }
-        Command::Grpc { target, images, concurrency, seconds, warmup_seconds, pin } => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+        Command::Grpc { target, images, concurrency, seconds, warmup_seconds, pin, traceparent } => {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(grpc(target, &images, concurrency, seconds, warmup_seconds, pin, traceparent))?
+        }
+        Command::SpanCost { otlp_endpoint, requests } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()?
-            .block_on(grpc(target, &images, concurrency, seconds, warmup_seconds, pin))?,
+            .block_on(span_cost(otlp_endpoint, requests))?,
+        Command::OtlpSink { listen } => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(otlp_sink(listen))?
+        }
     };
     println!("{result}");
     Ok(())
