@@ -8,6 +8,7 @@ mod test;
 mod demo;
 mod bench;
 mod fleet;
+mod fuzz;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +37,9 @@ enum Command {
     /// Run N hosts on network namespaces (as root) behind a front Envoy, put them through
     /// the fleet scenario and write `target/fleet/report.json`.
     Fleet(fleet::Args),
+    /// Fuzz the parsers that take other processes' bytes (cargo-fuzz, stable toolchain)
+    /// and write `target/fuzz/report.json`.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,5 +51,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Fleet(args) => fleet::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
     }
 }

@@ -57,5 +57,8 @@ pub mod worker;
 
 pub use route::{Reason, ReplyKind};
 
-#[cfg(test)]
-mod testing;
+/// A host in plain memory: the unit tests' and the fuzz targets' (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+#[allow(clippy::indexing_slicing, clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+pub mod testing;

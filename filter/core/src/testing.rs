@@ -144,6 +144,14 @@ impl TestStream {
     }
 }
 
+impl TestStream {
+    /// Runs the request-headers callback on a header map exactly as given (the fuzz
+    /// targets pass the host's serialised bytes through unchanged).
+    pub fn send_headers_raw(&mut self, stream: &mut Stream<TestHost>, pairs: HeaderPairs<'_>) -> Flow {
+        stream.on_request_headers(self, pairs, true)
+    }
+}
+
 impl StreamHost for TestStream {
     fn set_request_header(&mut self, name: &str, value: &str) {
         self.request_headers.retain(|(n, _)| n != name);
