@@ -5,7 +5,9 @@ use std::rc::Rc;
 use switchyard_filter_core::host::CalloutReply;
 use switchyard_filter_core::request::HeaderPairs;
 use switchyard_filter_core::stream::Stream;
-use switchyard_filter_core::testing::{worker, Proxy, TestStream};
+use switchyard_filter_core::config::Config;
+use switchyard_filter_core::ledger::Sharing;
+use switchyard_filter_core::testing::{Proxy, TestHost, TestStream};
 use switchyard_filter_core::worker::Worker;
 
 /// A configuration that reaches every step: access, A/B, schema revisions from the
@@ -38,15 +40,28 @@ pub const SNAPSHOT: &str = r#"{"generation": 3,
                   {"client": 2, "server": 1, "requests": true, "responses": true}]}}},
     "models": {"orientation/stable": {"healthy": true}, "orientation/canary": {"healthy": true}}}"#;
 
-fn configured(proxy: &Rc<Proxy>) -> Rc<Worker<switchyard_filter_core::testing::TestHost>> {
-    worker(proxy, CONFIG, 7)
+/// A worker with [`CONFIG`] on a fresh in-memory proxy. The configuration is parsed once
+/// per thread (it is the same every time); everything else is new for each input, so an
+/// input's outcome never depends on the ones before it.
+fn configured(proxy: &Rc<Proxy>) -> Rc<Worker<TestHost>> {
+    thread_local! {
+        static PARSED: Config = match Config::from_json(CONFIG.as_bytes()) {
+            Ok(c) => c,
+            Err(e) => panic!("the fuzz configuration: {e}"),
+        };
+    }
+    let config = PARSED.with(Config::clone);
+    match Worker::new(TestHost::on(proxy), config, 7, Sharing::HostData) {
+        Ok(w) => Rc::new(w),
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// The plugin configuration, as a control plane could push it: accepted, or refused with
 /// a message that says where.
 pub fn config(data: &[u8]) {
     let proxy = Rc::new(Proxy::default());
-    let host = switchyard_filter_core::testing::TestHost::on(&proxy);
+    let host = TestHost::on(&proxy);
     match Worker::configure(host, data, 1) {
         Ok(w) => {
             // An accepted configuration serves a request.
