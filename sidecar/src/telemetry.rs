@@ -4,9 +4,10 @@
 //! caller's W3C `traceparent` (Envoy's span, behind the filter), and each image in it three
 //! children: `preprocess` (decode and resize, including the wait for a pre-processing
 //! thread), `queue` (enqueued until its batch starts) and `batch` (the batch it ran in, with
-//! its size), whose child `inference` is the ONNX Runtime call. A batch serves several
-//! requests but a span belongs to one trace, so each request in a batch gets its own `batch`
-//! span: same times, same `switchyard.batch.id`, which groups them across traces.
+//! its size), whose child `inference` is the batch's run (normalised into the input tensor
+//! and run by ONNX Runtime). A batch serves several requests but a span belongs to one
+//! trace, so each request in a batch gets its own `batch` span: same times, same
+//! `switchyard.batch.id`, which groups them across traces.
 //!
 //! Spans leave through a batch span processor on a thread of its own; the request path only
 //! hands finished spans to its queue and never waits on the network. A full queue drops spans.
