@@ -277,7 +277,8 @@ impl TargetHealth {
         let epoch = Self::error_epoch(now_ms, window_ms);
         self.errors
             .iter()
-            .filter(|(e, _, _)| *e <= epoch && *e + ERROR_SLOTS as u64 > epoch)
+            // Written so a record from another worker with any epoch cannot overflow.
+            .filter(|(e, _, _)| *e <= epoch && epoch - *e < ERROR_SLOTS as u64)
             .fold((0, 0), |(r, x), (_, req, err)| (r + u64::from(*req), x + u64::from(*err)))
     }
 
@@ -342,7 +343,8 @@ impl RouteHealth {
             let unhealthy = rules.follow_sidecar && m.sidecar_unhealthy.get(i).copied().unwrap_or(false);
             let in_flight = m.in_flight.get(i).copied().unwrap_or(0);
 
-            h.loads.retain(|l| l.worker != m.worker && l.at_ms + LOAD_TTL_MS > now);
+            // `at_ms` comes from shared data: saturate, a corrupt time must not overflow.
+            h.loads.retain(|l| l.worker != m.worker && l.at_ms.saturating_add(LOAD_TTL_MS) > now);
             if in_flight > 0 {
                 h.loads.push(WorkerLoad { worker: m.worker, in_flight, at_ms: now });
             }

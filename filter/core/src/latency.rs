@@ -130,7 +130,8 @@ impl LatencyWindow {
         let epoch = Self::epoch(now_ms, window_ms);
         let mut out = Histogram::default();
         for (e, h) in &self.slots {
-            if *e + (SLOTS as u64) > epoch && *e <= epoch {
+            // Epochs come from shared data too: compared without arithmetic that could overflow.
+            if *e <= epoch && epoch - *e < SLOTS as u64 {
                 out.add(h);
             }
         }
