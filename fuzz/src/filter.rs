@@ -109,14 +109,19 @@ pub fn request(data: &[u8]) {
 /// The sidecar's snapshot document as the poll returns it: whatever it holds, the worker
 /// keeps deciding, and requests are still routed to configured clusters.
 pub fn snapshot(data: &[u8]) {
+    snapshot_generation(data);
+}
+
+/// [`snapshot`], returning the snapshot generation the worker installed (0: none).
+pub fn snapshot_generation(data: &[u8]) -> u64 {
     let proxy = Rc::new(Proxy::default());
     let w = configured(&proxy);
-    w.tick();
     for status in [200, 500] {
-        let token = w.host().callouts.borrow().len() as u32;
-        w.on_callout_reply(token, &CalloutReply { status: Some(status), body: data });
+        // The poll is due: the worker sends it on this tick, and the body is its answer.
         w.host().advance_ms(600);
         w.tick();
+        let token = w.host().callouts.borrow().len() as u32;
+        assert!(w.on_callout_reply(token, &CalloutReply { status: Some(status), body: data }), "the poll's answer was not the poller's");
     }
     for (i, revision) in ["features.v1@1", "features.v1@2", "features.v1@9", ""].iter().enumerate() {
         let mut s = TestStream::request(&[
@@ -131,11 +136,18 @@ pub fn snapshot(data: &[u8]) {
             assert!(CLUSTERS.contains(&cluster), "routed to {cluster:?}");
         }
     }
+    w.flush_stats();
+    w.host().metric("switchyard.sidecar.generation")
 }
 
 /// The routes' shared health record as another worker (or a corrupted store) could leave
 /// it: read without panicking, and what the worker writes back reads back the same.
 pub fn shared_health(data: &[u8]) {
+    shared_health_records(data);
+}
+
+/// [`shared_health`], returning how many records the input replaced.
+pub fn shared_health_records(data: &[u8]) -> usize {
     let proxy = Rc::new(Proxy::default());
     let w = configured(&proxy);
     w.host().advance_ms(100);
@@ -155,4 +167,5 @@ pub fn shared_health(data: &[u8]) {
     assert_eq!(written, again, "the health record does not read back as written");
     let mut s = TestStream::request(&[(":path", "/features.v1.FeatureExtractionService/ExtractRealtime"), ("content-type", "application/grpc")]);
     s.send_headers(&mut Stream::new(w, 1), true);
+    keys.len()
 }

@@ -45,3 +45,17 @@ fn every_crash_found_stays_fixed() {
         }
     }
 }
+
+/// The snapshot target reaches the poller: a good document is installed (a target whose
+/// inputs never got past the worker would fuzz nothing).
+#[test]
+fn the_snapshot_target_installs_a_good_document() {
+    assert_eq!(switchyard_fuzz_properties::filter::snapshot_generation(switchyard_fuzz_properties::filter::SNAPSHOT.as_bytes()), 3);
+    assert_eq!(switchyard_fuzz_properties::filter::snapshot_generation(b"{}"), 0);
+}
+
+/// The shared-health target replaces a record the worker really reads (the route's).
+#[test]
+fn the_shared_health_target_replaces_a_record() {
+    assert!(switchyard_fuzz_properties::filter::shared_health_records(b"") >= 1);
+}
