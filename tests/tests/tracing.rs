@@ -14,23 +14,12 @@ const SIDECAR_SERVICE: &str = "switchyard-sidecar";
 /// OTLP span kinds.
 const SERVER: i32 = 2;
 
+/// The tests' A/B configuration (everyone on stable) with the decision in filter state,
+/// where the tracer's tag reads it.
 fn plugin_config() -> String {
-    serde_json::json!({
-        "decision_to_filter_state": true,
-        "expose_decision": true,
-        "access": {"deny": ["/features.v1.FeatureExtractionService/Debug*"]},
-        "routes": [{
-            "name": "features",
-            "match": ["/features.v1.FeatureExtractionService/*"],
-            "targets": [
-                {"name": "stable", "cluster": "stable", "weight": 100},
-                {"name": "canary", "cluster": "canary", "weight": 0},
-                {"name": "fallback", "cluster": "fallback"}
-            ],
-            "default_target": "stable"
-        }]
-    })
-    .to_string()
+    let mut config: serde_json::Value = serde_json::from_str(&testbed::ab_config(0)).expect("ab_config is JSON");
+    config["decision_to_filter_state"] = true.into();
+    config.to_string()
 }
 
 /// The spans of one trace, by name (each name once, or the test fails).
