@@ -374,9 +374,7 @@ impl Envoy {
 
     /// The last `n` lines of Envoy's log.
     pub fn log_tail(&self, n: usize) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        tail(&self.log(), n)
     }
 
     /// The access log so far (see [`EnvoyConfig::access_log_format`]).
@@ -461,6 +459,12 @@ fn spawn_on(bootstrap: &Path, log: &Path, concurrency: u32, cpu: Option<u32>, en
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     Process::spawn("envoy", &mut cmd).unwrap_or_else(|e| panic!("cannot start Envoy: {e}"))
+}
+
+/// The last `n` lines of `log`.
+pub fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Envoy's `/stats` text (`name: value` lines), counters and gauges by name.

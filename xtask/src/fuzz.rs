@@ -30,8 +30,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let targets: Vec<&str> = match &args.target {
-        Some(t) if TARGETS.contains(&t.as_str()) => vec![TARGETS.iter().copied().find(|x| x == t).unwrap_or_default()],
-        Some(t) => bail!("unknown fuzz target `{t}` (known: {})", TARGETS.join(", ")),
+        Some(t) => match TARGETS.iter().find(|known| **known == t.as_str()) {
+            Some(known) => vec![*known],
+            None => bail!("unknown fuzz target `{t}` (known: {})", TARGETS.join(", ")),
+        },
         None => TARGETS.to_vec(),
     };
     cargo_fuzz()?;

@@ -140,7 +140,7 @@ impl Host {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while self.filter_stat(build, "switchyard.sidecar.snapshots") < build.snapshot_installs(1) {
             if std::time::Instant::now() > deadline {
-                bail!("{}: the filter installed no snapshot in 30 s; Envoy's log ends:\n{}", self.name, tail(&self.envoy.log(), 30));
+                bail!("{}: the filter installed no snapshot in 30 s; Envoy's log ends:\n{}", self.name, envoy::tail(&self.envoy.log(), 30));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -151,9 +151,4 @@ impl Host {
 fn publish(volume: &mut Volume, revisions: &[(String, String)]) -> Result<()> {
     let files: Vec<(&str, &str)> = revisions.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     volume.publish(&files, true).context("publish the schema volume")
-}
-
-pub(crate) fn tail(log: &str, n: usize) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

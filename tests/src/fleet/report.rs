@@ -77,7 +77,7 @@ pub struct SidecarKill {
     pub requests_after_kill: usize,
     /// From the kill to the last request the front sent that host (retries included; 0 when
     /// it sent none after the kill).
-    pub front_stopped_sending_ms: Option<u64>,
+    pub front_stopped_sending_ms: u64,
     /// From the kill to the front marking the host unhealthy or ejected.
     pub front_ejected_ms: Option<u64>,
     /// The front's health flags for the host at the end.
@@ -145,7 +145,7 @@ impl Report {
             k.failed_requests,
             k.in_flight_at_kill,
             k.failed_in_flight,
-            k.front_stopped_sending_ms.map_or("–".into(), |v| v.to_string()),
+            k.front_stopped_sending_ms,
             k.front_ejected_ms.map_or("–".into(), |v| v.to_string()),
         )
     }

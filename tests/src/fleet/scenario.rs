@@ -193,7 +193,7 @@ async fn schema(fleet: &mut Fleet) -> Result<(u64, Schema)> {
                     "h{} still treats {NEW_REVISION} as unknown 20 s after the swap ({d:?}); its registry has {revisions:?}; its volume has {:?}; the sidecar's log ends:\n{}",
                     i + 1,
                     std::fs::read_dir(host.volume_dir()).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>()),
-                    super::host::tail(&host.sidecar_log(), 20)
+                    crate::envoy::tail(&host.sidecar_log(), 20)
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -258,7 +258,7 @@ async fn kill(fleet: &mut Fleet) -> Result<SidecarKill> {
         failed_in_flight: in_flight.iter().filter(|s| s.code != tonic::Code::Ok).count(),
         failed_requests: after.iter().filter(|s| s.code != tonic::Code::Ok).count(),
         requests_after_kill: after.len(),
-        front_stopped_sending_ms: ms(stopped).or(Some(0)),
+        front_stopped_sending_ms: ms(stopped).unwrap_or(0),
         front_ejected_ms: ms(ejected),
         health_flags: last.map(|v| v.health_flags).unwrap_or_default(),
     })
