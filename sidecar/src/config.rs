@@ -365,17 +365,16 @@ impl Config {
             .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         let mut config: Config = match ext {
-            "toml" => toml::from_str(&text)
-                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?,
-            "yaml" | "yml" => serde_yaml::from_str(&text)
-                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?,
+            "toml" => Self::from_toml_str(&text),
+            "yaml" | "yml" => Self::from_yaml_str(&text),
             _ => {
                 return Err(ConfigError(format!(
                     "config file {} must end in .toml, .yaml or .yml",
                     path.display()
                 )))
             }
-        };
+        }
+        .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.repository.path = base.join(&config.repository.path);
         if let Some(ort) = &config.runtime.onnxruntime {
@@ -389,6 +388,16 @@ impl Config {
             confluent.token_file = confluent.token_file.as_ref().map(|f| base.join(f));
         }
         Ok(config)
+    }
+
+    /// Parses TOML text; paths stay as written (see [`Config::from_file`]). Not validated.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// Parses YAML text; paths stay as written (see [`Config::from_file`]). Not validated.
+    pub fn from_yaml_str(text: &str) -> Result<Self, ConfigError> {
+        serde_yaml::from_str(text).map_err(|e| ConfigError(e.to_string()))
     }
 
     /// Checks every cross-field rule; the error names the field.

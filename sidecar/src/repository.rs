@@ -88,8 +88,13 @@ impl ModelConfig {
     pub fn read(model_dir: &Path) -> Result<Self, String> {
         let path = model_dir.join(MODEL_CONFIG);
         let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let config: ModelConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        config.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::from_toml_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses and validates a `config.toml`'s text; [`ModelConfig::read`] adds the path.
+    pub fn from_toml_str(text: &str) -> Result<Self, String> {
+        let config: ModelConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
         Ok(config)
     }
 
