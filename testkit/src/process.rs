@@ -47,6 +47,16 @@ impl Process {
         }
     }
 
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the child.
+    pub fn signal(&self, signal: i32) -> std::io::Result<()> {
+        // SAFETY: kill(2) on our own child's pid, which is not reaped while `self` lives.
+        if unsafe { libc::kill(self.child.id() as i32, signal) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
     /// Sends SIGKILL and reaps the child.
     pub fn kill(&mut self) {
         if self.exited().is_none() {

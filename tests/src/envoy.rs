@@ -144,6 +144,9 @@ pub struct EnvoyConfig {
     pub admin_port: Option<u16>,
     /// Envoy's OpenTelemetry tracer, sending to an OTLP collector; `None`: no tracing.
     pub tracing: Option<Tracing>,
+    /// Start with hot restart enabled (`--restart-epoch`), so [`Envoy::hot_restart`] can
+    /// replace the process under traffic; off: `--disable-hot-restart`.
+    pub hot_restart: bool,
 }
 
 /// Envoy's OpenTelemetry tracer as the demo configures it (`envoy/envoy.yaml`): every request
@@ -193,6 +196,7 @@ impl EnvoyConfig {
             build: Build::current(),
             admin_port: None,
             tracing: None,
+            hot_restart: false,
         }
     }
 }
@@ -206,6 +210,21 @@ pub struct Envoy {
     pub admin_port: u16,
     pub listener_port: u16,
     lds_version: u32,
+    /// The hot-restart epoch of the running process; earlier ones drain, then exit.
+    epoch: u32,
+    draining: Vec<Process>,
+}
+
+/// How long a hot-restarted Envoy's parent drains its connections, then is told to exit.
+const DRAIN_S: u32 = 3;
+const PARENT_SHUTDOWN_S: u32 = 5;
+
+/// How a process takes part in hot restart.
+#[derive(Clone, Copy)]
+struct Restart {
+    /// Shared-memory and socket names are derived from it: one per Envoy (its admin port).
+    base_id: u16,
+    epoch: u32,
 }
 
 impl Envoy {
@@ -216,13 +235,16 @@ impl Envoy {
         let listener_port = free_port();
         let bootstrap = dir.path().join("bootstrap.json");
         write_json(&bootstrap, &bootstrap_json(&config, admin_port, &dir.path().join("lds.json")));
+        let restart = config.hot_restart.then_some(Restart { base_id: admin_port, epoch: 0 });
         let mut envoy = Envoy {
-            process: spawn_on(&bootstrap, &dir.path().join("envoy.log"), config.concurrency, None, &config.env),
+            process: spawn_on(&bootstrap, &dir.path().join("envoy.log"), config.concurrency, None, &config.env, restart),
             dir,
             admin_port,
             listener_port,
             lds_version: 0,
             config: Some(config.clone()),
+            epoch: 0,
+            draining: Vec::new(),
         };
         envoy.write_lds(&config.plugin_config);
         envoy.wait_ready().await;
@@ -240,12 +262,14 @@ impl Envoy {
     pub async fn start_file_on(config: &Path, admin_port: u16, listener_port: u16, concurrency: u32, cpu: Option<u32>) -> Envoy {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut envoy = Envoy {
-            process: spawn_on(config, &dir.path().join("envoy.log"), concurrency, cpu, &[]),
+            process: spawn_on(config, &dir.path().join("envoy.log"), concurrency, cpu, &[], None),
             dir,
             admin_port,
             listener_port,
             lds_version: 0,
             config: None,
+            epoch: 0,
+            draining: Vec::new(),
         };
         envoy.wait_ready().await;
         envoy
@@ -295,6 +319,38 @@ impl Envoy {
         write_json(&tmp, &lds);
         // Envoy watches for the file being moved into place.
         std::fs::rename(&tmp, &path).expect("move lds.json into place");
+    }
+
+    /// Hot-restarts Envoy (started with [`EnvoyConfig::hot_restart`]): a new process takes
+    /// the listening sockets over from this one, which drains its connections and exits.
+    /// Returns once the new process is live.
+    pub async fn hot_restart(&mut self) -> Result<(), String> {
+        let config = self.config.as_ref().ok_or("this Envoy was started from a static file")?;
+        if !config.hot_restart {
+            return Err("this Envoy was started with --disable-hot-restart".into());
+        }
+        self.draining.retain_mut(|p| p.exited().is_none());
+        let epoch = self.epoch + 1;
+        let restart = Restart { base_id: self.admin_port, epoch };
+        let bootstrap = self.dir.path().join("bootstrap.json");
+        let child = spawn_on(&bootstrap, &self.dir.path().join("envoy.log"), config.concurrency, None, &config.env, Some(restart));
+        self.draining.push(std::mem::replace(&mut self.process, child));
+        self.epoch = epoch;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.process.exited() {
+                return Err(format!("the hot-restarted Envoy (epoch {epoch}) exited ({status}); log ends:\n{}", self.log_tail(30)));
+            }
+            let info = admin::get(self.admin_port, "/server_info").map(|r| r.body).unwrap_or_default();
+            let info: Value = serde_json::from_str(&info).unwrap_or_default();
+            if info["command_line_options"]["restart_epoch"] == epoch && info["state"] == "LIVE" {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("the hot-restarted Envoy (epoch {epoch}) was not live after 30 s; log ends:\n{}", self.log_tail(30)));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Pushes a new listener and waits until Envoy has accepted or rejected it.
@@ -437,7 +493,7 @@ impl Envoy {
     }
 }
 
-fn spawn_on(bootstrap: &Path, log: &Path, concurrency: u32, cpu: Option<u32>, env: &[(String, String)]) -> Process {
+fn spawn_on(bootstrap: &Path, log: &Path, concurrency: u32, cpu: Option<u32>, env: &[(String, String)], restart: Option<Restart>) -> Process {
     let mut cmd = match cpu {
         Some(cpu) => {
             let mut c = Command::new("taskset");
@@ -450,7 +506,7 @@ fn spawn_on(bootstrap: &Path, log: &Path, concurrency: u32, cpu: Option<u32>, en
     cmd.current_dir(paths::root())
         .arg("-c")
         .arg(bootstrap)
-        .args(["--disable-hot-restart", "-l", "info", "--file-flush-interval-msec", "100"])
+        .args(["-l", "info", "--file-flush-interval-msec", "100"])
         .arg("--concurrency")
         .arg(concurrency.to_string())
         .arg("--log-path")
@@ -458,6 +514,12 @@ fn spawn_on(bootstrap: &Path, log: &Path, concurrency: u32, cpu: Option<u32>, en
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    match restart {
+        None => cmd.arg("--disable-hot-restart"),
+        Some(r) => cmd
+            .args(["--base-id", &r.base_id.to_string(), "--restart-epoch", &r.epoch.to_string()])
+            .args(["--drain-time-s", &DRAIN_S.to_string(), "--parent-shutdown-time-s", &PARENT_SHUTDOWN_S.to_string()]),
+    };
     Process::spawn("envoy", &mut cmd).unwrap_or_else(|e| panic!("cannot start Envoy: {e}"))
 }
 

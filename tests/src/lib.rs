@@ -16,6 +16,7 @@ pub mod otlp;
 pub mod paths;
 pub use testkit::process;
 pub mod sidecar;
+pub mod soak;
 pub mod traffic;
 pub mod upstream;
 

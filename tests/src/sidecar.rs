@@ -149,6 +149,17 @@ impl Sidecar {
         std::fs::read_to_string(self.dir.path().join("sidecar.log")).unwrap_or_default()
     }
 
+    /// Sends SIGTERM (the sidecar stops accepting, finishes what is in flight, exits) and
+    /// waits up to `within` for it to exit; its exit status, or `None` if it is still running.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        self.process.signal(libc::SIGTERM).ok()?;
+        self.process.wait_exit(within)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Stops the sidecar now (SIGKILL).
     pub fn kill(&mut self) {
         self.process.kill();

@@ -9,6 +9,7 @@ mod demo;
 mod bench;
 mod fleet;
 mod fuzz;
+mod soak;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +41,9 @@ enum Command {
     /// Fuzz the parsers that take other processes' bytes (cargo-fuzz, stable toolchain)
     /// and write `target/fuzz/report.json`.
     Fuzz(fuzz::Args),
+    /// Run the demo stack under load for 20 minutes while models, schemas, configuration
+    /// and processes change under it; write `target/soak/report.json` and `soak.svg`.
+    Soak(soak::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,5 +56,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Fleet(args) => fleet::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Soak(args) => soak::run(args),
     }
 }

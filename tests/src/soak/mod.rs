@@ -1,0 +1,106 @@
+//! The churn soak (`cargo xtask soak`, and compressed in `tests/tests/soak.rs`): the demo
+//! stack under steady open-loop load at about 70 % of what it was just measured to sustain,
+//! while everything it depends on changes on a [`schedule`]. Every answer is classified: a
+//! failure the schedule caused on purpose (an injected error, a shed low-priority request, a
+//! budget too tight to meet, the sidecar restarting) is expected; anything else is not.
+
+mod events;
+pub mod load;
+pub mod plot;
+pub mod report;
+pub mod schedule;
+mod stack;
+
+use anyhow::Result;
+use load::Load;
+use report::{EventRecord, MemorySample, Report};
+use stack::Stack;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Length of the loaded run (after calibration).
+    pub duration: Duration,
+    /// Share of the measured capacity offered.
+    pub load_share: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { duration: Duration::from_secs(20 * 60), load_share: 0.7 }
+    }
+}
+
+/// Runs the soak; the report and everything it was computed from.
+pub async fn run(options: &Options) -> Result<report::Run> {
+    eprintln!("soak: starting the demo stack (sidecar, Envoy with the {:?} filter)", crate::envoy::Build::current());
+    let mut stack = Stack::start().await?;
+    let url = stack.envoy.url();
+    let pages: Vec<(u32, Vec<u8>)> = [0, 90, 180, 270].into_iter().map(|r| (r, crate::sidecar::page(r))).collect();
+
+    load::capacity(&url, crate::sidecar::page(0), 8, Duration::from_secs(2)).await?;
+    let capacity = load::capacity(&url, crate::sidecar::page(0), 8, Duration::from_secs(6)).await?;
+    let rate = ((capacity * options.load_share).round() as u32).max(1);
+    eprintln!("soak: the stack sustains {capacity:.1} requests/s closed loop; offering {rate}/s open loop for {:?}", options.duration);
+
+    let load = Load::start(&url, pages)?;
+    let started = Instant::now();
+    load.set_rate(rate);
+    let memory = Arc::new(Mutex::new(Vec::new()));
+    let sampler = tokio::spawn(sample_memory(Arc::clone(&stack.pids), Arc::clone(&memory), started));
+
+    let mut events = Vec::new();
+    for (at, event) in schedule::plan(options.duration) {
+        tokio::time::sleep_until((started + at).into()).await;
+        let began = Instant::now();
+        let outcome = events::apply(&mut stack, &load, &event).await;
+        let record = EventRecord::new(&event, started, began, Instant::now(), outcome);
+        eprintln!("soak: {:>7.1} s  {:<24} {}", record.at_s, record.event, record.outcome);
+        events.push(record);
+    }
+    tokio::time::sleep_until((started + options.duration).into()).await;
+    load.set_rate(0);
+    // What is in flight finishes (ample budgets are 20 s; nothing should take that long).
+    let sent_until = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sampler.abort();
+    let samples = load.samples();
+    let filter_failures = stack.envoy.filter_failures();
+    let memory: Vec<MemorySample> = memory.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let report = Report::compute(
+        report::Inputs {
+            duration: options.duration,
+            capacity_rps: capacity,
+            rate_rps: rate,
+            started,
+            sent_until,
+            filter_failures,
+            build: crate::envoy::Build::current(),
+        },
+        &samples,
+        &events,
+        &memory,
+    );
+    Ok(report::Run { report, samples, events, memory, started })
+}
+
+/// Every second: each process's resident memory (it changes pid on a restart).
+async fn sample_memory(pids: Arc<stack::Pids>, out: Arc<Mutex<Vec<MemorySample>>>, started: Instant) {
+    loop {
+        let t = started.elapsed().as_secs_f64();
+        for (process, pid) in [("envoy", pids.envoy.load(Ordering::Relaxed)), ("sidecar", pids.sidecar.load(Ordering::Relaxed))] {
+            if let Some(kb) = rss_kb(pid) {
+                out.lock().unwrap_or_else(|p| p.into_inner()).push(MemorySample { t, process, pid, rss_mb: kb as f64 / 1024.0 });
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// `VmRSS` of a live process, in KiB.
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+}
