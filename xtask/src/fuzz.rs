@@ -14,14 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-/// The targets, in `fuzz/targets/Cargo.toml` (and `fuzz/src/lib.rs`'s `TARGETS`).
-const TARGETS: [&str; 4] = ["filter_config", "filter_request", "filter_snapshot", "filter_shared_health"];
 const CARGO_FUZZ: &str = "0.13.2";
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// One target (all by default): filter_config, filter_request, filter_snapshot,
-    /// filter_shared_health.
+    /// One target (all by default): a `[[bin]]` name in fuzz/targets/Cargo.toml, such as
+    /// filter_config or schema_payload.
     target: Option<String>,
     /// Minutes per target.
     #[arg(long, default_value_t = 10.0)]
@@ -29,12 +27,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let known = targets()?;
     let targets: Vec<&str> = match &args.target {
-        Some(t) => match TARGETS.iter().find(|known| **known == t.as_str()) {
-            Some(known) => vec![*known],
-            None => bail!("unknown fuzz target `{t}` (known: {})", TARGETS.join(", ")),
-        },
-        None => TARGETS.to_vec(),
+        Some(t) if known.contains(t) => vec![t.as_str()],
+        Some(t) => bail!("unknown fuzz target `{t}` (known: {})", known.join(", ")),
+        None => known.iter().map(String::as_str).collect(),
     };
     cargo_fuzz()?;
     let dir = paths::root().join("fuzz/targets");
@@ -63,6 +60,30 @@ pub fn run(args: Args) -> Result<()> {
         bail!("crashes in {crashed:?}: see target/fuzz/artifacts/<target>/ (reproduce with `fuzz/targets/target/x86_64-unknown-linux-gnu/release/<target> <file>`)");
     }
     Ok(())
+}
+
+/// The targets: the `[[bin]]` names of cargo-fuzz's crate, `fuzz/targets/Cargo.toml`, the one
+/// list (the test suite checks `fuzz/src/lib.rs`'s `TARGETS` and the seed directories
+/// against it). Read by a line scan: xtask has no TOML parser, and cargo-fuzz writes these
+/// sections one key per line.
+fn targets() -> Result<Vec<String>> {
+    let path = paths::root().join("fuzz/targets/Cargo.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let mut names = Vec::new();
+    let mut in_bin = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+        } else if let Some(value) = line.strip_prefix("name").map(str::trim_start).and_then(|rest| rest.strip_prefix('=')) {
+            if in_bin {
+                names.push(value.trim().trim_matches('"').to_owned());
+            }
+        }
+    }
+    if names.is_empty() {
+        bail!("no [[bin]] targets in {}", path.display());
+    }
+    Ok(names)
 }
 
 /// Installs cargo-fuzz at the checked version when it is not there.
