@@ -215,9 +215,12 @@ pub struct Envoy {
     draining: Vec<Process>,
 }
 
-/// How long a hot-restarted Envoy's parent drains its connections, then is told to exit.
-const DRAIN_S: u32 = 3;
-const PARENT_SHUTDOWN_S: u32 = 5;
+/// With hot restart on: how long a listener being replaced (an LDS update, or the parent
+/// of a hot restart) drains its connections before closing what is left, and when a parent
+/// is told to exit. Longer than any request should take, shorter than Envoy's defaults
+/// (600 s, 900 s) so a test sees the parent go.
+const DRAIN_S: u32 = 10;
+const PARENT_SHUTDOWN_S: u32 = 15;
 
 /// How a process takes part in hot restart.
 #[derive(Clone, Copy)]

@@ -38,6 +38,8 @@ pub struct Sample {
     pub decision: String,
     /// The class the model gave the page (its label), on success.
     pub class: Option<String>,
+    /// Times the call was retried because its connection closed before it was sent.
+    pub retries: u32,
 }
 
 impl Sample {
@@ -152,8 +154,7 @@ impl Mix {
         Mix { user: format!("user-{}", pick(0, 100_000)), group, revision, client, budget }
     }
 
-    async fn send(self, channel: Channel, pages: &[(u32, Vec<u8>)]) -> Sample {
-        let image = pages.iter().find(|(r, _)| *r == self.client.rotation).map(|(_, p)| p.clone()).unwrap_or_default();
+    fn request(&self, image: Vec<u8>) -> tonic::Request<ExtractRealtimeRequest> {
         let mut request = tonic::Request::new(ExtractRealtimeRequest { request_id: "soak".into(), image_data: image, ..Default::default() });
         let headers = [
             Some(("x-user-id", self.user.as_str())),
@@ -169,27 +170,44 @@ impl Mix {
         if let Some(budget) = self.budget {
             request.set_timeout(budget);
         }
+        request
+    }
+
+    async fn send(self, channel: Channel, pages: &[(u32, Vec<u8>)]) -> Sample {
+        let image = pages.iter().find(|(r, _)| *r == self.client.rotation).map(|(_, p)| p.clone()).unwrap_or_default();
         let mut client = FeatureExtractionServiceClient::new(channel).max_decoding_message_size(16 << 20);
         let sent = Instant::now();
         let decision = |m: &tonic::metadata::MetadataMap| {
             m.get("x-switchyard-decision").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
         };
-        let (code, message, decision, class) = match client.extract_realtime(request).await {
-            Ok(r) => {
-                let d = decision(r.metadata());
-                let r = r.into_inner();
-                let class = r
-                    .quality_scores
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.strip_prefix("class/")?, *v)))
-                    .max_by(|a, b| a.1.total_cmp(&b.1))
-                    .map(|(k, _)| k.to_owned());
-                (tonic::Code::Ok, String::new(), d, class)
+        let mut retries = 0;
+        let (code, message, decision, class) = loop {
+            match client.extract_realtime(self.request(image.clone())).await {
+                Ok(r) => {
+                    let d = decision(r.metadata());
+                    let r = r.into_inner();
+                    let class = r
+                        .quality_scores
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.strip_prefix("class/")?, *v)))
+                        .max_by(|a, b| a.1.total_cmp(&b.1))
+                        .map(|(k, _)| k.to_owned());
+                    break (tonic::Code::Ok, String::new(), d, class);
+                }
+                // A drained connection (a listener update, a hot restart) closed under a call
+                // that had not left the client. gRPC's own clients retry such a call
+                // transparently; tonic does not, so this client does, and counts it.
+                Err(s) if never_sent(&s) && retries < 3 => retries += 1,
+                Err(s) => break (s.code(), s.message().to_owned(), decision(s.metadata()), None),
             }
-            Err(s) => (s.code(), s.message().to_owned(), decision(s.metadata()), None),
         };
-        Sample { sent, done: Instant::now(), client: self.client, code, message, decision, class }
+        Sample { sent, done: Instant::now(), client: self.client, code, message, decision, class, retries }
     }
+}
+
+/// hyper's answer for a request its connection dropped before sending it.
+fn never_sent(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Cancelled && status.message() == "operation was canceled"
 }
 
 /// SplitMix64: a well-spread hash of the sequence number (the mix is the same every run).

@@ -87,6 +87,9 @@ pub struct Report {
     pub capacity_rps: f64,
     pub load_rps: u32,
     pub requests: usize,
+    /// Calls the client retried because a draining connection closed before they were sent
+    /// (what gRPC's own clients do transparently).
+    pub transparent_retries: u32,
     pub failures: Failures,
     pub unexpected_failures: usize,
     /// The first unexpected failures, when (since the load began), how long, what.
@@ -225,6 +228,7 @@ impl Report {
             capacity_rps: round1(inputs.capacity_rps),
             load_rps: inputs.rate_rps,
             requests: samples.len(),
+            transparent_retries: samples.iter().map(|s| s.retries).sum(),
             failures,
             unexpected_failures,
             unexpected_examples: examples,
