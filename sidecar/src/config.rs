@@ -62,6 +62,81 @@ pub struct Config {
     pub confluent: Option<ConfluentConfig>,
     /// Request traces exported over OTLP (`[tracing]`); off unless `otlp_endpoint` is set.
     pub tracing: TracingConfig,
+    /// What bounds a client that opens connections or streams and does nothing with them, and
+    /// a flood on the HTTP ports (`[limits]`, see `listener`).
+    pub limits: LimitsConfig,
+}
+
+/// Connection and request limits of every listener (see `listener`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Connections served at once per listener; further ones wait in the kernel's accept
+    /// backlog until one closes.
+    pub max_connections: usize,
+    /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY), also
+    /// one that never sends a request; in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// A request whose body is still arriving but has received nothing for this long fails;
+    /// in milliseconds.
+    pub stream_idle_timeout_ms: u64,
+    /// HTTP/2 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS); one more is refused
+    /// with RST_STREAM(REFUSED_STREAM).
+    pub http2_max_concurrent_streams: u32,
+    /// Largest HTTP/2 request header block, in bytes (SETTINGS_MAX_HEADER_LIST_SIZE).
+    pub http2_max_header_list_size: u32,
+    /// Requests handled at once per HTTP listener (admin, snapshot, Confluent); one more is
+    /// answered `503` at once.
+    pub http_max_concurrent_requests: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            idle_timeout_ms: 60_000,
+            stream_idle_timeout_ms: 30_000,
+            http2_max_concurrent_streams: 200,
+            http2_max_header_list_size: 16 << 10,
+            http_max_concurrent_requests: 32,
+        }
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(invalid("limits.max_connections", format!("must be in 1..=1000000; got {}", self.max_connections)));
+        }
+        if !(100..=86_400_000).contains(&self.idle_timeout_ms) {
+            return Err(invalid("limits.idle_timeout_ms", format!("must be in 100..=86400000 (100 ms to a day); got {}", self.idle_timeout_ms)));
+        }
+        if !(100..=86_400_000).contains(&self.stream_idle_timeout_ms) {
+            return Err(invalid(
+                "limits.stream_idle_timeout_ms",
+                format!("must be in 100..=86400000 (100 ms to a day); got {}", self.stream_idle_timeout_ms),
+            ));
+        }
+        if !(1..=100_000).contains(&self.http2_max_concurrent_streams) {
+            return Err(invalid(
+                "limits.http2_max_concurrent_streams",
+                format!("must be in 1..=100000; got {}", self.http2_max_concurrent_streams),
+            ));
+        }
+        if !(1024..=1 << 20).contains(&self.http2_max_header_list_size) {
+            return Err(invalid(
+                "limits.http2_max_header_list_size",
+                format!("must be in 1024..=1048576 bytes; got {}", self.http2_max_header_list_size),
+            ));
+        }
+        if !(1..=100_000).contains(&self.http_max_concurrent_requests) {
+            return Err(invalid(
+                "limits.http_max_concurrent_requests",
+                format!("must be in 1..=100000; got {}", self.http_max_concurrent_requests),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where request traces go and how many are kept (see `telemetry`).
@@ -175,6 +250,7 @@ impl Default for Config {
             schema: None,
             confluent: None,
             tracing: TracingConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -472,6 +548,7 @@ impl Config {
             }
         }
         self.tracing.validate()?;
+        self.limits.validate()?;
         for (name, policy) in &self.models {
             let field = |f: &str| format!("models.{name}.{f}");
             match &policy.versions {
@@ -580,6 +657,25 @@ mod tests {
         assert!(err.contains("`tracing.export_delay_ms`"), "{err}");
         let err = toml::from_str::<Config>("[tracing]\nendpoint = \"http://a:1\"\n").unwrap_err().to_string();
         assert!(err.contains("unknown field `endpoint`"), "{err}");
+    }
+
+    #[test]
+    fn limits_have_defaults_and_bounds() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c.limits, LimitsConfig::default());
+        let c: Config = toml::from_str("[limits]\nmax_connections = 8\nidle_timeout_ms = 1000\nhttp2_max_concurrent_streams = 4\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.limits.max_connections, c.limits.idle_timeout_ms, c.limits.http2_max_concurrent_streams), (8, 1000, 4));
+        assert_eq!(c.limits.http_max_concurrent_requests, 32);
+        let check = |toml: &str| toml::from_str::<Config>(toml).unwrap().validate().unwrap_err().to_string();
+        assert!(check("[limits]\nmax_connections = 0\n").contains("`limits.max_connections` must be in 1..=1000000; got 0"));
+        assert!(check("[limits]\nidle_timeout_ms = 5\n").contains("`limits.idle_timeout_ms`"));
+        assert!(check("[limits]\nstream_idle_timeout_ms = 0\n").contains("`limits.stream_idle_timeout_ms`"));
+        assert!(check("[limits]\nhttp2_max_concurrent_streams = 0\n").contains("`limits.http2_max_concurrent_streams`"));
+        assert!(check("[limits]\nhttp2_max_header_list_size = 10\n").contains("`limits.http2_max_header_list_size`"));
+        assert!(check("[limits]\nhttp_max_concurrent_requests = 0\n").contains("`limits.http_max_concurrent_requests`"));
+        let err = toml::from_str::<Config>("[limits]\nmax_streams = 1\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `max_streams`"), "{err}");
     }
 
     #[test]

@@ -14,8 +14,8 @@ use crate::preprocess::Limits;
 use crate::reload::Reloader;
 use crate::service::Extractor;
 use crate::telemetry::Telemetry;
+use crate::listener::{self, Kind};
 use anyhow::{bail, Context, Result};
-use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -210,15 +210,11 @@ impl Sidecar {
         let grpc_addr = grpc_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
+        // Every listener under `[limits]` (connections, idle timeouts, HTTP/2 settings); see
+        // `listener`.
         let (stop_tx, stop_rx) = watch::channel(false);
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
         let serve_grpc = |listener: TcpListener, router: axum::Router| {
-            let shutdown = stopped(stop_rx.clone());
-            tokio::spawn(async move {
-                axum::serve(listener.tap_io(|tcp| drop(tcp.set_nodelay(true))), router).with_graceful_shutdown(shutdown).await
-            })
+            tokio::spawn(listener::serve(listener, router, config.limits.clone(), Kind::Grpc, stop_rx.clone()))
         };
         let mut endpoints = Vec::new();
         let mut grpc_servers = vec![serve_grpc(grpc_listener, grpc_router)];
@@ -226,14 +222,11 @@ impl Sidecar {
             endpoints.push(serde_json::json!({ "default_version": endpoint.default_version, "grpc": listener.local_addr()?.to_string() }));
             grpc_servers.push(serve_grpc(listener, router));
         }
-        // HTTP servers hand the peer address to handlers that check it (Confluent writes).
+        // HTTP servers hand the peer address to handlers that check it (Confluent writes), and
+        // shed requests beyond `limits.http_max_concurrent_requests`.
         let serve_http = |listener: TcpListener, router: axum::Router| {
-            let shutdown = stopped(stop_rx.clone());
-            tokio::spawn(async move {
-                axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            })
+            let router = listener::shed(router, config.limits.http_max_concurrent_requests);
+            tokio::spawn(listener::serve(listener, router, config.limits.clone(), Kind::Http, stop_rx.clone()))
         };
         let mut http_servers = vec![serve_http(admin_listener, admin_router)];
         let mut http_addrs = serde_json::Map::new();
@@ -266,10 +259,8 @@ impl Sidecar {
         match drained {
             Ok(results) => {
                 for result in results {
-                    match result {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::error!(error = %e, "gRPC server failed while draining"),
-                        Err(e) => tracing::error!(error = %e, "gRPC server task failed"),
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "gRPC server task failed");
                     }
                 }
                 tracing::info!("drained; exiting");
