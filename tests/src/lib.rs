@@ -8,6 +8,7 @@
 
 // The admin client and the process guard come from the workspace's test kit.
 pub use testkit::http as admin;
+pub mod abuse;
 pub mod client;
 pub mod envoy;
 pub mod fleet;
