@@ -19,10 +19,14 @@ pub fn admin_json(data: &[u8]) {
     // Written back (as the handler answers) and read again, it is the same fault.
     let written = serde_json::to_vec(&fault).unwrap_or_else(|e| panic!("a fault that does not serialise: {e}"));
     let reread: Fault = serde_json::from_slice(&written).unwrap_or_else(|e| panic!("the handler's answer does not read back: {e}"));
-    assert_eq!(reread.validate(), verdict, "validation changes when the fault is written and read back");
+    // The verdict and the field it names; not the message, which quotes `error_rate`, and
+    // serde_json (without `float_roundtrip`) may read a long decimal back one ulp off.
+    let field = |v: &Result<(), String>| v.as_ref().err().and_then(|e| e.split('`').nth(1).map(str::to_owned));
+    assert_eq!(field(&reread.validate()), field(&verdict), "validation changes when the fault is written and read back: {verdict:?}");
+    assert_eq!(reread.validate().is_ok(), verdict.is_ok(), "validation changes when the fault is written and read back: {verdict:?}");
     assert_eq!((&reread.target, reread.latency_ms, &reread.error_code, reread.unhealthy), (&fault.target, fault.latency_ms, &fault.error_code, fault.unhealthy));
     assert!(
-        reread.error_rate == fault.error_rate || (reread.error_rate - fault.error_rate).abs() <= f64::EPSILON * fault.error_rate.abs(),
+        reread.error_rate == fault.error_rate || (reread.error_rate - fault.error_rate).abs() <= 2.0 * f64::EPSILON * fault.error_rate.abs(),
         "error_rate {} reads back as {}",
         fault.error_rate,
         reread.error_rate
