@@ -1,6 +1,10 @@
 //! The filter's inputs, driven through its public worker and stream API on the in-memory
 //! host: what Envoy would call, with the bytes Envoy would pass.
 
+mod frames;
+
+pub use frames::frames;
+
 use std::rc::Rc;
 use switchyard_filter_core::host::CalloutReply;
 use switchyard_filter_core::request::HeaderPairs;

@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, Property)] = &[
     ("filter_request", filter::request),
     ("filter_snapshot", filter::snapshot),
     ("filter_shared_health", filter::shared_health),
+    ("filter_frames", filter::frames),
     ("schema_payload", schema::payload),
     ("schema_frames", schema::frames),
     ("schema_descriptor_set", schema::descriptor_set),
