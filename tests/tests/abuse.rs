@@ -184,9 +184,12 @@ async fn a_million_user_keys_over_many_routes_leave_the_filter_memory_flat() {
 }
 
 /// The sidecar at four times its capacity (measured first) for `SWITCHYARD_OVERLOAD_S`
-/// seconds, open loop: what the queue cannot take is refused at once, what it takes is
-/// served within a full queue's time, memory stays bounded, and it serves normally within a
-/// second of the overload's end.
+/// seconds, open loop: what the queue cannot take is refused with RESOURCE_EXHAUSTED at once
+/// (p50 < 5 ms, p99 < 100 ms and under half the served calls' p99) and nothing fails
+/// otherwise; what it takes is served within three full queues' time of the unloaded p99, at
+/// no less than half the capacity; its RSS grows by less than 64 MiB (an unbounded queue
+/// would hold thousands of 90 KB images); the first call after the overload is served within
+/// a second, and calls then are back to three times the unloaded p99.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_times_the_capacity_is_refused_at_once_and_memory_stays_bounded() {
     let _turn = one_at_a_time().await;
@@ -299,7 +302,12 @@ async fn four_times_the_capacity_is_refused_at_once_and_memory_stays_bounded() {
     assert!(others.is_empty(), "calls failed other than RESOURCE_EXHAUSTED: {:?}", &others[..others.len().min(10)]);
     assert!(n_refused as f64 >= 0.5 * samples.len() as f64, "at 4x capacity at least half the calls should be refused: {n_refused} of {}", samples.len());
     // Refused at once: before any work, whatever the queue holds.
-    assert!(refused_p99 < Duration::from_millis(50), "refusals took {refused_p99:?} (p99), bound 50 ms");
+    // Typically under a millisecond; the p99 bound leaves room for a busy shared machine (the
+    // load generator itself runs up to ~50 ms late then), and stays well under what a call
+    // waiting in the queue takes.
+    assert!(refused_p50 < Duration::from_millis(5), "refusals took {refused_p50:?} (p50), bound 5 ms");
+    assert!(refused_p99 < Duration::from_millis(100), "refusals took {refused_p99:?} (p99), bound 100 ms");
+    assert!(refused_p99 < admitted_p99 / 2, "refusals (p99 {refused_p99:?}) should not wait like served calls (p99 {admitted_p99:?})");
     assert!(admitted_p99 <= admitted_bound, "served calls' p99 {admitted_p99:?} over the bound {admitted_bound:?} (unloaded p99 + 3 x a full queue's time)");
     assert!(goodput >= 0.5 * capacity, "served {goodput:.0}/s under overload, under half the capacity {capacity:.0}/s");
     let growth = rss_peak.saturating_sub(rss_before);
