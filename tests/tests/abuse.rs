@@ -317,11 +317,14 @@ async fn four_times_the_capacity_is_refused_at_once_and_memory_stays_bounded() {
 }
 
 /// Clients that open HTTP/2 streams and connections and then send nothing, on the gRPC port
-/// and the admin port: each connection carries at most `http2_max_concurrent_streams`
-/// streams (the server says so in its SETTINGS and refuses more), stalled streams end after
-/// `stream_idle_timeout_ms`, idle connections close after `idle_timeout_ms`, at most
-/// `max_connections` are served at once, memory stays bounded, and a client already
-/// connected keeps being served throughout.
+/// and the admin port (`[limits]`: 32 connections, 16 streams, 1 s stalled body, 1.5 s idle):
+/// each connection carries at most 16 streams (every connection reads 16 in the server's
+/// SETTINGS; a client ignoring it gets the 17th and later refused with REFUSED_STREAM),
+/// stalled streams end 1-4 s in, idle connections close no sooner than 1.5 s after their
+/// last stream and all within 20 s (as do connections that stop after the handshake or never
+/// send a byte), the sidecar holds no more sockets than the two listeners' caps, its RSS
+/// grows by less than 64 MiB, and a client connected before the attack is served throughout
+/// (no failure, p99 within half a second of its unloaded p99).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_streams_and_connections_are_capped_and_closed() {
     let _turn = one_at_a_time().await;
@@ -463,9 +466,12 @@ fn sockets(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-/// The admin port is bound to loopback only, and a flood of requests on it is shed (`503`
-/// at once beyond `http_max_concurrent_requests`) while the gRPC port keeps serving and
-/// memory stays bounded.
+/// The admin port is bound to loopback only (127.0.0.1 in /proc/net/tcp; refused on
+/// 127.0.0.2 and the host's other addresses; `admin_listen = 0.0.0.0:…` refused by
+/// `serve --check`), and a flood of requests on it (64 keep-alive clients on /metrics and
+/// /v1/reload) is shed — `503` at once (p99 < 100 ms) beyond `http_max_concurrent_requests`
+/// (8 here) — while every gRPC call succeeds within half a second of its unloaded p99, RSS
+/// grows by less than 48 MiB, and the admin port answers within a second of the flood's end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_port_is_loopback_only_and_sheds_a_flood() {
     let _turn = one_at_a_time().await;
@@ -479,6 +485,7 @@ async fn the_admin_port_is_loopback_only_and_sheds_a_flood() {
         let reached = std::net::TcpStream::connect_timeout(&(*ip, sidecar.admin).into(), Duration::from_secs(1));
         assert!(reached.is_err(), "the admin port answered on {ip}");
     }
+    eprintln!("abuse: admin port bound to 127.0.0.1 only; refused on {others:?}");
     // A configuration putting it anywhere else is refused before anything starts.
     let check = std::process::Command::new(testbed::sidecar::binary())
         .args(["serve", "--check", "--admin-listen", "0.0.0.0:9464"])
@@ -547,6 +554,8 @@ async fn the_admin_port_is_loopback_only_and_sheds_a_flood() {
     // Within half a second of its unloaded p99: the flood takes CPU (its clients and the
     // sidecar's answers share the two cores with inference), not the gRPC port.
     assert!(grpc_p99 <= unloaded_p99 + Duration::from_millis(500), "gRPC p99 {grpc_p99:?} during the flood against {unloaded_p99:?} unloaded");
-    assert!(peak_rss.saturating_sub(rss_before) < 32 << 20, "RSS grew by {:.1} MiB during the flood (bound 32 MiB)", mib(peak_rss.saturating_sub(rss_before)));
+    // One reload at a time reads the model files (some tens of MiB while it runs); 120,000
+    // answers leaking even 1 KiB each would be over 100 MiB.
+    assert!(peak_rss.saturating_sub(rss_before) < 48 << 20, "RSS grew by {:.1} MiB during the flood (bound 48 MiB)", mib(peak_rss.saturating_sub(rss_before)));
     assert!(healthy <= Duration::from_secs(1), "admin port answered {healthy:?} after the flood");
 }
