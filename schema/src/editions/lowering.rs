@@ -87,6 +87,9 @@ pub(crate) fn lower_set(encoded: &[u8]) -> Result<Lowered<'_>, LoweringError> {
         // Malformed: the pool reports it.
         return Ok(Lowered { bytes: Cow::Borrowed(encoded), editions: BTreeMap::new() });
     };
+    for field in set.iter().filter(|f| f.number == SET_FILE) {
+        check_syntax(field.value)?;
+    }
     if !set.iter().any(|f| f.number == SET_FILE && is_editions(f.value)) {
         return Ok(Lowered { bytes: Cow::Borrowed(encoded), editions: BTreeMap::new() });
     }
@@ -107,6 +110,7 @@ pub(crate) fn lower_set(encoded: &[u8]) -> Result<Lowered<'_>, LoweringError> {
 /// Lowers one encoded `FileDescriptorProto` if it is an editions file.
 #[cfg(feature = "runtime")]
 pub(crate) fn lower_file_bytes(file: &[u8]) -> Result<Option<(Vec<u8>, Edition)>, LoweringError> {
+    check_syntax(file)?;
     if !is_editions(file) {
         return Ok(None);
     }
@@ -119,6 +123,20 @@ pub(crate) fn raise_set(encoded: &[u8], editions: &BTreeMap<String, Edition>) ->
         return encoded.to_vec();
     }
     map_files(encoded, |name, file| editions.get(name).map(|edition| raise_file(file, *edition)))
+}
+
+/// Refuses a file whose `syntax` is none of proto2 (or absent), proto3 and editions. Such a
+/// file must not reach a `DescriptorPool`: prost-reflect 0.16 panics building the error for
+/// it (its label indexes the file before the file is added).
+fn check_syntax(file: &[u8]) -> Result<(), LoweringError> {
+    match string_field(file, FILE_SYNTAX).as_deref() {
+        None | Some("proto2" | "proto3" | "editions") => Ok(()),
+        Some(other) => Err(LoweringError {
+            file: string_field(file, FILE_NAME).unwrap_or_default(),
+            position: None,
+            message: format!("unknown syntax {other:?}: expected \"proto2\", \"proto3\" or \"editions\""),
+        }),
+    }
 }
 
 fn is_editions(file: &[u8]) -> bool {
@@ -634,6 +652,29 @@ mod tests {
             wire::write_len_field(&mut m, MESSAGE_NESTED, nested);
         }
         m
+    }
+
+    #[test]
+    fn an_unknown_syntax_is_refused_before_the_pool_sees_it() {
+        let mut file = Vec::new();
+        wire::write_len_field(&mut file, FILE_NAME, b"x.proto");
+        wire::write_len_field(&mut file, FILE_MESSAGE, &message("M", &[]));
+        wire::write_len_field(&mut file, FILE_SYNTAX, b"proto4");
+        let mut set = Vec::new();
+        wire::write_len_field(&mut set, SET_FILE, &file);
+        let err = lower_set(&set).err().expect("refused");
+        assert_eq!((err.file.as_str(), err.message.as_str()), ("x.proto", "unknown syntax \"proto4\": expected \"proto2\", \"proto3\" or \"editions\""));
+        #[cfg(feature = "runtime")]
+        assert_eq!(lower_file_bytes(&file).err(), Some(err));
+        // The ones the pool knows pass.
+        for syntax in [&b"proto2"[..], b"proto3"] {
+            let mut file = Vec::new();
+            wire::write_len_field(&mut file, FILE_NAME, b"x.proto");
+            wire::write_len_field(&mut file, FILE_SYNTAX, syntax);
+            let mut set = Vec::new();
+            wire::write_len_field(&mut set, SET_FILE, &file);
+            assert!(lower_set(&set).is_ok());
+        }
     }
 
     #[test]
