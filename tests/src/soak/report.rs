@@ -300,8 +300,8 @@ fn chaos_windows(events: &[EventRecord], end: Instant) -> Vec<Window> {
 }
 
 /// Growth of resident memory after warm-up, in %: for each process lifetime (a restart
-/// starts a new one), the median of its last five samples over the median of its first five
-/// after warm-up (its own warm-up, for one started later); the largest.
+/// starts a new one), the median of its last fifth of samples over the median of its first
+/// fifth after warm-up (its own warm-up, for one started later); the largest.
 fn growth(samples: &[&MemorySample], warm_up: f64) -> f64 {
     let mut pids: Vec<u32> = samples.iter().map(|m| m.pid).collect();
     pids.dedup();
@@ -315,8 +315,11 @@ fn growth(samples: &[&MemorySample], warm_up: f64) -> f64 {
             if settled.len() < 10 {
                 return None;
             }
-            let first = median(&settled[..5]);
-            let last = median(&settled[settled.len() - 5..]);
+            // Medians over a fifth of the stretch at each end: a reload's transient peak
+            // (the new session built beside the old) is not growth.
+            let fifth = (settled.len() / 5).max(5);
+            let first = median(&settled[..fifth]);
+            let last = median(&settled[settled.len() - fifth..]);
             (first > 0.0).then(|| (last - first) / first * 100.0)
         })
         .fold(0.0, f64::max)
