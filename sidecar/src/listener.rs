@@ -96,7 +96,8 @@ pub async fn serve(listener: TcpListener, router: axum::Router, limits: LimitsCo
             drop(permit);
         });
     }
-    // Every connection holds a slot until it is closed.
+    // New connections are refused from now on; every open one holds a slot until it is closed.
+    drop(listener);
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = slots.acquire_many(all).await;
 }
