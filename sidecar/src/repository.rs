@@ -111,6 +111,10 @@ impl ModelConfig {
         if i.std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
             return Err("`input.std` values must be positive".into());
         }
+        // TOML has `nan` and `inf`: either would turn every input value into NaN or ±inf.
+        if i.mean.iter().any(|m| !m.is_finite()) {
+            return Err(format!("`input.mean` values must be finite numbers; got {:?}", i.mean));
+        }
         Ok(())
     }
 }
@@ -238,6 +242,16 @@ pub fn read_verified(model: &ModelOnDisk, manifest: &Manifest, version: u64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mean_that_is_not_a_number_is_refused() {
+        let config = |mean: &str| format!("[input]\nname = \"x\"\nwidth = 8\nheight = 8\nmean = {mean}\n[outputs]\nfeatures = \"f\"\n");
+        assert!(ModelConfig::from_toml_str(&config("[0.5, 0.5, 0.5]")).is_ok());
+        for bad in ["[nan, 0.5, 0.5]", "[0.5, inf, 0.5]", "[0.5, 0.5, -inf]"] {
+            let err = ModelConfig::from_toml_str(&config(bad)).unwrap_err();
+            assert!(err.contains("`input.mean`"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn manifest_reads_sha256sum_format() {
