@@ -71,7 +71,8 @@ fn located(text: &str, e: &LoadError) {
     match (e.line, e.column) {
         (None, None) => {}
         (Some(line), Some(column)) => {
-            let lines: Vec<&str> = text.split('\n').collect();
+            // protox (through miette) ends a line at `\n`, `\r\n` or a lone `\r`, as editors do.
+            let lines: Vec<&str> = text.split('\n').flat_map(|l| l.strip_suffix('\r').unwrap_or(l).split('\r')).collect();
             let Some(at) = line.checked_sub(1).and_then(|l| lines.get(l as usize)) else {
                 panic!("line {line} of a {}-line document: {e}", lines.len());
             };

@@ -16,7 +16,11 @@ pub fn config(data: &[u8]) {
         let config = match parsed {
             Ok(c) => c,
             Err(e) => {
-                located(&e.0, format);
+                // serde_yaml leaves out the position of an error at the file's first byte.
+                let at_start = format == "YAML" && serde_yaml::from_str::<Config>(text).err().and_then(|e| e.location()).is_some_and(|l| l.index() == 0);
+                if !at_start {
+                    located(&e.0, format);
+                }
                 continue;
             }
         };
@@ -50,16 +54,18 @@ pub fn model_config(data: &[u8]) {
             assert!((8..=4096).contains(&i.width) && (8..=4096).contains(&i.height), "accepted input {}x{}", i.width, i.height);
             assert!(i.resize_shorter.is_none_or(|s| s >= i.width.min(i.height)), "accepted resize_shorter {:?}", i.resize_shorter);
             assert!(i.std.iter().all(|s| s.is_finite() && *s > 0.0), "accepted std {:?}", i.std);
+            assert!(i.mean.iter().all(|m| m.is_finite()), "accepted mean {:?}", i.mean);
         }
         Err(e) => located(&e, "TOML"),
     }
 }
 
-/// Says where: a line (parse errors, unknown or mistyped keys), a key in backticks
-/// (validation), or the whole file (a YAML document that is not a mapping at all: serde_yaml
-/// has no position for its root, and "expected struct Config" is the fix).
+/// Says where: a line (parse errors, unknown or mistyped keys), a byte position (libyaml's
+/// reader errors), a key in backticks (validation), or the whole file (a YAML document that
+/// is not a mapping at all: serde_yaml has no position for its root, and "expected struct
+/// Config" is the fix).
 fn located(message: &str, format: &str) {
-    let has_line = message.contains("line ");
+    let has_line = message.contains("line ") || message.contains("at position ");
     let has_key = message.split('`').count() >= 3;
     let whole_file = message.contains("expected struct Config") || message.contains("expected struct ModelConfig");
     assert!(has_line || has_key || whole_file, "{format}: a refusal that says neither line nor key: {message}");
