@@ -11,6 +11,8 @@
 //!   inference.
 //! * When the last handle to a [`Queue`] is dropped (the version was swapped out), its
 //!   threads finish what is queued and exit: in-flight requests complete on the old session.
+//!   The last thread to exit, once every session of the version is freed, hands the freed
+//!   memory back to the OS (see [`crate::onnx::release_freed_memory`]).
 //! * A traced request's job carries its trace here; its `queue`, `batch` and `inference`
 //!   spans are recorded after the batch's answers are sent (see `telemetry`).
 
@@ -68,10 +70,11 @@ impl Queue {
     pub fn spawn(name: &str, engines: Vec<Engine>, policy: BatchPolicy, metrics: VersionMetrics) -> Queue {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
+        let threads = Arc::new(());
         for (i, engine) in engines.into_iter().enumerate() {
             let rx = Arc::clone(&rx);
             let metrics = metrics.clone();
-            let worker = Worker { name: name.to_string(), engine, policy, metrics };
+            let worker = Worker { name: name.to_string(), engine, policy, metrics, threads: Arc::clone(&threads) };
             let spawned = std::thread::Builder::new().name(format!("infer {name}#{i}")).spawn(move || worker.run(&rx));
             if let Err(e) = spawned {
                 tracing::error!(model = name, error = %e, "cannot start an inference thread");
@@ -124,6 +127,8 @@ struct Worker {
     engine: Engine,
     policy: BatchPolicy,
     metrics: VersionMetrics,
+    /// Shared by the version's inference threads: the last one to let go of it trims.
+    threads: Arc<()>,
 }
 
 impl Worker {
@@ -141,6 +146,12 @@ impl Worker {
             self.execute(batch);
         }
         tracing::debug!(model = self.name, "inference thread stopped (version unloaded)");
+        let Worker { engine, threads, .. } = self;
+        drop(engine);
+        // Exactly one thread gets the token back: the last, after every session is freed.
+        if Arc::into_inner(threads).is_some() {
+            crate::onnx::release_freed_memory();
+        }
     }
 
     /// Blocks for the first job, then gathers more until the batch is full or the oldest

@@ -112,6 +112,33 @@ impl Runtime {
     }
 }
 
+/// Gives the memory of freed sessions back to the OS; called when a reload has built
+/// sessions and when a swapped-out version's last inference thread has dropped its own.
+///
+/// A session's weights, ONNX Runtime's CPU arena and the graph-optimisation temporaries of
+/// building it come from glibc's malloc, spread over the arenas of the threads involved
+/// (the reload's, the inference thread's). Freeing the session gives that memory back to
+/// malloc, not to the kernel: an arena shrinks only from its top, and once the first large
+/// buffer has been freed glibc raises its mmap threshold, so later model-sized buffers no
+/// longer get mappings of their own that `free` would unmap. Without this, every hot swap
+/// of a 6.8 MB model left 7-18 MB resident for good. `malloc_trim(0)` returns the free
+/// pages of every arena, wherever they are. It takes each arena's lock in turn for a few
+/// milliseconds (4-14 ms measured with three sessions loaded): once per reload or unload,
+/// never per request.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            // glibc's, declared here rather than through the libc crate for one function.
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        let started = std::time::Instant::now();
+        // SAFETY: malloc_trim only walks and trims malloc's own arenas; any thread may call it.
+        let released = unsafe { malloc_trim(0) } == 1;
+        tracing::debug!(released, us = started.elapsed().as_micros() as u64, "freed memory returned to the OS (malloc_trim)");
+    }
+}
+
 /// One ONNX Runtime session with the buffers that feed it, used by one inference thread.
 pub struct Engine {
     session: Session,

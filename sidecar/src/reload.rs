@@ -59,7 +59,17 @@ impl Reloader {
         let _one_at_a_time = self.lock.lock().await;
         let current = self.models.routing();
         let this = Arc::clone(self);
-        let planned = tokio::task::spawn_blocking(move || this.plan(&current)).await;
+        let planned = tokio::task::spawn_blocking(move || {
+            let planned = this.plan(&current);
+            // Building sessions (kept or thrown away) left the file bytes and ONNX Runtime's
+            // temporaries freed in malloc's arenas; swapped-out versions trim on their own
+            // once their last request is answered (see `batch`).
+            if !planned.1.loaded.is_empty() || !planned.1.rejected.is_empty() {
+                crate::onnx::release_freed_memory();
+            }
+            planned
+        })
+        .await;
         let (routing, mut report) = match planned {
             Ok(planned) => planned,
             Err(e) => {
