@@ -151,6 +151,10 @@ impl Sidecar {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     pub fn client(&self) -> Client {
         Self::client_for(self.grpc)
     }
