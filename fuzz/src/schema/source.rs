@@ -76,7 +76,8 @@ fn located(text: &str, e: &LoadError) {
             let Some(at) = line.checked_sub(1).and_then(|l| lines.get(l as usize)) else {
                 panic!("line {line} of a {}-line document: {e}", lines.len());
             };
-            assert!(column >= 1 && column as usize <= at.chars().count() + 1, "column {column} of a {}-character line: {e}", at.chars().count());
+            // Columns count bytes (as protoc's do), not characters.
+            assert!(column >= 1 && column as usize <= at.len() + 1, "column {column} of a {}-byte line: {e}", at.len());
         }
         _ => panic!("a line without a column or a column without a line: {e:?}"),
     }
