@@ -61,13 +61,12 @@ pub fn model_config(data: &[u8]) {
 }
 
 /// Says where: a line (parse errors, unknown or mistyped keys), a byte position (libyaml's
-/// reader errors), a key in backticks (validation), or the whole file (a YAML document that
-/// is not a mapping at all: serde_yaml has no position for its root, and "expected struct
-/// Config" is the fix).
+/// reader errors), a key in backticks (validation), or the whole file (a YAML file that is
+/// not one mapping: serde_yaml has no position for that, and its message is the fix).
 fn located(message: &str, format: &str) {
     let has_line = message.contains("line ") || message.contains("at position ");
     let has_key = message.split('`').count() >= 3;
-    let whole_file = message.contains("expected struct Config") || message.contains("expected struct ModelConfig");
+    let whole_file = ["expected struct Config", "expected struct ModelConfig", "more than one document"].iter().any(|m| message.contains(m));
     assert!(has_line || has_key || whole_file, "{format}: a refusal that says neither line nor key: {message}");
 }
 
