@@ -136,13 +136,18 @@ impl Sidecar {
 
     /// Requests the sidecar has answered, all versions and statuses (its own counter).
     pub fn requests_answered(&self) -> u64 {
-        let reply = admin::get(self.admin, "/metrics").expect("sidecar admin");
-        reply
+        self.metric_sum("switchyard_sidecar_requests_total").expect("sidecar admin")
+    }
+
+    /// The sum of every sample of a metric (all label sets) on `/metrics`.
+    pub fn metric_sum(&self, name: &str) -> std::io::Result<u64> {
+        let reply = admin::get(self.admin, "/metrics")?;
+        Ok(reply
             .body
             .lines()
-            .filter(|l| l.starts_with("switchyard_sidecar_requests_total"))
+            .filter(|l| l.starts_with(name))
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum::<f64>() as u64
+            .sum::<f64>() as u64)
     }
 
     pub fn log(&self) -> String {

@@ -157,13 +157,7 @@ impl Stack {
 
     /// Revisions the registry's compatibility gate has refused so far.
     pub fn revisions_rejected(&self) -> Result<u64> {
-        let reply = admin::get(self.sidecar()?.admin, "/metrics")?;
-        Ok(reply
-            .body
-            .lines()
-            .filter(|l| l.starts_with("switchyard_schema_revisions_rejected_total"))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum::<f64>() as u64)
+        Ok(self.sidecar()?.metric_sum("switchyard_schema_revisions_rejected_total")?)
     }
 
     /// Sets (`Some`) or clears (`None`) the canary's chaos.
