@@ -37,6 +37,10 @@ pub enum Command {
     /// Schema tools with buf's shape: `schema breaking <new> --against <old>` (exit 100 on
     /// breaking changes), `schema validate`, `schema ls`.
     Schema(switchyard_schema::cli::SchemaArgs),
+    /// Bulk extraction into Parquet: reads images from directories, globs or list files,
+    /// sends them through ExtractBatch at low priority and writes one row per image
+    /// (failures included) under `<output>/model_version=…/`. Rerun to resume.
+    Extract(Box<ExtractArgs>),
 }
 
 /// Flags of `serve`. Each one overrides the config file; see sidecar/README.md for every field.
@@ -199,6 +203,74 @@ impl ServeArgs {
         c.validate()?;
         Ok(c)
     }
+}
+
+/// Flags of `extract`; see sidecar/README.md (Bulk extraction).
+#[derive(Args, Debug)]
+pub struct ExtractArgs {
+    /// Directory of images, walked recursively; hidden files skipped (repeatable).
+    #[arg(long = "dir", value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Glob pattern of images, e.g. 'photos/**/*.jpg' (repeatable; quote it from the shell).
+    #[arg(long = "glob", value_name = "PATTERN")]
+    pub globs: Vec<String>,
+    /// File listing image paths, one a line, relative to the file's directory; `#` starts a
+    /// comment line (repeatable).
+    #[arg(long = "list", value_name = "FILE")]
+    pub lists: Vec<PathBuf>,
+    /// Output directory: `model_version=<version>/part-*.parquet` in it. A rerun into it
+    /// skips the images it already holds.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// The model server: a sidecar's gRPC listener or Envoy's.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub target: String,
+    /// Pin a model version (`2`, `canary`, `orientation/2`, …), sent as `--version-header`.
+    #[arg(long)]
+    pub model_version: Option<String>,
+    /// Metadata key pinning the version.
+    #[arg(long, default_value = "x-model-version")]
+    pub version_header: String,
+    /// `x-priority` sent on every call; an empty value sends none.
+    #[arg(long, default_value = "low")]
+    pub priority: String,
+    /// More metadata on every call, `key=value` (repeatable), e.g. `x-ab-group=canary`.
+    #[arg(long = "header", value_name = "KEY=VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// Images per ExtractBatch call.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// ExtractBatch calls in flight.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Rows per output file before the next one starts.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_rows_per_file: u64,
+    /// Size of an output file, in MiB, before the next one starts.
+    #[arg(long, default_value_t = 256)]
+    pub max_mib_per_file: u64,
+    /// No progress bar (it is drawn only on a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl ExtractArgs {
+    /// The metadata every call carries.
+    pub fn metadata(&self) -> Vec<(String, String)> {
+        let mut metadata = self.headers.clone();
+        if !self.priority.is_empty() {
+            metadata.push(("x-priority".into(), self.priority.clone()));
+        }
+        if let Some(version) = &self.model_version {
+            metadata.push((self.version_header.clone(), version.clone()));
+        }
+        metadata
+    }
+}
+
+fn parse_header(value: &str) -> Result<(String, String), String> {
+    let (key, value) = value.split_once('=').ok_or("expected `key=value`")?;
+    Ok((key.trim().to_ascii_lowercase(), value.to_string()))
 }
 
 fn parse_endpoint(value: &str) -> Result<crate::config::Endpoint, String> {

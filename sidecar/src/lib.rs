@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod confluent;
 pub mod console;
+pub mod extract;
 pub mod listener;
 pub mod metrics;
 pub mod models;

@@ -11,6 +11,9 @@ fn main() -> std::process::ExitCode {
     if let Command::Schema(args) = cli.command {
         return switchyard_schema::cli::run(args);
     }
+    if let Command::Extract(args) = cli.command {
+        return extract(&args);
+    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -55,8 +58,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let sidecar = switchyard_sidecar::confluent::mount(sidecar, registry)?;
             runtime.block_on(sidecar.run())
         }
-        // Handled before logging is set up for serving.
-        Command::Schema(_) => Ok(()),
+        // Handled on their own: they have exit codes of their own.
+        Command::Schema(_) | Command::Extract(_) => Ok(()),
+    }
+}
+
+/// `extract`: exit 0 when every image has a row, 130 when a signal stopped it (rerun to
+/// continue), 1 on an error.
+fn extract(args: &switchyard_sidecar::cli::ExtractArgs) -> std::process::ExitCode {
+    use switchyard_sidecar::extract::Outcome;
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("extract")
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(switchyard_sidecar::extract::run(args)));
+    match outcome {
+        Ok(Outcome::Complete) => std::process::ExitCode::SUCCESS,
+        Ok(Outcome::Interrupted) => std::process::ExitCode::from(130),
+        Err(e) => {
+            eprintln!("switchyard-sidecar extract: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
