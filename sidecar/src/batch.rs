@@ -1,11 +1,14 @@
-//! Dynamic batching with Triton's semantics, per model version.
+//! Dynamic batching with Triton's semantics, per model version, with priority levels.
 //!
-//! * Admission is bounded: a request takes one of `queue_capacity` slots before it is even
-//!   pre-processed, and a realtime request that finds none gets `RESOURCE_EXHAUSTED` at once,
-//!   so memory stays bounded however fast clients send.
+//! * Admission is bounded per priority level: a request takes one of its level's
+//!   `queue_capacity` slots before it is even pre-processed, and a realtime request that finds
+//!   none gets `RESOURCE_EXHAUSTED` at once, naming the level, so memory stays bounded however
+//!   fast clients send, and a flood at one level never takes another level's room.
 //! * Inference threads (one per instance, each with its own session) block on the queue off
-//!   the async reactor. A batch closes when it reaches `max_batch_size` or when its oldest
-//!   request has waited `max_queue_delay`.
+//!   the async reactor. A batch is filled from the highest level with work, topped up from
+//!   the levels below (see [`pending`]); it closes when it reaches `max_batch_size` or when
+//!   its oldest request has waited `max_queue_delay`. With one level this is a single FIFO
+//!   queue.
 //! * Before running a batch, requests whose deadline has passed are answered with
 //!   `DEADLINE_EXCEEDED` and requests whose client has gone are dropped: neither costs
 //!   inference.
@@ -16,29 +19,43 @@
 //! * A traced request's job carries its trace here; its `queue`, `batch` and `inference`
 //!   spans are recorded after the batch's answers are sent (see `telemetry`).
 
-use crate::metrics::VersionMetrics;
+mod pending;
+
+use crate::metrics::{LevelMetrics, VersionMetrics};
 use crate::onnx::{Engine, Output};
 use crate::preprocess::Prepared;
+use crate::priority::Priority;
 use crate::telemetry::{self, BatchRun, QueuedTrace};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
-use std::sync::{Arc, Mutex};
+use pending::Pending;
+use prometheus_client::metrics::gauge::Gauge;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
-/// A queue slot, held from admission until the request is answered or dropped.
+/// A queue slot at one priority level, held from admission until the request is answered or
+/// dropped.
 pub struct Admission {
     _permit: OwnedSemaphorePermit,
-    depth: prometheus_client::metrics::gauge::Gauge,
+    priority: Priority,
+    depth: Gauge,
+    level: LevelMetrics,
+}
+
+impl Admission {
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         self.depth.dec();
+        self.level.queue_depth.dec();
     }
 }
 
-/// One image waiting for inference.
+/// One image waiting for inference, at its admission's priority level.
 pub struct Job {
     pub image: Prepared,
     pub deadline: Option<Instant>,
@@ -49,100 +66,155 @@ pub struct Job {
     pub trace: Option<QueuedTrace>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BatchPolicy {
     pub max_batch_size: usize,
     pub max_queue_delay: Duration,
-    pub queue_capacity: usize,
+    /// Requests admitted at each priority level, highest first; one entry is a single queue.
+    pub queue_capacity: Vec<usize>,
+}
+
+/// The admission slots of one priority level.
+struct Level {
+    slots: Arc<Semaphore>,
+    capacity: usize,
 }
 
 /// The batching queue of one model version.
 pub struct Queue {
     name: String,
-    tx: Sender<Job>,
-    slots: Arc<Semaphore>,
-    policy: BatchPolicy,
+    pending: Arc<Pending<Job>>,
+    levels: Vec<Level>,
+    /// False when no inference thread could be started: nothing would answer a job.
+    served: bool,
     metrics: VersionMetrics,
 }
 
+/// The state of one level, for `/v1/models`.
+#[derive(Debug, Clone, Copy)]
+pub struct LevelLoad {
+    pub priority: Priority,
+    pub depth: usize,
+    pub capacity: usize,
+}
+
 impl Queue {
-    /// Starts one inference thread per engine.
+    /// Starts one inference thread per engine. `metrics` has one entry per level of `policy`.
     pub fn spawn(name: &str, engines: Vec<Engine>, policy: BatchPolicy, metrics: VersionMetrics) -> Queue {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
+        let levels: Vec<Level> =
+            policy.queue_capacity.iter().map(|&capacity| Level { slots: Arc::new(Semaphore::new(capacity)), capacity }).collect();
+        let pending = Arc::new(Pending::new(levels.len()));
         let threads = Arc::new(());
+        let mut served = false;
         for (i, engine) in engines.into_iter().enumerate() {
-            let rx = Arc::clone(&rx);
-            let metrics = metrics.clone();
-            let worker = Worker { name: name.to_string(), engine, policy, metrics, threads: Arc::clone(&threads) };
-            let spawned = std::thread::Builder::new().name(format!("infer {name}#{i}")).spawn(move || worker.run(&rx));
-            if let Err(e) = spawned {
-                tracing::error!(model = name, error = %e, "cannot start an inference thread");
+            let pending = Arc::clone(&pending);
+            let worker = Worker {
+                name: name.to_string(),
+                engine,
+                max_batch_size: policy.max_batch_size,
+                max_queue_delay: policy.max_queue_delay,
+                metrics: metrics.clone(),
+                threads: Arc::clone(&threads),
+            };
+            match std::thread::Builder::new().name(format!("infer {name}#{i}")).spawn(move || worker.run(&pending)) {
+                Ok(_) => served = true,
+                Err(e) => tracing::error!(model = name, error = %e, "cannot start an inference thread"),
             }
         }
-        Queue { name: name.to_string(), tx, slots: Arc::new(Semaphore::new(policy.queue_capacity)), policy, metrics }
+        Queue { name: name.to_string(), pending, levels, served, metrics }
     }
 
-    fn admission(&self, permit: OwnedSemaphorePermit) -> Admission {
+    /// The level `priority` maps to here (one past the last is served at the last).
+    fn level(&self, priority: Priority) -> (Priority, &Level) {
+        let priority = priority.at_most(self.levels.len());
+        (priority, &self.levels[priority.index()])
+    }
+
+    fn admission(&self, priority: Priority, permit: OwnedSemaphorePermit) -> Admission {
+        let level = self.metrics.levels[priority.index()].clone();
         self.metrics.queue_depth.inc();
-        Admission { _permit: permit, depth: self.metrics.queue_depth.clone() }
+        level.queue_depth.inc();
+        Admission { _permit: permit, priority, depth: self.metrics.queue_depth.clone(), level }
     }
 
-    /// A slot now, or `RESOURCE_EXHAUSTED` naming the version and the capacity.
-    pub fn try_admit(&self) -> Result<Admission, Status> {
-        match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(permit) => Ok(self.admission(permit)),
-            Err(_) => Err(Status::resource_exhausted(format!(
-                "{} is at capacity ({} requests admitted); retry later or use another version",
-                self.name, self.policy.queue_capacity
-            ))),
+    /// A slot at `priority` now, or `RESOURCE_EXHAUSTED` naming the version, the level and its
+    /// capacity.
+    pub fn try_admit(&self, priority: Priority) -> Result<Admission, Status> {
+        let (priority, level) = self.level(priority);
+        match Arc::clone(&level.slots).try_acquire_owned() {
+            Ok(permit) => Ok(self.admission(priority, permit)),
+            Err(_) => {
+                self.metrics.levels[priority.index()].rejected.inc();
+                Err(Status::resource_exhausted(format!(
+                    "{} is at capacity ({} requests admitted at priority level {priority}); retry later or use another version",
+                    self.name, level.capacity
+                )))
+            }
         }
     }
 
-    /// Waits for a slot (bulk calls, which prefer waiting to failing).
-    pub async fn admit(&self) -> Result<Admission, Status> {
-        Arc::clone(&self.slots)
+    /// Waits for a slot at `priority` (bulk calls, which prefer waiting to failing).
+    pub async fn admit(&self, priority: Priority) -> Result<Admission, Status> {
+        let (priority, level) = self.level(priority);
+        Arc::clone(&level.slots)
             .acquire_owned()
             .await
-            .map(|permit| self.admission(permit))
+            .map(|permit| self.admission(priority, permit))
             .map_err(|_| Status::unavailable(format!("{} is shutting down", self.name)))
     }
 
     pub fn submit(&self, job: Job) -> Result<(), Status> {
-        self.tx.send(job).map_err(|_| Status::unavailable(format!("{} has no inference thread", self.name)))
+        if !self.served {
+            return Err(Status::unavailable(format!("{} has no inference thread", self.name)));
+        }
+        self.pending.push(job.admission.priority.index(), job.enqueued, job);
+        Ok(())
     }
 
-    /// Requests admitted and not yet answered.
+    /// Requests admitted and not yet answered, every level together.
     pub fn depth(&self) -> usize {
-        self.policy.queue_capacity - self.slots.available_permits()
+        self.levels.iter().map(|l| l.capacity - l.slots.available_permits()).sum()
     }
 
+    /// Every level's capacity together.
     pub fn capacity(&self) -> usize {
-        self.policy.queue_capacity
+        self.levels.iter().map(|l| l.capacity).sum()
+    }
+
+    /// Requests admitted at `priority` before it is full.
+    pub fn capacity_at(&self, priority: Priority) -> usize {
+        self.level(priority).1.capacity
+    }
+
+    /// Each level's depth and capacity, highest first.
+    pub fn levels(&self) -> Vec<LevelLoad> {
+        Priority::all(self.levels.len())
+            .zip(&self.levels)
+            .map(|(priority, l)| LevelLoad { priority, depth: l.capacity - l.slots.available_permits(), capacity: l.capacity })
+            .collect()
+    }
+}
+
+impl Drop for Queue {
+    /// The version is swapped out: its threads finish what is queued, then exit.
+    fn drop(&mut self) {
+        self.pending.close();
     }
 }
 
 struct Worker {
     name: String,
     engine: Engine,
-    policy: BatchPolicy,
+    max_batch_size: usize,
+    max_queue_delay: Duration,
     metrics: VersionMetrics,
     /// Shared by the version's inference threads: the last one to let go of it trims.
     threads: Arc<()>,
 }
 
 impl Worker {
-    fn run(mut self, rx: &Mutex<Receiver<Job>>) {
-        loop {
-            // Only the thread forming a batch holds the receiver; it lets go before inference
-            // so another instance can form the next batch meanwhile.
-            let batch = {
-                let Ok(rx) = rx.lock() else { return };
-                match self.collect(&rx) {
-                    Some(batch) => batch,
-                    None => break,
-                }
-            };
+    fn run(mut self, pending: &Pending<Job>) {
+        while let Some(batch) = pending.batch(self.max_batch_size, self.max_queue_delay) {
             self.execute(batch);
         }
         tracing::debug!(model = self.name, "inference thread stopped (version unloaded)");
@@ -152,34 +224,6 @@ impl Worker {
         if Arc::into_inner(threads).is_some() {
             crate::onnx::release_freed_memory();
         }
-    }
-
-    /// Blocks for the first job, then gathers more until the batch is full or the oldest
-    /// job has waited `max_queue_delay`. `None` when every sender is gone and nothing is left.
-    fn collect(&self, rx: &Receiver<Job>) -> Option<Vec<Job>> {
-        let first = rx.recv().ok()?;
-        let close_at = first.enqueued + self.policy.max_queue_delay;
-        let mut batch = Vec::with_capacity(self.policy.max_batch_size);
-        batch.push(first);
-        while batch.len() < self.policy.max_batch_size {
-            match rx.try_recv() {
-                Ok(job) => {
-                    batch.push(job);
-                    continue;
-                }
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) => {}
-            }
-            let now = Instant::now();
-            if now >= close_at {
-                break;
-            }
-            match rx.recv_timeout(close_at - now) {
-                Ok(job) => batch.push(job),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        Some(batch)
     }
 
     fn execute(&mut self, batch: Vec<Job>) {
@@ -203,7 +247,9 @@ impl Worker {
                     trace.dropped(SystemTime::now(), "client went away in the queue");
                 }
             } else {
-                self.metrics.queue_seconds.observe(now.duration_since(job.enqueued).as_secs_f64());
+                let waited = now.duration_since(job.enqueued).as_secs_f64();
+                self.metrics.queue_seconds.observe(waited);
+                job.admission.level.queue_seconds.observe(waited);
                 live.push(job);
             }
         }

@@ -124,6 +124,10 @@ pub struct ServeArgs {
     /// Inference threads (sessions) per model version [config: batching.instances; default 1].
     #[arg(long)]
     pub instances: Option<usize>,
+    /// Priority levels in each version's queue, 1 = a single queue for every request
+    /// [config: batching.priority.levels; default 2].
+    #[arg(long)]
+    pub priority_levels: Option<usize>,
     /// Metadata key pinning a model version [config: version_header; default x-model-version].
     #[arg(long)]
     pub version_header: Option<String>,
@@ -175,6 +179,7 @@ impl ServeArgs {
         set!(max_queue_delay_us => batching.max_queue_delay_us);
         set!(queue_capacity => batching.queue_capacity);
         set!(instances => batching.instances);
+        set!(priority_levels => batching.priority.levels);
         if let Some(m) = &self.default_model {
             c.repository.default_model = Some(m.clone());
         }
@@ -299,6 +304,8 @@ mod tests {
             "cuda,cpu",
             "--default-version",
             "m/canary",
+            "--priority-levels",
+            "1",
         ]);
         let Command::Serve(args) = cli.command else { panic!("not serve") };
         let c = args.config().unwrap();
@@ -308,6 +315,7 @@ mod tests {
         assert_eq!(c.runtime.execution_providers, vec![Provider::Cuda, Provider::Cpu]);
         assert_eq!(c.repository.default_model.as_deref(), Some("m"));
         assert_eq!(c.models["m"].default_version.as_deref(), Some("canary"));
+        assert_eq!(c.batching.priority.levels, 1);
     }
 
     #[test]

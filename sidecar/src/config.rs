@@ -286,6 +286,16 @@ impl Default for RuntimeConfig {
     }
 }
 
+impl RuntimeConfig {
+    /// Threads pre-processing images: `preprocess_threads`, or one per CPU when it is 0.
+    pub fn preprocess_thread_count(&self) -> usize {
+        match self.preprocess_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
 /// An ONNX Runtime execution provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -318,12 +328,126 @@ pub struct BatchingConfig {
     pub queue_capacity: usize,
     /// Inference threads per model version, each with its own ONNX Runtime session.
     pub instances: usize,
+    /// Priority levels inside each version's queue (`[batching.priority]`).
+    pub priority: PriorityConfig,
 }
 
 impl Default for BatchingConfig {
     fn default() -> Self {
-        Self { max_batch_size: 8, max_queue_delay_us: 500, queue_capacity: 64, instances: 1 }
+        Self { max_batch_size: 8, max_queue_delay_us: 500, queue_capacity: 64, instances: 1, priority: PriorityConfig::default() }
     }
+}
+
+impl BatchingConfig {
+    /// Requests admitted per version at each priority level, highest first.
+    pub fn level_capacities(&self) -> Vec<usize> {
+        match self.priority.queue_capacity.as_slice() {
+            [] => vec![self.queue_capacity; self.priority.levels],
+            each => each.to_vec(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=1024).contains(&self.max_batch_size) {
+            return Err(invalid("batching.max_batch_size", format!("must be in 1..=1024; got {}", self.max_batch_size)));
+        }
+        if self.queue_capacity == 0 {
+            return Err(invalid("batching.queue_capacity", "must be at least 1"));
+        }
+        if !(1..=64).contains(&self.instances) {
+            return Err(invalid("batching.instances", format!("must be in 1..=64; got {}", self.instances)));
+        }
+        if self.max_queue_delay_us > 10_000_000 {
+            return Err(invalid("batching.max_queue_delay_us", format!("must be at most 10 s; got {}", self.max_queue_delay_us)));
+        }
+        self.priority.validate()
+    }
+}
+
+/// Priority levels, as Triton's dynamic batcher has them (`priority_levels`): each level of a
+/// version has its own admission capacity, and every batch is filled from the highest level
+/// that has work, topped up from the levels below. Level 1 is the highest.
+///
+/// A request's level comes from one metadata key, read the way the Envoy filter reads it
+/// (its `priority.header` and `priority.low`, same defaults), so one header means the same to
+/// both: a value in `low` is the lowest level, a number names a level, anything else (or no
+/// header) is the RPC's default level.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PriorityConfig {
+    /// Request metadata key carrying the priority (on `ExtractBatch`, the call's initial
+    /// metadata).
+    pub header: String,
+    /// Header values (case-insensitive) meaning the lowest level.
+    pub low: Vec<String>,
+    /// How many levels; 1 is a single queue for every request.
+    pub levels: usize,
+    /// The level of an `ExtractRealtime` call without the header or with a value that names
+    /// no level.
+    pub default_level: usize,
+    /// The level of an `ExtractBatch` call without the header or with a value that names no
+    /// level. Unset: the lowest (bulk work is offline work).
+    pub batch_level: Option<usize>,
+    /// Requests admitted per version at each level, highest first. Empty: `queue_capacity`
+    /// at every level.
+    pub queue_capacity: Vec<usize>,
+}
+
+impl Default for PriorityConfig {
+    fn default() -> Self {
+        Self {
+            header: "x-priority".into(),
+            low: vec!["low".into()],
+            levels: 2,
+            default_level: 1,
+            batch_level: None,
+            queue_capacity: Vec::new(),
+        }
+    }
+}
+
+impl PriorityConfig {
+    /// The level of an `ExtractBatch` call that names none.
+    pub fn batch_level(&self) -> usize {
+        self.batch_level.unwrap_or(self.levels)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_metadata_key("batching.priority.header", &self.header)?;
+        if let Some(value) = self.low.iter().find(|v| v.trim().is_empty()) {
+            return Err(invalid("batching.priority.low", format!("must not hold an empty value; got {value:?}")));
+        }
+        if !(1..=16).contains(&self.levels) {
+            return Err(invalid("batching.priority.levels", format!("must be in 1..=16; got {}", self.levels)));
+        }
+        let level = |field: &str, n: usize| {
+            if (1..=self.levels).contains(&n) {
+                Ok(())
+            } else {
+                Err(invalid(field, format!("must be a level in 1..={} (`batching.priority.levels`); got {n}", self.levels)))
+            }
+        };
+        level("batching.priority.default_level", self.default_level)?;
+        level("batching.priority.batch_level", self.batch_level())?;
+        if !self.queue_capacity.is_empty() && self.queue_capacity.len() != self.levels {
+            return Err(invalid(
+                "batching.priority.queue_capacity",
+                format!("must have one entry per level ({}), highest first; got {:?}", self.levels, self.queue_capacity),
+            ));
+        }
+        if let Some(i) = self.queue_capacity.iter().position(|&c| c == 0) {
+            return Err(invalid(&format!("batching.priority.queue_capacity[{i}]"), "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// A gRPC metadata key the sidecar reads: lower-case ASCII, not binary (`-bin`).
+fn check_metadata_key(field: &str, key: &str) -> Result<(), ConfigError> {
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b)) || key.ends_with("-bin") {
+        return Err(invalid(field, format!("must be a lower-case ASCII metadata key (not `-bin`); got {key:?}")));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -487,15 +611,7 @@ impl Config {
         if let Some(envoy) = self.envoy_admin.filter(|a| !a.ip().is_loopback()) {
             return Err(invalid("envoy_admin", format!("must be a loopback address (Envoy's admin can change it); got {envoy}")));
         }
-        if self.version_header.is_empty()
-            || !self.version_header.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
-            || self.version_header.ends_with("-bin")
-        {
-            return Err(invalid(
-                "version_header",
-                format!("must be a lower-case ASCII metadata key (not `-bin`); got {:?}", self.version_header),
-            ));
-        }
+        check_metadata_key("version_header", &self.version_header)?;
         if self.max_image_bytes == 0 || self.max_image_bytes > 1 << 30 {
             return Err(invalid("max_image_bytes", format!("must be in 1..=1 GiB; got {}", self.max_image_bytes)));
         }
@@ -505,18 +621,9 @@ impl Config {
         if self.max_image_pixels == 0 {
             return Err(invalid("max_image_pixels", "must be at least 1"));
         }
-        let b = &self.batching;
-        if !(1..=1024).contains(&b.max_batch_size) {
-            return Err(invalid("batching.max_batch_size", format!("must be in 1..=1024; got {}", b.max_batch_size)));
-        }
-        if b.queue_capacity == 0 {
-            return Err(invalid("batching.queue_capacity", "must be at least 1"));
-        }
-        if !(1..=64).contains(&b.instances) {
-            return Err(invalid("batching.instances", format!("must be in 1..=64; got {}", b.instances)));
-        }
-        if b.max_queue_delay_us > 10_000_000 {
-            return Err(invalid("batching.max_queue_delay_us", format!("must be at most 10 s; got {}", b.max_queue_delay_us)));
+        self.batching.validate()?;
+        if self.batching.priority.header == self.version_header {
+            return Err(invalid("batching.priority.header", format!("is `version_header` already ({:?})", self.version_header)));
         }
         if self.runtime.intra_op_threads > 256 {
             return Err(invalid("runtime.intra_op_threads", format!("must be at most 256; got {}", self.runtime.intra_op_threads)));
@@ -676,6 +783,41 @@ mod tests {
         assert!(check("[limits]\nhttp_max_concurrent_requests = 0\n").contains("`limits.http_max_concurrent_requests`"));
         let err = toml::from_str::<Config>("[limits]\nmax_streams = 1\n").unwrap_err().to_string();
         assert!(err.contains("unknown field `max_streams`"), "{err}");
+    }
+
+    #[test]
+    fn priority_levels_default_to_the_filters_header_and_two_levels() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c.batching.priority, PriorityConfig::default());
+        assert_eq!((c.batching.priority.header.as_str(), c.batching.priority.low.as_slice()), ("x-priority", &["low".to_string()][..]));
+        assert_eq!(c.batching.level_capacities(), [64, 64]);
+        assert_eq!(c.batching.priority.batch_level(), 2);
+        let c: Config = toml::from_str("[batching]\nqueue_capacity = 8\n[batching.priority]\nlevels = 3\nqueue_capacity = [4, 16, 256]\nbatch_level = 2\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.batching.level_capacities(), [4, 16, 256]);
+        assert_eq!(c.batching.priority.batch_level(), 2);
+        let c: Config = toml::from_str("[batching]\nqueue_capacity = 8\n[batching.priority]\nlevels = 1\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.batching.level_capacities(), [8]);
+        assert_eq!(c.batching.priority.batch_level(), 1);
+    }
+
+    #[test]
+    fn a_bad_priority_value_names_the_field() {
+        let check = |toml: &str| toml::from_str::<Config>(toml).unwrap().validate().unwrap_err().to_string();
+        assert!(check("[batching.priority]\nlevels = 0\n").contains("`batching.priority.levels` must be in 1..=16; got 0"));
+        let err = check("[batching.priority]\ndefault_level = 3\n");
+        assert!(err.contains("`batching.priority.default_level` must be a level in 1..=2"), "{err}");
+        let err = check("[batching.priority]\nlevels = 1\nbatch_level = 2\n");
+        assert!(err.contains("`batching.priority.batch_level` must be a level in 1..=1"), "{err}");
+        let err = check("[batching.priority]\nqueue_capacity = [64]\n");
+        assert!(err.contains("`batching.priority.queue_capacity` must have one entry per level (2)"), "{err}");
+        assert!(check("[batching.priority]\nqueue_capacity = [64, 0]\n").contains("`batching.priority.queue_capacity[1]` must be at least 1"));
+        assert!(check("[batching.priority]\nheader = \"X-Priority\"\n").contains("`batching.priority.header`"));
+        assert!(check("[batching.priority]\nheader = \"x-model-version\"\n").contains("`batching.priority.header` is `version_header`"));
+        assert!(check("[batching.priority]\nlow = [\"\"]\n").contains("`batching.priority.low`"));
+        let err = toml::from_str::<Config>("[batching.priority]\nlevel = 2\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `level`"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod models;
 pub mod onnx;
 pub mod preprocess;
+pub mod priority;
 pub mod registry;
 pub mod reload;
 pub mod repository;

@@ -33,10 +33,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 return Ok(());
             }
             let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let preprocess = match config.runtime.preprocess_threads {
-                0 => cpus,
-                n => n,
-            };
+            let preprocess = config.runtime.preprocess_thread_count();
             // The blocking pool does image pre-processing (and the occasional reload): sized
             // to the CPUs so it does not crowd out the inference threads.
             let runtime = tokio::runtime::Builder::new_multi_thread()

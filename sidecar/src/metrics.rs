@@ -3,6 +3,7 @@
 //! Each loaded model version caches its own handles ([`VersionMetrics`]) so the hot path
 //! does no label hashing beyond the per-status request counter.
 
+use crate::priority::Priority;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
 use prometheus_client::registry::Registry;
@@ -19,6 +20,14 @@ pub struct RequestLabels {
     pub version: String,
     /// The gRPC status as a lower-case code name (`ok`, `invalid_argument`, ...).
     pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PriorityLabels {
+    pub model: String,
+    pub version: String,
+    /// The priority level, 1-based (`1` is the highest).
+    pub priority: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,6 +70,9 @@ pub struct Metrics {
     preprocess_seconds: HistogramFamily<VersionLabels>,
     batch_size: HistogramFamily<VersionLabels>,
     queue_depth: Family<VersionLabels, Gauge>,
+    priority_queue_depth: Family<PriorityLabels, Gauge>,
+    priority_queue_seconds: HistogramFamily<PriorityLabels>,
+    priority_rejected: Family<PriorityLabels, Counter>,
     loaded: Family<VersionLabels, Gauge>,
     pub load_failures: Family<FailureLabels, Counter>,
     pub reloads: Family<OutcomeLabels, Counter>,
@@ -82,6 +94,9 @@ impl Metrics {
         let preprocess_seconds = HistogramFamily::new_with_constructor(seconds as fn() -> Histogram);
         let batch_size = HistogramFamily::new_with_constructor(batch_sizes as fn() -> Histogram);
         let queue_depth = Family::<VersionLabels, Gauge>::default();
+        let priority_queue_depth = Family::<PriorityLabels, Gauge>::default();
+        let priority_queue_seconds = HistogramFamily::new_with_constructor(seconds as fn() -> Histogram);
+        let priority_rejected = Family::<PriorityLabels, Counter>::default();
         let loaded = Family::<VersionLabels, Gauge>::default();
         let load_failures = Family::<FailureLabels, Counter>::default();
         let reloads = Family::<OutcomeLabels, Counter>::default();
@@ -96,6 +111,21 @@ impl Metrics {
         registry.register("preprocess_seconds", "Decode and pre-process time per image", preprocess_seconds.clone());
         registry.register("batch_size", "Images per inference batch", batch_size.clone());
         registry.register("queue_depth", "Requests admitted and not yet answered", queue_depth.clone());
+        registry.register(
+            "priority_queue_depth",
+            "Requests admitted and not yet answered, per priority level",
+            priority_queue_depth.clone(),
+        );
+        registry.register(
+            "priority_queue_seconds",
+            "Time from admission to the start of inference, per priority level",
+            priority_queue_seconds.clone(),
+        );
+        registry.register(
+            "priority_rejected",
+            "Realtime requests refused at once (RESOURCE_EXHAUSTED) because their priority level was full",
+            priority_rejected.clone(),
+        );
         registry.register("loaded", "1 for each model version currently serving", loaded.clone());
         registry.register(
             "model_load_failures",
@@ -112,14 +142,17 @@ impl Metrics {
             preprocess_seconds,
             batch_size,
             queue_depth,
+            priority_queue_depth,
+            priority_queue_seconds,
+            priority_rejected,
             loaded,
             load_failures,
             reloads,
         }
     }
 
-    /// Handles for one model version.
-    pub fn version(&self, model: &str, version: u64) -> VersionMetrics {
+    /// Handles for one model version whose queue has `levels` priority levels.
+    pub fn version(&self, model: &str, version: u64, levels: usize) -> VersionMetrics {
         let labels = VersionLabels { model: model.into(), version: version.to_string() };
         let drop = |reason: &str| {
             self.dropped.get_or_create_owned(&DropLabels {
@@ -139,6 +172,16 @@ impl Metrics {
             dropped_deadline: drop("deadline"),
             dropped_cancelled: drop("cancelled"),
             loaded: self.loaded.get_or_create_owned(&labels),
+            levels: Priority::all(levels).map(|p| self.level(&labels, p)).collect(),
+        }
+    }
+
+    fn level(&self, version: &VersionLabels, priority: Priority) -> LevelMetrics {
+        let labels = PriorityLabels { model: version.model.clone(), version: version.version.clone(), priority: priority.to_string() };
+        LevelMetrics {
+            queue_depth: self.priority_queue_depth.get_or_create_owned(&labels),
+            queue_seconds: self.priority_queue_seconds.get_or_create_owned(&labels),
+            rejected: self.priority_rejected.get_or_create_owned(&labels),
         }
     }
 
@@ -169,6 +212,16 @@ pub struct VersionMetrics {
     pub dropped_deadline: Counter,
     pub dropped_cancelled: Counter,
     pub loaded: Gauge,
+    /// Per priority level, highest first.
+    pub levels: Vec<LevelMetrics>,
+}
+
+/// One priority level of one version.
+#[derive(Clone)]
+pub struct LevelMetrics {
+    pub queue_depth: Gauge,
+    pub queue_seconds: Histogram,
+    pub rejected: Counter,
 }
 
 impl VersionMetrics {

@@ -136,6 +136,12 @@ impl ModelSet {
                 loaded_at_unix_ms: unix_ms(v.loaded_at),
                 queue_depth: v.queue.depth(),
                 queue_capacity: v.queue.capacity(),
+                priorities: v
+                    .queue
+                    .levels()
+                    .into_iter()
+                    .map(|l| LevelState { level: l.priority.index() + 1, queue_depth: l.depth, queue_capacity: l.capacity })
+                    .collect(),
                 fault,
             }})
             .collect();
@@ -180,11 +186,23 @@ pub struct VersionState {
     pub provider: String,
     pub loaded_at_unix_ms: u64,
     /// Requests admitted and not yet answered, and the limit beyond which new ones get
-    /// `RESOURCE_EXHAUSTED`.
+    /// `RESOURCE_EXHAUSTED`: every priority level together.
     pub queue_depth: usize,
     pub queue_capacity: usize,
+    /// The same per priority level, highest first.
+    #[serde(default)]
+    pub priorities: Vec<LevelState>,
     /// The chaos fault injected into this version, if any.
     pub fault: Option<Fault>,
+}
+
+/// One priority level of a version's queue.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LevelState {
+    /// 1 is the highest.
+    pub level: usize,
+    pub queue_depth: usize,
+    pub queue_capacity: usize,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

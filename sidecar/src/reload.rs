@@ -315,12 +315,12 @@ impl Reloader {
             engine.warm_up(batching.max_batch_size).map_err(|e| Rejection::Invalid(format!("warm-up failed: {e}")))?;
             engines.push(engine);
         }
-        let metrics = self.metrics.version(&model.name, version);
         let policy = BatchPolicy {
             max_batch_size: batching.max_batch_size,
             max_queue_delay: Duration::from_micros(batching.max_queue_delay_us),
-            queue_capacity: batching.queue_capacity,
+            queue_capacity: batching.level_capacities(),
         };
+        let metrics = self.metrics.version(&model.name, version, policy.queue_capacity.len());
         let queue = Queue::spawn(&name, engines, policy, metrics.clone());
         let class_keys = config.outputs.class_labels.iter().map(|label| format!("class/{label}")).collect();
         tracing::info!(model_version = name, sha256, %provider, ms = started.elapsed().as_millis() as u64, "model version loaded and warmed up");

@@ -10,7 +10,6 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::models::ModelSet;
 use crate::onnx::Runtime;
-use crate::preprocess::Limits;
 use crate::reload::Reloader;
 use crate::service::Extractor;
 use crate::telemetry::Telemetry;
@@ -130,24 +129,12 @@ impl Sidecar {
             );
         }
 
-        let limits = Limits {
-            max_bytes: config.max_image_bytes,
-            max_side: config.max_image_side,
-            max_pixels: config.max_image_pixels,
-        };
         // Request traces, only with an endpoint (built here, on the runtime its channel needs).
         let telemetry = match &config.tracing.otlp_endpoint {
             Some(endpoint) => Some(Arc::new(Telemetry::start(endpoint, &config.tracing)?)),
             None => None,
         };
-        let extractor = Extractor::new(
-            Arc::clone(&models),
-            Arc::clone(&chaos),
-            Arc::clone(&metrics),
-            limits,
-            config.version_header.clone(),
-            telemetry.clone(),
-        );
+        let extractor = Extractor::new(Arc::clone(&models), Arc::clone(&chaos), Arc::clone(&metrics), &config, telemetry.clone());
         // Room above the image cap for the other fields, so an oversized image still gets
         // the precise INVALID_ARGUMENT rather than tonic's generic length error.
         let max_message = config.max_image_bytes.saturating_mul(2).saturating_add(1 << 20);

@@ -1,11 +1,14 @@
-//! `features.v1.FeatureExtractionService`: resolve the version, admit, pre-process on the
-//! blocking pool, queue for a batch, answer. Each stage is a span when tracing is on.
+//! `features.v1.FeatureExtractionService`: resolve the version and the priority level,
+//! admit, pre-process on the blocking pool, queue for a batch, answer. Each stage is a span
+//! when tracing is on.
 
 use crate::batch::Job;
 use crate::chaos::Chaos;
+use crate::config::Config;
 use crate::metrics::{Metrics, VersionMetrics};
 use crate::models::{ModelSet, ModelVersion};
 use crate::preprocess::{self, Format, Limits};
+use crate::priority::{Priorities, Priority, Rpc};
 use crate::telemetry::{ImageTrace, RequestTrace, Telemetry};
 use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use switchyard_proto::features::v1::{
     extract_batch_item, extract_realtime_request::ImageFormat, feature_extraction_service_server::FeatureExtractionService,
     ExtractBatchItem, ExtractBatchResponse, ExtractError, ExtractRealtimeRequest, ExtractRealtimeResponse,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 /// The gRPC service name, also reported by `grpc.health.v1`.
@@ -33,8 +36,25 @@ struct Shared {
     metrics: Arc<Metrics>,
     limits: Limits,
     version_header: String,
+    priorities: Priorities,
+    /// Turns at pre-processing for each level below the highest (index 0: the second level).
+    ///
+    /// Pre-processing runs on the blocking pool, one FIFO for every level: unbounded, a bulk
+    /// call would queue up to its level's capacity of images there ahead of an online image.
+    /// So each lower level pre-processes at most as many images at once as there are
+    /// pre-processing threads, and an image of the highest level waits there at most for the
+    /// images already being pre-processed.
+    lower_level_turns: Vec<Semaphore>,
     /// `None` when tracing is off.
     telemetry: Option<Arc<Telemetry>>,
+}
+
+impl Shared {
+    /// A turn at pre-processing for a job at `priority` (the highest level needs none).
+    async fn preprocess_turn(&self, priority: Priority) -> Result<Option<SemaphorePermit<'_>>, Status> {
+        let Some(turns) = priority.index().checked_sub(1).and_then(|i| self.lower_level_turns.get(i)) else { return Ok(None) };
+        turns.acquire().await.map(Some).map_err(|_| Status::unavailable("the sidecar is shutting down"))
+    }
 }
 
 /// How a request gets a queue slot.
@@ -47,16 +67,22 @@ enum Admit {
 }
 
 impl Extractor {
+    /// The service under `config` (its image limits, version header and priority levels);
     /// `telemetry`: `None` when tracing is off.
-    pub fn new(
-        models: Arc<ModelSet>,
-        chaos: Arc<Chaos>,
-        metrics: Arc<Metrics>,
-        limits: Limits,
-        version_header: String,
-        telemetry: Option<Arc<Telemetry>>,
-    ) -> Self {
-        let shared = Shared { models, chaos, metrics, limits, version_header, telemetry };
+    pub fn new(models: Arc<ModelSet>, chaos: Arc<Chaos>, metrics: Arc<Metrics>, config: &Config, telemetry: Option<Arc<Telemetry>>) -> Self {
+        let limits = Limits { max_bytes: config.max_image_bytes, max_side: config.max_image_side, max_pixels: config.max_image_pixels };
+        let priority = &config.batching.priority;
+        let threads = config.runtime.preprocess_thread_count();
+        let shared = Shared {
+            models,
+            chaos,
+            metrics,
+            limits,
+            version_header: config.version_header.clone(),
+            priorities: Priorities::new(priority),
+            lower_level_turns: (1..priority.levels).map(|_| Semaphore::new(threads)).collect(),
+            telemetry,
+        };
         Self { shared: Arc::new(shared), default_pin: None }
     }
 
@@ -91,6 +117,7 @@ impl Extractor {
         request: ExtractRealtimeRequest,
         deadline: Option<Instant>,
         admit: Admit,
+        priority: Priority,
         trace: Option<ImageTrace>,
     ) -> Result<ExtractRealtimeResponse, Status> {
         let declared = match request.image_format() {
@@ -110,9 +137,10 @@ impl Extractor {
             }
         }
         let admission = match admit {
-            Admit::Now => version.queue.try_admit()?,
-            Admit::Wait => version.queue.admit().await?,
+            Admit::Now => version.queue.try_admit(priority)?,
+            Admit::Wait => version.queue.admit(priority).await?,
         };
+        let turn = self.shared.preprocess_turn(admission.priority()).await?;
         let started = Instant::now();
         let traced_from = trace.as_ref().map(|_| SystemTime::now());
         let for_prepare = Arc::clone(version);
@@ -122,6 +150,7 @@ impl Extractor {
         })
         .await
         .map_err(|e| Status::internal(format!("pre-processing task failed: {e}")))?;
+        drop(turn);
         if let (Some(trace), Some(from)) = (&trace, traced_from) {
             trace.preprocessed(from, prepared.as_ref().err().map(ToString::to_string).as_deref());
         }
@@ -157,10 +186,11 @@ impl Extractor {
         request: ExtractRealtimeRequest,
         deadline: Option<Instant>,
         admit: Admit,
+        priority: Priority,
         trace: Option<ImageTrace>,
     ) -> Result<ExtractRealtimeResponse, Status> {
         let mut outcome = Outcome { metrics: &version.metrics, code: None };
-        let work = self.extract(version, request, deadline, admit, trace);
+        let work = self.extract(version, request, deadline, admit, priority, trace);
         let result = match deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline.into(), work).await {
                 Ok(result) => result,
@@ -244,11 +274,12 @@ impl Extractor {
         let received = Instant::now();
         let deadline = deadline_of(&request, received);
         let version = self.resolve(&request)?;
+        let priority = self.shared.priorities.of(request.metadata(), Rpc::Realtime);
         if let Some(trace) = trace {
             trace.served_by(&version.name);
         }
         let image = trace.and_then(RequestTrace::image);
-        self.extract_counted(&version, request.into_inner(), deadline, Admit::Now, image).await.map(Response::new)
+        self.extract_counted(&version, request.into_inner(), deadline, Admit::Now, priority, image).await.map(Response::new)
     }
 
     async fn batch(
@@ -259,11 +290,13 @@ impl Extractor {
         let received = Instant::now();
         let deadline = deadline_of(&request, received);
         let version = self.resolve(&request)?;
+        // One level for the whole call, from its initial metadata.
+        let priority = self.shared.priorities.of(request.metadata(), Rpc::Batch);
         if let Some(trace) = trace {
             trace.served_by(&version.name);
         }
-        // Enough images in flight to fill batches, never more than the queue admits.
-        let window = (2 * version.queue.capacity().min(64)).clamp(2, 128);
+        // Enough images in flight to fill batches, never more than the level admits.
+        let window = (2 * version.queue.capacity_at(priority).min(64)).clamp(2, 128);
         let this = self.clone();
         let items = request.into_inner().map(move |message| {
             let this = this.clone();
@@ -272,7 +305,7 @@ impl Extractor {
             async move {
                 let request = message?;
                 let request_id = request.request_id.clone();
-                let result = match this.extract_counted(&version, request, deadline, Admit::Wait, image).await {
+                let result = match this.extract_counted(&version, request, deadline, Admit::Wait, priority, image).await {
                     Ok(response) => extract_batch_item::Result::Response(response),
                     Err(status) => extract_batch_item::Result::Error(ExtractError {
                         request_id,
