@@ -5,10 +5,10 @@
 //!   none gets `RESOURCE_EXHAUSTED` at once, naming the level, so memory stays bounded however
 //!   fast clients send, and a flood at one level never takes another level's room.
 //! * Inference threads (one per instance, each with its own session) block on the queue off
-//!   the async reactor. A batch is filled from the highest level with work, topped up from
-//!   the levels below (see [`pending`]); it closes when it reaches `max_batch_size` or when
-//!   its oldest request has waited `max_queue_delay`. With one level this is a single FIFO
-//!   queue.
+//!   the async reactor. A batch is filled from the highest level with work, and topped up
+//!   from the levels below only with `top_up` (see [`pending`]); it closes when it reaches
+//!   `max_batch_size` or when its oldest request has waited `max_queue_delay`. With one
+//!   level this is a single FIFO queue.
 //! * Before running a batch, requests whose deadline has passed are answered with
 //!   `DEADLINE_EXCEEDED` and requests whose client has gone are dropped: neither costs
 //!   inference.
@@ -27,6 +27,7 @@ use crate::preprocess::Prepared;
 use crate::priority::Priority;
 use crate::telemetry::{self, BatchRun, QueuedTrace};
 use pending::Pending;
+pub use pending::TopUp;
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -72,6 +73,7 @@ pub struct BatchPolicy {
     pub max_queue_delay: Duration,
     /// Requests admitted at each priority level, highest first; one entry is a single queue.
     pub queue_capacity: Vec<usize>,
+    pub top_up: TopUp,
 }
 
 /// The admission slots of one priority level.
@@ -113,6 +115,7 @@ impl Queue {
                 engine,
                 max_batch_size: policy.max_batch_size,
                 max_queue_delay: policy.max_queue_delay,
+                top_up: policy.top_up,
                 metrics: metrics.clone(),
                 threads: Arc::clone(&threads),
             };
@@ -207,6 +210,7 @@ struct Worker {
     engine: Engine,
     max_batch_size: usize,
     max_queue_delay: Duration,
+    top_up: TopUp,
     metrics: VersionMetrics,
     /// Shared by the version's inference threads: the last one to let go of it trims.
     threads: Arc<()>,
@@ -214,7 +218,7 @@ struct Worker {
 
 impl Worker {
     fn run(mut self, pending: &Pending<Job>) {
-        while let Some(batch) = pending.batch(self.max_batch_size, self.max_queue_delay) {
+        while let Some(batch) = pending.batch(self.max_batch_size, self.max_queue_delay, self.top_up) {
             self.execute(batch);
         }
         tracing::debug!(model = self.name, "inference thread stopped (version unloaded)");

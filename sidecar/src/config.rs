@@ -391,6 +391,10 @@ pub struct PriorityConfig {
     /// Requests admitted per version at each level, highest first. Empty: `queue_capacity`
     /// at every level.
     pub queue_capacity: Vec<usize>,
+    /// Let a batch started at one level fill its free places from the levels below (as
+    /// Triton does). Bigger batches for bulk work, but on a CPU a batch's inference takes
+    /// about as much longer as it is bigger, and the higher-level jobs in it wait for that.
+    pub top_up: bool,
 }
 
 impl Default for PriorityConfig {
@@ -402,6 +406,7 @@ impl Default for PriorityConfig {
             default_level: 1,
             batch_level: None,
             queue_capacity: Vec::new(),
+            top_up: false,
         }
     }
 }

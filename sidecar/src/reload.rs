@@ -5,7 +5,7 @@
 //! is new or changed, then swaps the routing table in one atomic store. Anything that fails
 //! is logged, counted and recorded, and whatever served before goes on serving.
 
-use crate::batch::{BatchPolicy, Queue};
+use crate::batch::{BatchPolicy, Queue, TopUp};
 use crate::config::{Config, ModelPolicy};
 use crate::metrics::{FailureLabels, Metrics, OutcomeLabels};
 use crate::models::{unix_ms, ModelSet, ModelVersion, Rejected, Routing};
@@ -319,6 +319,7 @@ impl Reloader {
             max_batch_size: batching.max_batch_size,
             max_queue_delay: Duration::from_micros(batching.max_queue_delay_us),
             queue_capacity: batching.level_capacities(),
+            top_up: if batching.priority.top_up { TopUp::FromLowerLevels } else { TopUp::No },
         };
         let metrics = self.metrics.version(&model.name, version, policy.queue_capacity.len());
         let queue = Queue::spawn(&name, engines, policy, metrics.clone());

@@ -31,6 +31,11 @@ pub struct Args {
     /// `filter` only: count instructions under callgrind, skip the timed runs.
     #[arg(long)]
     instructions_only: bool,
+    /// `sidecar` only: measure just the priority arm (online p99 alone and under a bulk
+    /// flood, one queue against priority levels); its figures replace those in
+    /// `target/bench/sidecar.json`, the other arms' stay.
+    #[arg(long)]
+    priority_only: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -297,6 +302,16 @@ fn sidecar(args: &Args) -> Result<()> {
             (v["event"] == "ready").then(|| v["grpc"].as_str().map(str::to_owned))?
         })
     };
+    if args.priority_only {
+        let report = priority(args, &start_sidecar, &bench_bin, &images, &out_dir, &sidecar_toml)?;
+        let path = out_dir.join("sidecar.json");
+        let mut merged: Value = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_else(|| json!({"benchmark": "sidecar"}));
+        merged["online_p99_ratio"] = report["online_p99_ratio"].clone();
+        merged["priority"] = report;
+        write_json(&path, &merged)?;
+        println!("wrote {}", path.display());
+        return Ok(());
+    }
     let (sidecar_server, sidecar_addr) = start_sidecar(&config, "sidecar")?;
 
     // The same sidecar with tracing on, every request sampled (the load generator sends a
@@ -313,7 +328,7 @@ fn sidecar(args: &Args) -> Result<()> {
         .arg("--proto")
         .arg(paths::root().join("proto"))
         .args(["--port", "0"]);
-    let (_python, python_addr) =
+    let (python, python_addr) =
         start_server(cmd, "Python baseline", |line| line.strip_prefix("baseline ready on ").map(str::to_owned))?;
 
     let secs = args.seconds.to_string();
@@ -498,6 +513,12 @@ fn sidecar(args: &Args) -> Result<()> {
         "inference_ms": inference_ms,
         "runs": runs,
     });
+    // Last, on its own sidecars (the others are stopped: it saturates the machine).
+    drop((sidecar_server, python));
+    let priority = priority(args, &start_sidecar, &bench_bin, &images, &out_dir, &sidecar_toml)?;
+    let mut report = report;
+    report["online_p99_ratio"] = priority["online_p99_ratio"].clone();
+    report["priority"] = priority;
     let path: PathBuf = out_dir.join("sidecar.json");
     write_json(&path, &report)?;
     println!("wrote {}", path.display());
@@ -506,6 +527,105 @@ fn sidecar(args: &Args) -> Result<()> {
         bail!("{failed} requests failed during the benchmark");
     }
     Ok(())
+}
+
+/// Online requests per second in the priority arm: a light online load, well under what the
+/// sidecar serves, so its p99 alone is the model's latency rather than queueing.
+const ONLINE_RATE: f64 = 25.0;
+
+/// Online p99 at a fixed open-loop rate alone and while a bulk extraction (`ExtractBatch`
+/// calls at `x-priority: low`) saturates the sidecar, for one queue (`levels = 1`, the
+/// sidecar before priorities: the baseline) and for the default two levels, interleaved by
+/// round. `online_p99_ratio` = loaded ÷ alone with levels (target ≤ 1.3), medians of the
+/// rounds' ratios.
+fn priority(
+    args: &Args,
+    start_sidecar: &dyn Fn(&Path, &'static str) -> Result<(Server, String)>,
+    bench_bin: &Path,
+    images: &Path,
+    out_dir: &Path,
+    base_toml: &str,
+) -> Result<Value> {
+    let one_queue = out_dir.join("sidecar-bench-one-queue.toml");
+    std::fs::write(&one_queue, format!("{base_toml}\n[batching.priority]\nlevels = 1\n"))?;
+    let levels = out_dir.join("sidecar-bench-priority.toml");
+    std::fs::write(&levels, format!("{base_toml}\n[batching.priority]\nlevels = 2\n"))?;
+    let arms = [("one queue", start_sidecar(&one_queue, "one-queue sidecar")?), ("priority levels", start_sidecar(&levels, "priority sidecar")?)];
+    let secs = args.seconds;
+    let online = |addr: &str| -> Result<Value> {
+        json_line(
+            Command::new(bench_bin)
+                .args(["grpc", "--target", &format!("http://{addr}"), "--images"])
+                .arg(images)
+                .args(["--rate", &ONLINE_RATE.to_string(), "--seconds", &secs.to_string(), "--warmup-seconds", "0.5"]),
+        )
+    };
+    let flooded = |addr: &str| -> Result<(Value, Value)> {
+        // The flood starts first and outlasts the online run.
+        let bulk = Command::new(bench_bin)
+            .args(["bulk", "--target", &format!("http://{addr}"), "--images"])
+            .arg(images)
+            .args(["--calls", "2", "--images-per-call", "64", "--priority", "low", "--seconds", &(secs + 2.5).to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start the bulk client")?;
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let online = online(addr);
+        let out = bulk.wait_with_output().context("waiting for the bulk client")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let bulk: Value = serde_json::from_str(text.lines().last().unwrap_or("")).with_context(|| format!("bulk client: not JSON: {text}"))?;
+        Ok((online?, bulk))
+    };
+    let mut runs: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for round in 1..=args.rounds {
+        eprintln!("bench sidecar, priority arm: round {round}/{}", args.rounds);
+        let order = if round % 2 == 1 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let (name, (_, addr)) = &arms[i];
+            let alone = online(addr)?;
+            let (loaded, bulk) = flooded(addr)?;
+            let ratio = loaded["p99_ms"].as_f64().unwrap_or(f64::NAN) / alone["p99_ms"].as_f64().unwrap_or(f64::NAN);
+            runs.entry(name).or_default().push(json!({"alone": alone, "loaded": loaded, "bulk": bulk, "p99_ratio": ratio}));
+        }
+    }
+    let med = |name: &str, f: &dyn Fn(&Value) -> Option<f64>| median(&mut runs.get(name).map_or(Vec::new(), |r| r.iter().filter_map(f).collect()));
+    let refused = |r: &Value| {
+        let errors: u64 = r["loaded"]["errors"].as_object().map_or(0, |e| e.values().filter_map(Value::as_u64).sum());
+        Some(errors as f64 / r["loaded"]["sent"].as_f64()?.max(1.0))
+    };
+    println!(
+        "\n{:<34} {:>11} {:>12} {:>9} {:>15} {:>12}",
+        format!("online at {ONLINE_RATE}/s (median of rounds)"),
+        "p99 alone",
+        "p99 flooded",
+        "ratio",
+        "online failed",
+        "bulk img/s"
+    );
+    let mut summary = serde_json::Map::new();
+    for (name, _) in &arms {
+        let alone = med(name, &|r| r["alone"]["p99_ms"].as_f64());
+        let loaded = med(name, &|r| r["loaded"]["p99_ms"].as_f64());
+        let ratio = med(name, &|r| r["p99_ratio"].as_f64());
+        let failed = med(name, &refused);
+        let bulk = med(name, &|r| r["bulk"]["images_per_s"].as_f64());
+        println!("{name:<34} {alone:>8.2} ms {loaded:>9.2} ms {ratio:>9.2} {:>14.1}% {bulk:>12.1}", failed * 100.0);
+        summary.insert(
+            name.replace(' ', "_"),
+            json!({"p99_alone_ms": alone, "p99_flooded_ms": loaded, "p99_ratio": ratio, "online_failed_share": failed, "bulk_images_per_s": bulk}),
+        );
+    }
+    let ratio = summary["priority_levels"]["p99_ratio"].clone();
+    let baseline = summary["one_queue"]["p99_ratio"].clone();
+    println!("online_p99_ratio = {:.2}  (priority levels; target <= 1.3); one queue: {:.2} (over the online requests it served)", ratio.as_f64().unwrap_or(f64::NAN), baseline.as_f64().unwrap_or(f64::NAN));
+    Ok(json!({
+        "online_rate": ONLINE_RATE,
+        "online_p99_ratio": ratio,
+        "one_queue_online_p99_ratio": baseline,
+        "arms": summary,
+        "configs": {"one_queue": one_queue.display().to_string(), "priority_levels": levels.display().to_string()},
+        "runs": runs,
+    }))
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<()> {

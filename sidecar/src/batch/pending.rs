@@ -1,14 +1,14 @@
 //! The jobs of one version waiting for a batch, one FIFO lane per priority level, and how an
 //! inference thread takes a batch out of them.
 //!
-//! A batch is filled from the highest lane that has work, then topped up from the lanes
-//! below while there is room: a lower-priority job only ever takes a place no
-//! higher-priority job was waiting for. Waiting for a batch to fill happens only while every
-//! lane is empty, and ends `max_queue_delay` after the oldest job in the batch was queued, so
-//! a job arriving at any level meanwhile joins the batch. A high-priority job therefore waits
-//! at most for the batches already running, never behind queued lower-priority jobs. The
-//! order is strict: while higher levels keep the threads busy, lower levels wait (bounded by
-//! their admission capacity and their deadlines).
+//! A batch is filled from the highest lane that has work, with [`TopUp::FromLowerLevels`]
+//! topped up from the lanes below while there is room: a lower-priority job only ever takes
+//! a place no higher-priority job was waiting for. Waiting for a batch to fill happens only
+//! while the lanes it may take from are empty, and ends `max_queue_delay` after the oldest
+//! job in the batch was queued, so a job arriving meanwhile at its level or above joins the
+//! batch. A high-priority job therefore waits at most for the batches already running, never
+//! behind queued lower-priority jobs. The order is strict: while higher levels keep the
+//! threads busy, lower levels wait (bounded by their admission capacity and deadlines).
 //!
 //! Generic over the job so the ordering is tested without a model.
 
@@ -32,9 +32,24 @@ struct Lanes<T> {
 }
 
 impl<T> Lanes<T> {
-    fn pop(&mut self) -> Option<(Instant, T)> {
-        self.lanes.iter_mut().find_map(VecDeque::pop_front)
+    /// The oldest job of the highest non-empty lane down to `lowest`, with its lane.
+    fn pop(&mut self, lowest: usize) -> Option<(usize, Instant, T)> {
+        self.lanes.iter_mut().take(lowest + 1).enumerate().find_map(|(lane, jobs)| {
+            let (enqueued, job) = jobs.pop_front()?;
+            Some((lane, enqueued, job))
+        })
     }
+}
+
+/// Whether a batch started at one level takes jobs of the levels below into its free places.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopUp {
+    /// More images per batch for the lower levels; the higher-level jobs in it then wait for
+    /// the bigger batch's inference, which on a CPU takes about as much longer as the batch is
+    /// bigger (on a GPU, nearly nothing).
+    FromLowerLevels,
+    /// A batch holds its first job's level and the levels above it only.
+    No,
 }
 
 /// A lock whose holder cannot leave the jobs half-changed: after a panic elsewhere they are
@@ -72,11 +87,12 @@ impl<T> Pending<T> {
     /// Blocks for a first job, then takes up to `max` jobs, highest level first, waiting for
     /// more only while every lane is empty and the oldest job in the batch has waited less
     /// than `max_delay`. `None` once closed and empty.
-    pub(super) fn batch(&self, max: usize, max_delay: Duration) -> Option<Vec<T>> {
+    pub(super) fn batch(&self, max: usize, max_delay: Duration, top_up: TopUp) -> Option<Vec<T>> {
         let _forming = lock(&self.forming);
         let mut state = lock(&self.state);
-        let (mut oldest, first) = loop {
-            if let Some(job) = state.pop() {
+        let last = state.lanes.len() - 1;
+        let (level, mut oldest, first) = loop {
+            if let Some(job) = state.pop(last) {
                 break job;
             }
             if state.closed {
@@ -84,10 +100,14 @@ impl<T> Pending<T> {
             }
             state = self.arrived.wait(state).unwrap_or_else(PoisonError::into_inner);
         };
+        let lowest = match top_up {
+            TopUp::FromLowerLevels => last,
+            TopUp::No => level,
+        };
         let mut batch = Vec::with_capacity(max);
         batch.push(first);
         while batch.len() < max {
-            if let Some((enqueued, job)) = state.pop() {
+            if let Some((_, enqueued, job)) = state.pop(lowest) {
                 oldest = oldest.min(enqueued);
                 batch.push(job);
                 continue;
@@ -118,8 +138,31 @@ mod tests {
         for (lane, job) in [(2, "c1"), (1, "b1"), (2, "c2"), (0, "a1"), (1, "b2"), (0, "a2")] {
             pending.push(lane, now, job);
         }
-        assert_eq!(pending.batch(3, LONG).unwrap(), ["a1", "a2", "b1"]);
-        assert_eq!(pending.batch(3, LONG).unwrap(), ["b2", "c1", "c2"]);
+        assert_eq!(pending.batch(3, LONG, TopUp::FromLowerLevels).unwrap(), ["a1", "a2", "b1"]);
+        assert_eq!(pending.batch(3, LONG, TopUp::FromLowerLevels).unwrap(), ["b2", "c1", "c2"]);
+    }
+
+    #[test]
+    fn without_top_up_a_batch_keeps_to_its_level_and_those_above() {
+        let pending = Arc::new(Pending::new(3));
+        let now = Instant::now();
+        for (lane, job) in [(2, "c1"), (1, "b1"), (0, "a1"), (2, "c2")] {
+            pending.push(lane, now, job);
+        }
+        assert_eq!(pending.batch(8, Duration::ZERO, TopUp::No).unwrap(), ["a1"]);
+        assert_eq!(pending.batch(8, Duration::ZERO, TopUp::No).unwrap(), ["b1"]);
+        // A higher job arriving while a lower batch fills joins it; lower ones never do.
+        pending.push(2, Instant::now(), "c3");
+        let pusher = Arc::clone(&pending);
+        let push = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            pusher.push(0, Instant::now(), "a2");
+        });
+        assert_eq!(pending.batch(4, LONG, TopUp::No).unwrap(), ["c1", "c2", "c3", "a2"]);
+        push.join().unwrap();
+        pending.push(0, now, "a3");
+        pending.push(1, now, "b2");
+        assert_eq!(pending.batch(8, Duration::from_millis(10), TopUp::No).unwrap(), ["a3"]);
     }
 
     #[test]
@@ -129,9 +172,9 @@ mod tests {
         for job in 0..10 {
             pending.push(0, now, job);
         }
-        assert_eq!(pending.batch(4, LONG).unwrap(), [0, 1, 2, 3]);
-        assert_eq!(pending.batch(4, LONG).unwrap(), [4, 5, 6, 7]);
-        assert_eq!(pending.batch(4, Duration::ZERO).unwrap(), [8, 9]);
+        assert_eq!(pending.batch(4, LONG, TopUp::FromLowerLevels).unwrap(), [0, 1, 2, 3]);
+        assert_eq!(pending.batch(4, LONG, TopUp::FromLowerLevels).unwrap(), [4, 5, 6, 7]);
+        assert_eq!(pending.batch(4, Duration::ZERO, TopUp::FromLowerLevels).unwrap(), [8, 9]);
     }
 
     #[test]
@@ -143,7 +186,7 @@ mod tests {
         }
         pending.push(0, now, 1000);
         // However many low jobs came first, the next batch starts with the high one.
-        assert_eq!(pending.batch(8, LONG).unwrap(), [1000, 0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(pending.batch(8, LONG, TopUp::FromLowerLevels).unwrap(), [1000, 0, 1, 2, 3, 4, 5, 6]);
     }
 
     #[test]
@@ -152,12 +195,12 @@ mod tests {
         let started = Instant::now();
         pending.push(0, Instant::now(), "a");
         pending.push(1, Instant::now(), "b");
-        assert_eq!(pending.batch(2, LONG).unwrap(), ["a", "b"]);
+        assert_eq!(pending.batch(2, LONG, TopUp::FromLowerLevels).unwrap(), ["a", "b"]);
         // The low job has waited its delay already: the batch closes at once, though the high
         // job taken first has just arrived.
         pending.push(1, Instant::now() - LONG, "old");
         pending.push(0, Instant::now(), "new");
-        assert_eq!(pending.batch(8, LONG).unwrap(), ["new", "old"]);
+        assert_eq!(pending.batch(8, LONG, TopUp::FromLowerLevels).unwrap(), ["new", "old"]);
         assert!(started.elapsed() < LONG / 2, "a batch waited: {:?}", started.elapsed());
     }
 
@@ -171,7 +214,7 @@ mod tests {
             pusher.push(0, Instant::now(), "high");
         });
         let started = Instant::now();
-        assert_eq!(pending.batch(2, LONG).unwrap(), ["low", "high"]);
+        assert_eq!(pending.batch(2, LONG, TopUp::FromLowerLevels).unwrap(), ["low", "high"]);
         assert!(started.elapsed() < LONG / 2, "the batch waited for its delay: {:?}", started.elapsed());
         push.join().unwrap();
     }
@@ -181,7 +224,7 @@ mod tests {
         let pending = Pending::new(2);
         pending.push(0, Instant::now(), 1);
         let started = Instant::now();
-        assert_eq!(pending.batch(8, Duration::from_millis(30)).unwrap(), [1]);
+        assert_eq!(pending.batch(8, Duration::from_millis(30), TopUp::FromLowerLevels).unwrap(), [1]);
         assert!(started.elapsed() >= Duration::from_millis(20), "closed early: {:?}", started.elapsed());
     }
 
@@ -191,13 +234,13 @@ mod tests {
         pending.push(1, Instant::now(), 2);
         pending.push(0, Instant::now(), 1);
         pending.close();
-        assert_eq!(pending.batch(1, LONG).unwrap(), [1]);
-        assert_eq!(pending.batch(8, LONG).unwrap(), [2]);
-        assert_eq!(pending.batch(8, LONG), None);
+        assert_eq!(pending.batch(1, LONG, TopUp::FromLowerLevels).unwrap(), [1]);
+        assert_eq!(pending.batch(8, LONG, TopUp::FromLowerLevels).unwrap(), [2]);
+        assert_eq!(pending.batch(8, LONG, TopUp::FromLowerLevels), None);
         // A thread blocked on an empty queue wakes up and ends when it closes.
         let pending = Arc::new(Pending::<u8>::new(1));
         let waiter = Arc::clone(&pending);
-        let waiting = std::thread::spawn(move || waiter.batch(8, LONG));
+        let waiting = std::thread::spawn(move || waiter.batch(8, LONG, TopUp::FromLowerLevels));
         std::thread::sleep(Duration::from_millis(20));
         pending.close();
         assert_eq!(waiting.join().unwrap(), None);

@@ -3,7 +3,11 @@
 //! * `inprocess`: the sidecar's own pipeline (decode, pre-process, inference) in a loop on
 //!   one thread, no network: the limit a server can approach.
 //! * `grpc`: a closed-loop load generator for any features.v1 server (the sidecar or the
-//!   Python baseline), so both are measured by the same client.
+//!   Python baseline), so both are measured by the same client; with `--rate`, open-loop
+//!   (requests sent on a fixed schedule whatever the answers do, latency counted from the
+//!   scheduled time): online traffic at a given rate.
+//! * `bulk`: `ExtractBatch` calls back to back, at a priority, for a duration: offline
+//!   extraction saturating the server while `grpc --rate` measures the online traffic.
 //! * `otlp-sink`: an OTLP/gRPC trace receiver that counts spans and discards them, for the
 //!   sidecar with tracing on (its export is real, the collector's storage is not measured).
 //! * `span-cost`: the sidecar's spans for one request (the `telemetry` module's calls, in the
@@ -20,7 +24,7 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use switchyard_proto::features::v1::{
-    extract_realtime_request::ImageFormat, feature_extraction_service_client::FeatureExtractionServiceClient,
+    extract_batch_item, extract_realtime_request::ImageFormat, feature_extraction_service_client::FeatureExtractionServiceClient,
     ExtractRealtimeRequest,
 };
 use switchyard_sidecar::config::RuntimeConfig;
@@ -80,6 +84,30 @@ enum Command {
         /// Send each request a new sampled W3C `traceparent`, as Envoy's tracer would.
         #[arg(long)]
         traceparent: bool,
+        /// Open loop: this many requests per second on a fixed schedule (`concurrency` is
+        /// then ignored).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Value of `x-priority`, if any.
+        #[arg(long)]
+        priority: Option<String>,
+    },
+    /// `ExtractBatch` calls of `images_per_call` images, `calls` at once, back to back for
+    /// `seconds`.
+    Bulk {
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        images: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        calls: usize,
+        #[arg(long, default_value_t = 64)]
+        images_per_call: usize,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Value of `x-priority`, if any.
+        #[arg(long)]
+        priority: Option<String>,
     },
     /// Receive OTLP traces and discard them, counting spans, until stdin is closed.
     OtlpSink {
@@ -217,6 +245,111 @@ fn new_traceparent() -> String {
     format!("00-{:032x}-{:016x}-01", fastrand::u128(1..), fastrand::u64(1..))
 }
 
+type Client = FeatureExtractionServiceClient<tonic::transport::Channel>;
+
+async fn connect(target: &str) -> anyhow::Result<Client> {
+    let channel = tonic::transport::Endpoint::from_shared(target.to_string())?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to {target}: {e}"))?;
+    Ok(FeatureExtractionServiceClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
+fn with_priority<T>(mut request: tonic::Request<T>, priority: Option<&str>) -> tonic::Request<T> {
+    if let Some(v) = priority.and_then(|p| p.parse().ok()) {
+        request.metadata_mut().insert("x-priority", v);
+    }
+    request
+}
+
+/// Online traffic: `rate` requests per second on a fixed schedule, each its own task, so a
+/// slow answer never delays the next request (no coordinated omission: latency is counted
+/// from when the request was due).
+async fn open_loop(target: String, images: &Path, rate: f64, seconds: f64, warmup: f64, priority: Option<String>) -> anyhow::Result<serde_json::Value> {
+    anyhow::ensure!(rate > 0.0, "--rate must be positive");
+    let images = load_images(images)?;
+    let client = connect(&target).await?;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = tokio::time::Instant::now();
+    let measure_from = start + Duration::from_secs_f64(warmup);
+    let until = measure_from + Duration::from_secs_f64(seconds);
+    let mut calls = tokio::task::JoinSet::new();
+    let mut due = start;
+    let mut i = 0;
+    while due < until {
+        tokio::time::sleep_until(due).await;
+        let (data, format) = &images[i % images.len()];
+        let request = ExtractRealtimeRequest { request_id: i.to_string(), image_data: data.clone(), image_format: *format as i32 };
+        let request = with_priority(tonic::Request::new(request), priority.as_deref());
+        let mut client = client.clone();
+        let measured = due >= measure_from;
+        calls.spawn(async move {
+            let result = client.extract_realtime(request).await;
+            (measured, due.elapsed(), result.err().map(|s| s.code()))
+        });
+        i += 1;
+        due += interval;
+    }
+    let mut latencies = Vec::new();
+    let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
+    while let Some(call) = calls.join_next().await {
+        match call? {
+            (false, _, _) => {}
+            (true, latency, None) => latencies.push(latency.as_secs_f64() * 1e3),
+            (true, _, Some(code)) => *errors.entry(format!("{code:?}")).or_default() += 1,
+        }
+    }
+    let mut out = summary(latencies, Duration::from_secs_f64(seconds));
+    out["rate"] = json!(rate);
+    out["sent"] = json!(i);
+    out["errors"] = json!(errors);
+    Ok(out)
+}
+
+/// Offline traffic: `calls` `ExtractBatch` calls at once, each of `per_call` images, a new
+/// one as soon as one ends, until `seconds` have passed.
+async fn bulk(target: String, images: &Path, calls: usize, per_call: usize, seconds: f64, priority: Option<String>) -> anyhow::Result<serde_json::Value> {
+    let images = std::sync::Arc::new(load_images(images)?);
+    let client = connect(&target).await?;
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(seconds);
+    let mut tasks = Vec::new();
+    for caller in 0..calls {
+        let (mut client, images, priority) = (client.clone(), std::sync::Arc::clone(&images), priority.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut served, mut failed, mut calls_made) = (0usize, 0usize, 0usize);
+            while Instant::now() < until {
+                let batch: Vec<ExtractRealtimeRequest> = (0..per_call)
+                    .map(|n| {
+                        let (data, format) = &images[(caller * per_call + n) % images.len()];
+                        ExtractRealtimeRequest { request_id: n.to_string(), image_data: data.clone(), image_format: *format as i32 }
+                    })
+                    .collect();
+                let request = with_priority(tonic::Request::new(futures::stream::iter(batch)), priority.as_deref());
+                calls_made += 1;
+                match client.extract_batch(request).await {
+                    Ok(response) => {
+                        let items = response.into_inner().items;
+                        let ok = items.iter().filter(|i| matches!(i.result, Some(extract_batch_item::Result::Response(_)))).count();
+                        served += ok;
+                        failed += items.len() - ok;
+                    }
+                    Err(_) => failed += per_call,
+                }
+            }
+            (served, failed, calls_made)
+        }));
+    }
+    let (mut served, mut failed, mut calls_made) = (0, 0, 0);
+    for task in tasks {
+        let (s, f, c) = task.await?;
+        (served, failed, calls_made) = (served + s, failed + f, calls_made + c);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok(json!({"images_served": served, "images_failed": failed, "calls": calls_made, "seconds": elapsed, "images_per_s": served as f64 / elapsed}))
+}
+
 async fn grpc(
     target: String,
     images: &Path,
@@ -227,12 +360,7 @@ async fn grpc(
     traceparent: bool,
 ) -> anyhow::Result<serde_json::Value> {
     let images = std::sync::Arc::new(load_images(images)?);
-    let channel = tonic::transport::Endpoint::from_shared(target.clone())?
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to {target}: {e}"))?;
-    let client = FeatureExtractionServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let client = connect(&target).await?;
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(warmup);
     let until = measure_from + Duration::from_secs_f64(seconds);
@@ -406,13 +534,25 @@ fn main() -> anyhow::Result<()> {
                 onnxruntime,
             })?
         }
-        Command::Grpc { target, images, concurrency, seconds, warmup_seconds, pin, traceparent } => {
+        Command::Grpc { target, images, rate: Some(rate), seconds, warmup_seconds, priority, .. } => {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(open_loop(target, &images, rate, seconds, warmup_seconds, priority))?
+        }
+        Command::Grpc { target, images, concurrency, seconds, warmup_seconds, pin, traceparent, rate: None, .. } => {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?
                 .block_on(grpc(target, &images, concurrency, seconds, warmup_seconds, pin, traceparent))?
         }
+        Command::Bulk { target, images, calls, images_per_call, seconds, priority } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?
+            .block_on(bulk(target, &images, calls, images_per_call, seconds, priority))?,
         Command::SpanCost { otlp_endpoint, requests } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
