@@ -307,3 +307,109 @@ fn bad_inputs_are_named_and_nothing_written_is_lost() {
     assert!(stderr.contains("/nonexistent/images"), "{stderr}");
     assert_eq!(read_back(&out)["pyarrow"]["num_rows"], 6, "earlier rows kept");
 }
+
+/// The Spark example (examples/spark/extract_job.py) in Spark's local mode, with PyPI
+/// `pyspark` on the machine's Java, against the same sidecar: its rows equal the Rust
+/// command's, DuckDB reads its output, and Spark reads the Rust command's output.
+#[test]
+fn the_spark_example_writes_what_extract_writes_and_spark_reads_extracts_output() {
+    let python = python();
+    let probe = Command::new(&python).args(["-c", "import pyspark, pandas, grpc_tools"]).output().expect("run python");
+    assert!(probe.status.success(), "pyspark is not installed in .venv (run `cargo xtask setup`): {}", String::from_utf8_lossy(&probe.stderr));
+    let (_repo, sidecar) = start_sidecar();
+    let work = tempfile::tempdir().unwrap();
+    let images = work.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let good = real_images();
+    let mut list = String::new();
+    for (name, bytes) in &good {
+        std::fs::write(images.join(name), bytes).unwrap();
+        list += &format!("{}\n", images.join(name).display());
+    }
+    std::fs::write(images.join("notes.txt"), "not an image\n").unwrap();
+    list += &format!("{}\n{}\n", images.join("notes.txt").display(), work.path().join("missing.jpg").display());
+    let paths = work.path().join("paths.txt");
+    std::fs::write(&paths, list).unwrap();
+
+    let rust_out = work.path().join("rust-out");
+    let (code, _, stderr) = extract(&format!("http://{}", sidecar.grpc), &rust_out, &["--list", paths.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let rust = read_back(&rust_out);
+
+    let spark_out = work.path().join("spark-out");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/extract/spark_run.py");
+    // To files, not pipes: Spark writes far more to stderr than a pipe holds unread.
+    let (stdout, stderr) = (work.path().join("spark.out"), work.path().join("spark.err"));
+    let started = Instant::now();
+    let mut child = Command::new(&python)
+        .arg(script)
+        .arg(&rust_out)
+        .arg("--")
+        .args(["--paths", paths.to_str().unwrap(), "--targets", &sidecar.grpc.to_string(), "--output", spark_out.to_str().unwrap()])
+        .args(["--batch-size", "8", "--partitions", "2"])
+        .env("PYSPARK_PYTHON", &python)
+        .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("start spark_run.py");
+    // A couple of minutes at most (about one on two shared cores), or the test fails.
+    let limit = Duration::from_secs(240);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the Spark job took longer than {limit:?}: {}", std::fs::read_to_string(&stderr).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(status.success(), "spark_run.py failed: {}", std::fs::read_to_string(&stderr).unwrap_or_default());
+    let stdout = std::fs::read_to_string(&stdout).unwrap();
+    let spark: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    eprintln!(
+        "Spark: job {:.1} s (session start {:.1} s, whole script {:.1} s, wall {:.1} s)",
+        spark["job"]["seconds"].as_f64().unwrap(),
+        spark["session_seconds"].as_f64().unwrap(),
+        spark["total_seconds"].as_f64().unwrap(),
+        started.elapsed().as_secs_f64()
+    );
+    let total = good.len() + 2;
+    assert_eq!(spark["job"]["rows"], total, "{}", spark["job"]);
+    assert_eq!(spark["job"]["failed"], 2, "{}", spark["job"]);
+
+    // The job's rows are the Rust command's rows.
+    let rust_rows: HashMap<&str, &Value> = rust["duckdb"]["rows"].as_array().unwrap().iter().map(|r| (r["path"].as_str().unwrap(), r)).collect();
+    let spark_rows = spark["spark_output"].as_object().unwrap();
+    assert_eq!(spark_rows.len(), total);
+    for (path, row) in spark_rows {
+        let want = rust_rows.get(path.as_str()).unwrap_or_else(|| panic!("Spark wrote {path}, extract did not"));
+        assert_eq!(row["error_code"], want["error_code"], "{path}");
+        assert_eq!(row["model_version"], want["model_version"], "{path}");
+        assert_eq!(row["sha256"], want["sha256"], "{path}");
+        if want["error_code"].is_null() {
+            assert_close(path, "spark job", &f32s(&row["features"]), &f32s(&want["features"]));
+        }
+    }
+    // DuckDB reads the Spark job's output (model_version from its directories).
+    let duck = read_back(&spark_out);
+    assert_eq!(duck["duckdb"]["rows"].as_array().unwrap().len(), total);
+    assert!(duck["duckdb"]["rows"].as_array().unwrap().iter().all(|r| r["error_code"].is_null() == (r["features_len"] == 1280)));
+    assert_eq!(duck["pyarrow"]["model_versions"], serde_json::json!(["orientation/1"]));
+
+    // Spark reads the Rust command's output: every row, the vectors as array<float>.
+    let read = &spark["rust_output"];
+    eprintln!("Spark reads extract's output as {}", read["schema"]);
+    assert!(read["schema"].as_str().unwrap().contains("features:array<float>"), "{}", read["schema"]);
+    let rows = read["rows"].as_object().unwrap();
+    assert_eq!(rows.len(), total);
+    for (path, row) in rows {
+        let want = rust_rows[path.as_str()];
+        assert_eq!(row["model_version"], want["model_version"], "{path}");
+        if want["error_code"].is_null() {
+            assert_eq!(f32s(&row["features"]), f32s(&want["features"]), "{path}");
+        }
+    }
+}
