@@ -326,7 +326,7 @@ impl Envoy {
 
     /// Hot-restarts Envoy (started with [`EnvoyConfig::hot_restart`]): a new process takes
     /// the listening sockets over from this one, which drains its connections and exits.
-    /// Returns once the new process is live.
+    /// Returns once the new process is live with its listener.
     pub async fn hot_restart(&mut self) -> Result<(), String> {
         let config = self.config.as_ref().ok_or("this Envoy was started from a static file")?;
         if !config.hot_restart {
@@ -347,7 +347,17 @@ impl Envoy {
             let info = admin::get(self.admin_port, "/server_info").map(|r| r.body).unwrap_or_default();
             let info: Value = serde_json::from_str(&info).unwrap_or_default();
             if info["command_line_options"]["restart_epoch"] == epoch && info["state"] == "LIVE" {
-                return Ok(());
+                // Live is not serving: a new process that refused the listener it was offered
+                // is live with none, and the parent's drain then closes the only one.
+                // (Its own `/listeners`: gauges are merged with the parent's during a restart.)
+                let listeners = admin::get(self.admin_port, "/listeners?format=json").map(|r| r.body).unwrap_or_default();
+                let listeners: Value = serde_json::from_str(&listeners).unwrap_or_default();
+                let serving = listeners["listener_statuses"].as_array().is_some_and(|l| !l.is_empty());
+                return if serving {
+                    Ok(())
+                } else {
+                    Err(format!("the hot-restarted Envoy (epoch {epoch}) is live with no listener; log ends:\n{}", self.log_tail(30)))
+                };
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(format!("the hot-restarted Envoy (epoch {epoch}) was not live after 30 s; log ends:\n{}", self.log_tail(30)));

@@ -32,6 +32,9 @@ pub struct Stack {
     pub pids: Arc<Pids>,
     /// The demo's plugin configuration (what LDS pushes start from).
     pub plugin_config: Value,
+    /// The plugin configuration Envoy last accepted: what the harness, as a control plane,
+    /// offers again after a rejected push (see `events`).
+    pub accepted_config: String,
     repo: PathBuf,
     schemas: PathBuf,
     sidecar_config: PathBuf,
@@ -68,7 +71,8 @@ impl Stack {
         let pids = Arc::new(Pids::default());
         pids.envoy.store(envoy.pid(), Ordering::Relaxed);
         pids.sidecar.store(sidecar.pid(), Ordering::Relaxed);
-        let stack = Stack { envoy, sidecar: Some(sidecar), pids, plugin_config, repo, schemas, sidecar_config, _dir: dir };
+        let accepted_config = plugin_config.to_string();
+        let stack = Stack { envoy, sidecar: Some(sidecar), pids, plugin_config, accepted_config, repo, schemas, sidecar_config, _dir: dir };
         crate::eventually("the filter's first snapshot", Duration::from_secs(20), async || {
             (stack.envoy.filter_stat("switchyard.sidecar.snapshots") >= stack.envoy.snapshot_installs()).then_some(())
         })
