@@ -36,6 +36,10 @@ pub struct Args {
     /// `target/bench/sidecar.json`, the other arms' stay.
     #[arg(long)]
     priority_only: bool,
+    /// `sidecar` only: measure just the bulk-extraction arm (`switchyard-sidecar extract`
+    /// against ExtractBatch alone); its figures replace those in `target/bench/sidecar.json`.
+    #[arg(long)]
+    extract_only: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -312,6 +316,18 @@ fn sidecar(args: &Args) -> Result<()> {
         println!("wrote {}", path.display());
         return Ok(());
     }
+    if args.extract_only {
+        let (server, addr) = start_sidecar(&config, "sidecar")?;
+        let report = bulk_extract(args, &sidecar_bin, &bench_bin, &addr, &images, &out_dir)?;
+        drop(server);
+        let path = out_dir.join("sidecar.json");
+        let mut merged: Value = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_else(|| json!({"benchmark": "sidecar"}));
+        merged["extract_over_batch"] = report["extract_over_batch"].clone();
+        merged["extract"] = report;
+        write_json(&path, &merged)?;
+        println!("wrote {}", path.display());
+        return Ok(());
+    }
     let (sidecar_server, sidecar_addr) = start_sidecar(&config, "sidecar")?;
 
     // The same sidecar with tracing on, every request sampled (the load generator sends a
@@ -519,6 +535,11 @@ fn sidecar(args: &Args) -> Result<()> {
     let mut report = report;
     report["online_p99_ratio"] = priority["online_p99_ratio"].clone();
     report["priority"] = priority;
+    let (server, addr) = start_sidecar(&config, "sidecar")?;
+    let extract = bulk_extract(args, &sidecar_bin, &bench_bin, &addr, &images, &out_dir)?;
+    drop(server);
+    report["extract_over_batch"] = extract["extract_over_batch"].clone();
+    report["extract"] = extract;
     let path: PathBuf = out_dir.join("sidecar.json");
     write_json(&path, &report)?;
     println!("wrote {}", path.display());
@@ -630,4 +651,73 @@ fn priority(
 
 fn write_json(path: &Path, value: &Value) -> Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(value)? + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// Bulk extraction against the sidecar's own bulk throughput, round by round on one sidecar:
+/// `ExtractBatch` calls alone (the bench's `bulk`: images already in memory, nothing written)
+/// and `switchyard-sidecar extract` over a directory of as many images as that rate serves in
+/// `--seconds` (reading, hashing, writing Parquet, start-up included), both with 32 images a
+/// call, 2 calls in flight, at `x-priority: low`. `extract_over_batch` = the median of the
+/// rounds' ratios (target >= 0.9).
+fn bulk_extract(args: &Args, sidecar_bin: &Path, bench_bin: &Path, addr: &str, images: &Path, out_dir: &Path) -> Result<Value> {
+    const PER_CALL: usize = 32;
+    const CALLS: usize = 2;
+    let target = format!("http://{addr}");
+    let alone = || -> Result<Value> {
+        json_line(Command::new(bench_bin).args(["bulk", "--target", &target, "--images"]).arg(images).args([
+            "--calls",
+            &CALLS.to_string(),
+            "--images-per-call",
+            &PER_CALL.to_string(),
+            "--seconds",
+            &args.seconds.to_string(),
+            "--priority",
+            "low",
+        ]))
+    };
+    // Sized from a first measurement, so both arms run about as long.
+    let rate = alone()?["images_per_s"].as_f64().context("no images_per_s from bench bulk")?;
+    let count = ((rate * args.seconds) as usize).max(4 * PER_CALL);
+    let dir = out_dir.join("extract-images");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let sources: Vec<PathBuf> = std::fs::read_dir(images)?.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>()?;
+    for i in 0..count {
+        let source = &sources[i % sources.len()];
+        let name = format!("{i:06}-{}", source.file_name().and_then(|n| n.to_str()).unwrap_or("image"));
+        std::fs::copy(source, dir.join(name))?;
+    }
+    let mut runs = Vec::new();
+    for round in 1..=args.rounds {
+        eprintln!("bench sidecar: extract round {round}/{} ({count} images)", args.rounds);
+        let batch = alone()?;
+        let output = out_dir.join("extract-out");
+        let _ = std::fs::remove_dir_all(&output);
+        let extract = json_line(
+            Command::new(sidecar_bin)
+                .args(["extract", "--target", &target, "--dir"])
+                .arg(&dir)
+                .arg("--output")
+                .arg(&output)
+                .args(["--batch-size", &PER_CALL.to_string(), "--concurrency", &CALLS.to_string(), "--no-progress"]),
+        )?;
+        if extract["failed"].as_u64() != Some(0) || extract["rows_written"].as_u64() != Some(count as u64) {
+            bail!("extract did not write every image: {extract}");
+        }
+        let ratio = extract["images_per_s"].as_f64().unwrap_or(0.0) / batch["images_per_s"].as_f64().unwrap_or(f64::NAN);
+        runs.push(json!({"batch_alone": batch, "extract": extract, "ratio": ratio}));
+    }
+    let ratio = median(&mut runs.iter().filter_map(|r| r["ratio"].as_f64()).collect::<Vec<_>>());
+    let pick = |arm: &str| median(&mut runs.iter().filter_map(|r| r[arm]["images_per_s"].as_f64()).collect::<Vec<_>>());
+    let (alone_rate, extract_rate) = (pick("batch_alone"), pick("extract"));
+    println!("extract_over_batch = {ratio:.2}  (switchyard-sidecar extract {extract_rate:.1} images/s ÷ ExtractBatch alone {alone_rate:.1}; target >= 0.90)");
+    Ok(json!({
+        "extract_over_batch": ratio,
+        "extract_images_per_s": extract_rate,
+        "batch_alone_images_per_s": alone_rate,
+        "images": count,
+        "images_per_call": PER_CALL,
+        "calls_in_flight": CALLS,
+        "runs": runs,
+    }))
 }
