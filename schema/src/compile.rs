@@ -108,6 +108,8 @@ struct Opened {
     texts: HashMap<String, String>,
     /// Lowered editions files, with the column edits of those lowered from text.
     lowered: HashMap<String, (Edition, Option<Edits>)>,
+    /// The text protox parsed for each file lowered from text (its positions are in it).
+    lowered_texts: HashMap<String, String>,
     refused: Option<LoadError>,
 }
 
@@ -120,7 +122,9 @@ impl Compilation {
             Ok(None) => File::from_source(name, text),
             Ok(Some(lowered)) => {
                 opened.lowered.insert(name.to_owned(), (lowered.edition, Some(lowered.edits)));
-                File::from_source(name, &lowered.text)
+                let file = File::from_source(name, &lowered.text);
+                opened.lowered_texts.insert(name.to_owned(), lowered.text);
+                file
             }
             Err(e) => {
                 let err = LoadError {
@@ -169,8 +173,11 @@ impl Compilation {
         }
         let mut err = from_protox(err);
         if let (Some(file), Some(line), Some(column)) = (&err.file, err.line, err.column) {
-            if let Some((_, Some(edits))) = opened.lowered.get(file) {
-                err.column = Some(edits.original(line - 1, column - 1) + 1);
+            if let (Some((_, Some(edits))), Some(lowered), Some(original)) =
+                (opened.lowered.get(file), opened.lowered_texts.get(file), opened.texts.get(file))
+            {
+                let (line, column) = source::original_shown_position(original, lowered, edits, line, column);
+                (err.line, err.column) = (Some(line), Some(column));
             }
         }
         err

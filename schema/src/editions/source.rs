@@ -16,7 +16,7 @@ pub(crate) struct LoweredSource {
     pub(crate) edits: Edits,
 }
 
-/// A refusal found in the text, with its 1-based position.
+/// A refusal found in the text, with its 1-based position as shown (see [`shown_position`]).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct SourceError {
     pub(crate) line: u32,
@@ -24,8 +24,12 @@ pub(crate) struct SourceError {
     pub(crate) message: String,
 }
 
-/// Column changes, each within one line: at original `column` (0-based, in characters),
-/// `removed` characters became `inserted` ones.
+/// Column changes, each within one line: at original `column` (0-based, in bytes),
+/// `removed` bytes became `inserted` ones.
+///
+/// Lines and columns here are those of protox's source info: lines end at `\n` only, columns
+/// count bytes. Errors are shown otherwise (a lone `\r` ends a line too, as in miette and
+/// editors): [`original_shown_position`] converts.
 #[derive(Debug, Default)]
 pub(crate) struct Edits(Vec<Edit>);
 
@@ -85,7 +89,7 @@ struct Token<'a> {
     text: &'a str,
     /// Byte offset in the file.
     offset: usize,
-    /// 0-based line and column (characters).
+    /// 0-based line (ended by `\n`) and column (bytes).
     line: u32,
     column: u32,
 }
@@ -99,12 +103,9 @@ impl Token<'_> {
         self.kind == Kind::Ident && self.text == w
     }
 
-    fn error(&self, message: impl Into<String>) -> SourceError {
-        SourceError {
-            line: self.line + 1,
-            column: self.column + 1,
-            message: message.into(),
-        }
+    /// A refusal at this token; its position is made a shown one by [`lower`].
+    fn error(&self, message: impl Into<String>) -> Refusal {
+        Refusal { offset: self.offset, message: message.into() }
     }
 }
 
@@ -119,7 +120,7 @@ fn tokens(text: &str) -> Vec<Token<'_>> {
             *line += 1;
             *column = 0;
         } else {
-            *column += 1;
+            *column += c.len_utf8() as u32;
         }
     };
     while let Some(&(offset, c)) = chars.peek() {
@@ -233,8 +234,21 @@ fn label_refusal(label: &str) -> String {
 const GROUP_REFUSAL: &str = "group syntax is not allowed under editions; declare the message and give the \
                              field `[features.message_encoding = DELIMITED]`";
 
+/// A refusal at a byte offset of the text.
+struct Refusal {
+    offset: usize,
+    message: String,
+}
+
 /// Lowers `text` if it is an editions file; `Ok(None)` for proto2/proto3 files.
 pub(crate) fn lower(text: &str) -> Result<Option<LoweredSource>, SourceError> {
+    lower_tokens(text).map_err(|r| {
+        let (line, column) = shown_position(text, r.offset);
+        SourceError { line, column, message: r.message }
+    })
+}
+
+fn lower_tokens(text: &str) -> Result<Option<LoweredSource>, Refusal> {
     let tokens = tokens(text);
     let Some(first) = tokens.first() else { return Ok(None) };
     if !first.is_word("edition") {
@@ -262,7 +276,7 @@ pub(crate) fn lower(text: &str) -> Result<Option<LoweredSource>, SourceError> {
     edits.push(Edit {
         line: first.line,
         column: first.column,
-        removed: text.get(first.offset..statement_end).map_or(0, |s| s.chars().count() as u32),
+        removed: statement_end.saturating_sub(first.offset) as u32,
         inserted: replacement.len() as u32,
     });
 
@@ -380,7 +394,7 @@ fn quote_reserved_names<'a>(
     start: usize,
     replacements: &mut Vec<(usize, usize, &'a str)>,
     edits: &mut Vec<Edit>,
-) -> Result<usize, SourceError> {
+) -> Result<usize, Refusal> {
     let mut i = start + 1;
     while let Some(t) = tokens.get(i) {
         i += 1;
@@ -397,7 +411,7 @@ fn quote_reserved_names<'a>(
                 edits.push(Edit { line: t.line, column: t.column, removed: 0, inserted: 1 });
                 let end = t.offset + t.text.len();
                 replacements.push((end, end, "\""));
-                edits.push(Edit { line: t.line, column: t.column + t.text.chars().count() as u32, removed: 0, inserted: 1 });
+                edits.push(Edit { line: t.line, column: t.column + t.text.len() as u32, removed: 0, inserted: 1 });
             }
             _ => {}
         }
@@ -423,6 +437,65 @@ fn skip_statement(tokens: &[Token<'_>], mut i: usize) -> usize {
         }
     }
     i
+}
+
+/// The 1-based line and column of byte `offset` as errors show it, the way miette (protox's
+/// errors) and editors count: a line ends at `\n`, `\r\n` or a lone `\r`; columns count bytes.
+pub(crate) fn shown_position(text: &str, offset: usize) -> (u32, u32) {
+    let bytes = text.as_bytes();
+    let before = bytes.get(..offset).unwrap_or(bytes);
+    let (mut line, mut line_start) = (1u32, 0usize);
+    let mut i = 0;
+    while let Some(&b) = before.get(i) {
+        if b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')) {
+            line += 1;
+            line_start = i + 1;
+        }
+        i += 1;
+    }
+    (line, (before.len() - line_start) as u32 + 1)
+}
+
+/// The byte offset of a 1-based `(line, column)` as [`shown_position`] counts them.
+fn shown_offset(text: &str, line: u32, column: u32) -> usize {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut at = 1u32;
+    let mut i = 0;
+    while at < line {
+        let Some(&b) = bytes.get(i) else { break };
+        if b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')) {
+            at += 1;
+            start = i + 1;
+        }
+        i += 1;
+    }
+    (start + column.saturating_sub(1) as usize).min(bytes.len())
+}
+
+/// `(line, column)`, 0-based, of byte `offset` as source info counts them (lines end at `\n`).
+fn info_position(text: &str, offset: usize) -> (u32, u32) {
+    let before = text.as_bytes().get(..offset).unwrap_or(text.as_bytes());
+    let line = before.iter().filter(|&&b| b == b'\n').count() as u32;
+    let start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    (line, (before.len() - start) as u32)
+}
+
+/// The byte offset of a 0-based source-info `(line, column)`.
+fn info_offset(text: &str, line: u32, column: u32) -> usize {
+    let start = if line == 0 {
+        0
+    } else {
+        text.match_indices('\n').nth(line as usize - 1).map_or(text.len(), |(i, _)| i + 1)
+    };
+    (start + column as usize).min(text.len())
+}
+
+/// A position protox showed in the lowered text, shown in the original one: lowering keeps
+/// `\n`-lines, so the column is mapped back on its line and the result shown as written.
+pub(crate) fn original_shown_position(original: &str, lowered: &str, edits: &Edits, line: u32, column: u32) -> (u32, u32) {
+    let (info_line, info_column) = info_position(lowered, shown_offset(lowered, line, column));
+    shown_position(original, info_offset(original, info_line, edits.original(info_line, info_column)))
 }
 
 /// Rewrites a compiled file's `source_code_info` (field 9) from lowered to original
@@ -522,7 +595,7 @@ mod tests {
         assert_eq!(lowered.edits.original(3, 4), 2, "inside the inserted label");
         assert!(lowered.edits.is_inserted(3, 2));
         assert!(!lowered.edits.is_inserted(3, 11));
-        // After the rewritten edition statement (17 characters became 17).
+        // After the rewritten edition statement (17 bytes became 17).
         assert_eq!(lowered.edits.original(0, 17), 16);
     }
 
@@ -546,6 +619,31 @@ mod tests {
         assert_eq!((err.line, err.column), (3, 12));
         assert!(err.message.contains("DELIMITED"));
         assert!(lower("edition = 2023;\n").is_err());
+    }
+
+    #[test]
+    fn positions_are_shown_as_editors_count_lines_and_in_bytes() {
+        // A lone `\r` ends a line where errors are shown (miette, editors), not in source info.
+        let text = "edition = \"2023\";\n// a comment\rwith a lone CR\nmessage M {\n  optional int32 a = 1;\n}\n";
+        let err = lower(text).unwrap_err();
+        assert_eq!((err.line, err.column), (5, 3));
+        // Columns count bytes: `é` is two.
+        let err = lower("edition = \"2023\";\nmessage M { /* é */ optional int32 a = 1; }\n").unwrap_err();
+        assert_eq!((err.line, err.column), (2, 22));
+        assert_eq!(shown_position("a\r\nb\rc\nd", 6), (3, 2));
+        assert_eq!(shown_offset("a\r\nb\rc\nd", 3, 2), 6);
+    }
+
+    #[test]
+    fn a_position_in_the_lowered_text_is_shown_where_it_was_written() {
+        let original = "edition = \"2023\";\n// x\ry\nmessage M { /* é */ int32 a = 1x; }\n";
+        let lowered = lower(original).unwrap().unwrap();
+        // protox shows `1x` (line 4 as shown, after the lone CR) in the lowered text.
+        let at = lowered.text.find("1x").unwrap();
+        let (line, column) = shown_position(&lowered.text, at);
+        assert_eq!(line, 4);
+        let shown = original_shown_position(original, &lowered.text, &lowered.edits, line, column);
+        assert_eq!(shown, shown_position(original, original.find("1x").unwrap()));
     }
 
     #[test]
@@ -581,7 +679,7 @@ mod tests {
                     if let Ok(Some(lowered)) = lower(&mutated) {
                         // Every original column maps back inside its line.
                         for (line, text) in lowered.text.lines().enumerate() {
-                            let _ = lowered.edits.original(line as u32, text.chars().count() as u32);
+                            let _ = lowered.edits.original(line as u32, text.len() as u32);
                         }
                     }
                 }
