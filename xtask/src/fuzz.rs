@@ -2,7 +2,8 @@
 //! cargo-fuzz on the stable toolchain (`--sanitizer none`), every target by default, as many
 //! at once as there are cores (the next target starts as soon as one ends). Writes
 //! `target/fuzz/report.json`:
-//! `{"targets": {"<name>": {"execs", "crashes", "corpus", "seconds"}}}`.
+//! `{"targets": {"<name>": {"execs", "crashes", "corpus", "seconds"}}}`, each target's latest
+//! run (a run of some targets keeps the others' figures).
 //!
 //! Each target grows its corpus in `target/fuzz/corpus/<target>` from the committed seeds
 //! (`fuzz/seeds/<target>`); crashes land in `target/fuzz/artifacts/<target>`. A crash, once
@@ -74,7 +75,8 @@ pub fn run(args: Args) -> Result<()> {
     let out = paths::root().join("target/fuzz");
     let budget = Budget::of(&args);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let mut report = serde_json::Map::new();
+    // Each target's latest run: targets not run this time keep the figures of their last one.
+    let mut report = previous_report(&out);
     let mut waiting = targets.iter();
     let mut running: Vec<(&str, Child, Instant, SystemTime)> = Vec::new();
     loop {
@@ -104,7 +106,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     let report = write_report(&out, &report)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
-    let crashed: Vec<&String> = report["targets"].as_object().into_iter().flatten().filter(|(_, v)| v["crashes"] != 0).map(|(k, _)| k).collect();
+    let crashed: Vec<&String> = report["targets"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| targets.contains(&k.as_str()) && v["crashes"] != 0)
+        .map(|(k, _)| k)
+        .collect();
     if !crashed.is_empty() {
         bail!("crashes in {crashed:?}: see target/fuzz/artifacts/<target>/ (reproduce with `fuzz/targets/target/x86_64-unknown-linux-gnu/release/<target> <file>`)");
     }
@@ -133,6 +141,12 @@ fn targets() -> Result<Vec<String>> {
         bail!("no [[bin]] targets in {}", path.display());
     }
     Ok(names)
+}
+
+fn previous_report(out: &Path) -> serde_json::Map<String, Value> {
+    let text = std::fs::read(out.join("report.json")).unwrap_or_default();
+    let report: Value = serde_json::from_slice(&text).unwrap_or_default();
+    report["targets"].as_object().cloned().unwrap_or_default()
 }
 
 fn write_report(out: &Path, targets: &serde_json::Map<String, Value>) -> Result<Value> {
