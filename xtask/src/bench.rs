@@ -550,6 +550,9 @@ fn sidecar(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Starts a sidecar with a config file; its process and gRPC address.
+type StartSidecar<'a> = dyn Fn(&Path, &'static str) -> Result<(Server, String)> + 'a;
+
 /// Online requests per second in the priority arm: a light online load, well under what the
 /// sidecar serves, so its p99 alone is the model's latency rather than queueing.
 const ONLINE_RATE: f64 = 25.0;
@@ -561,7 +564,7 @@ const ONLINE_RATE: f64 = 25.0;
 /// rounds' ratios.
 fn priority(
     args: &Args,
-    start_sidecar: &dyn Fn(&Path, &'static str) -> Result<(Server, String)>,
+    start_sidecar: &StartSidecar<'_>,
     bench_bin: &Path,
     images: &Path,
     out_dir: &Path,
