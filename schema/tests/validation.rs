@@ -134,6 +134,8 @@ fn structural_violations_carry_field_paths() {
     one(&check(&[1 << 3 | 2, 2, 0xc3, 0x28]), ViolationKind::InvalidUtf8, "request_id");
     // An end-group marker nobody opened.
     one(&check(&[5 << 3 | 4]), ViolationKind::GroupMismatch, "");
+    // ... and one for a declared field is reported at that field (found by fuzzing).
+    one(&check(&[2 << 3 | 4]), ViolationKind::GroupMismatch, "image_data");
     // Too large for the policy.
     let small = Policy {
         max_bytes: 4,

@@ -35,10 +35,14 @@ pub fn payload(data: &[u8]) {
 
     match DynamicMessage::decode(message.clone(), payload) {
         Ok(decoded) => {
-            // prost-reflect 0.16.5 reads a map field sent with another wire type as if it were
-            // length-delimited (prost's generated code, the sidecar's, refuses it): from there
-            // on the two parses are of different bytes, and the validator's is the right one.
-            let lenient_map = |x: &Violation| x.kind == ViolationKind::WrongWireType && field_at(message, &x.path).is_some_and(|f| f.is_map());
+            // prost-reflect 0.16.5 reads a map field sent with another wire type (an end-group
+            // marker included) as if it were length-delimited (prost's generated code, the
+            // sidecar's, refuses it): from there on the two parses are of different bytes, and
+            // the validator's is the right one.
+            let lenient_map = |x: &Violation| {
+                matches!(x.kind, ViolationKind::WrongWireType | ViolationKind::GroupMismatch)
+                    && field_at(message, &x.path).is_some_and(|f| f.is_map())
+            };
             if v.violations.iter().any(lenient_map) {
                 return;
             }

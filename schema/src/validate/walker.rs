@@ -128,9 +128,11 @@ impl<'a> Walker<'a> {
                 if group == Some(number) {
                     break;
                 }
+                // At a declared field's path when it is one: which field was sent wrongly.
+                let name = descriptor.get_field(number).map(|f| f.name().to_owned());
                 self.report(
                     ViolationKind::GroupMismatch,
-                    None,
+                    name.as_deref(),
                     field_start,
                     format!("end-group marker for field {number} without a matching start"),
                 );
