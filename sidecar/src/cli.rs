@@ -141,6 +141,13 @@ pub struct ServeArgs {
     /// [config: tracing.otlp_endpoint; default none: tracing off].
     #[arg(long)]
     pub otlp_endpoint: Option<String>,
+    /// Turn the feature cache on [config: cache.enabled; default off].
+    #[arg(long)]
+    pub cache: bool,
+    /// Share the feature cache through this Redis, `redis://host:port/db`; turns the cache on
+    /// [config: cache.redis; default none: in-process only].
+    #[arg(long)]
+    pub cache_redis: Option<String>,
 }
 
 impl ServeArgs {
@@ -204,6 +211,13 @@ impl ServeArgs {
         }
         if self.require_provider {
             c.runtime.require_provider = true;
+        }
+        if let Some(url) = &self.cache_redis {
+            c.cache.redis = Some(url.clone());
+            c.cache.enabled = true;
+        }
+        if self.cache {
+            c.cache.enabled = true;
         }
         c.validate()?;
         Ok(c)
@@ -316,6 +330,22 @@ mod tests {
         assert_eq!(c.repository.default_model.as_deref(), Some("m"));
         assert_eq!(c.models["m"].default_version.as_deref(), Some("canary"));
         assert_eq!(c.batching.priority.levels, 1);
+    }
+
+    #[test]
+    fn cache_flags_turn_the_cache_on() {
+        let config = |args: &[&str]| {
+            let cli = Cli::parse_from(["x", "serve"].iter().chain(args));
+            let Command::Serve(args) = cli.command else { panic!("not serve") };
+            args.config()
+        };
+        assert!(!config(&[]).unwrap().cache.enabled);
+        assert!(config(&["--cache"]).unwrap().cache.enabled);
+        let c = config(&["--cache-redis", "redis://127.0.0.1:6379/1"]).unwrap();
+        assert!(c.cache.enabled);
+        assert_eq!(c.cache.redis.as_deref(), Some("redis://127.0.0.1:6379/1"));
+        let err = config(&["--cache-redis", "localhost:6379"]).unwrap_err().to_string();
+        assert!(err.contains("`cache.redis`"), "{err}");
     }
 
     #[test]

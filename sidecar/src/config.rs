@@ -65,6 +65,90 @@ pub struct Config {
     /// What bounds a client that opens connections or streams and does nothing with them, and
     /// a flood on the HTTP ports (`[limits]`, see `listener`).
     pub limits: LimitsConfig,
+    /// The feature cache (`[cache]`, see `cache`): off unless `enabled`.
+    pub cache: CacheConfig,
+}
+
+/// The feature cache: answers for images already seen by the same model file with the same
+/// settings, from memory and optionally from a Redis shared by several sidecars.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Off by default: a cached answer is only as fresh as its key (see `cache::key`).
+    pub enabled: bool,
+    /// Bound of the in-process tier, in bytes (feature vectors, scores and keys); `0`: no
+    /// in-process tier (Redis only).
+    pub max_bytes: u64,
+    /// A Redis shared by several sidecars, `redis://[user:password@]host[:port][/db]`.
+    /// Absent: in-process only.
+    pub redis: Option<String>,
+    /// The longest a request waits for Redis, in milliseconds; past it the request goes on
+    /// without the cache.
+    pub redis_timeout_ms: u64,
+    /// How long Redis keeps an entry, in seconds.
+    pub ttl_seconds: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { enabled: false, max_bytes: 256 << 20, redis: None, redis_timeout_ms: 50, ttl_seconds: 86_400 }
+    }
+}
+
+impl CacheConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_bytes > 1 << 40 {
+            return Err(invalid("cache.max_bytes", format!("must be at most 1 TiB (1099511627776); got {}", self.max_bytes)));
+        }
+        if let Some(url) = &self.redis {
+            check_redis_url(url).map_err(|why| invalid("cache.redis", format!("{why}; got {:?}", redact_url(url))))?;
+        } else if self.enabled && self.max_bytes == 0 {
+            return Err(invalid("cache.max_bytes", "is 0 and there is no `cache.redis`: the cache would hold nothing"));
+        }
+        if !(1..=10_000).contains(&self.redis_timeout_ms) {
+            return Err(invalid("cache.redis_timeout_ms", format!("must be in 1..=10000; got {}", self.redis_timeout_ms)));
+        }
+        if !(1..=31_536_000).contains(&self.ttl_seconds) {
+            return Err(invalid("cache.ttl_seconds", format!("must be in 1..=31536000 (a second to a year); got {}", self.ttl_seconds)));
+        }
+        Ok(())
+    }
+}
+
+/// A Redis URL this build can reach: `redis://`, parsed as the client parses it (no TLS
+/// client is compiled in, as for `tracing.otlp_endpoint`).
+fn check_redis_url(url: &str) -> Result<(), String> {
+    const SHAPE: &str = "must be a URL like `redis://127.0.0.1:6379/0`";
+    match url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase()) {
+        Some(scheme) if scheme == "redis" => {}
+        Some(scheme) if scheme == "rediss" => {
+            return Err("must be `redis://` (this build has no TLS client: reach a TLS Redis through a local tunnel)".into())
+        }
+        _ => return Err(SHAPE.into()),
+    }
+    let parsed = redis::parse_redis_url(url).ok_or_else(|| SHAPE.to_string())?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{SHAPE} (no host)"));
+    }
+    // What the client itself refuses (a database that is not a number, a wildcard host, …).
+    redis::Client::open(url).map(|_| ()).map_err(|e| format!("{SHAPE} ({e})"))
+}
+
+/// `url` with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match redis::parse_redis_url(url) {
+        Some(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Some(_) => url.to_string(),
+        // Unparsable: whatever precedes an `@` may hold credentials.
+        None => match (url.split_once("://"), url.rsplit_once('@')) {
+            (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
+            (None, Some((_, host))) => format!("***@{host}"),
+            _ => url.to_string(),
+        },
+    }
 }
 
 /// Connection and request limits of every listener (see `listener`).
@@ -251,6 +335,7 @@ impl Default for Config {
             confluent: None,
             tracing: TracingConfig::default(),
             limits: LimitsConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -661,6 +746,7 @@ impl Config {
         }
         self.tracing.validate()?;
         self.limits.validate()?;
+        self.cache.validate()?;
         for (name, policy) in &self.models {
             let field = |f: &str| format!("models.{name}.{f}");
             match &policy.versions {
@@ -823,6 +909,41 @@ mod tests {
         assert!(check("[batching.priority]\nlow = [\"\"]\n").contains("`batching.priority.low`"));
         let err = toml::from_str::<Config>("[batching.priority]\nlevel = 2\n").unwrap_err().to_string();
         assert!(err.contains("unknown field `level`"), "{err}");
+    }
+
+    #[test]
+    fn the_cache_is_off_by_default_and_checked_when_set() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c.cache, CacheConfig::default());
+        assert!(!c.cache.enabled);
+        let c: Config = toml::from_str("[cache]\nenabled = true\nmax_bytes = 1048576\nredis = \"redis://:pw@127.0.0.1:6380/2\"\nredis_timeout_ms = 20\nttl_seconds = 60\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.cache.max_bytes, c.cache.redis_timeout_ms, c.cache.ttl_seconds), (1 << 20, 20, 60));
+        let check = |toml: &str| toml::from_str::<Config>(toml).unwrap().validate().unwrap_err().to_string();
+        for url in ["127.0.0.1:6379", "http://127.0.0.1:6379", "redis://", "redis://127.0.0.1:6379/db", "redis://127.0.0.1:notaport", "unix:///tmp/redis.sock"] {
+            let err = check(&format!("[cache]\nredis = {url:?}\n"));
+            assert!(err.starts_with("invalid configuration: `cache.redis`") && err.contains("redis://127.0.0.1:6379/0"), "{url}: {err}");
+        }
+        let err = check("[cache]\nredis = \"rediss://cache.internal:6380\"\n");
+        assert!(err.contains("`cache.redis`") && err.contains("no TLS client"), "{err}");
+        // A password is never echoed back.
+        let err = check("[cache]\nredis = \"redis://:s3cret@127.0.0.1:6379/x\"\n");
+        assert!(err.contains("`cache.redis`") && !err.contains("s3cret") && err.contains("***"), "{err}");
+        assert!(check("[cache]\nmax_bytes = 1099511627777\n").contains("`cache.max_bytes` must be at most 1 TiB"));
+        assert!(check("[cache]\nenabled = true\nmax_bytes = 0\n").contains("`cache.max_bytes` is 0 and there is no `cache.redis`"));
+        toml::from_str::<Config>("[cache]\nenabled = true\nmax_bytes = 0\nredis = \"redis://127.0.0.1\"\n").unwrap().validate().unwrap();
+        assert!(check("[cache]\nredis_timeout_ms = 0\n").contains("`cache.redis_timeout_ms` must be in 1..=10000; got 0"));
+        assert!(check("[cache]\nttl_seconds = 0\n").contains("`cache.ttl_seconds`"));
+        let err = toml::from_str::<Config>("[cache]\nredis_url = \"redis://a\"\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `redis_url`"), "{err}");
+    }
+
+    #[test]
+    fn redis_urls_lose_their_password_in_messages() {
+        assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        assert_eq!(redact_url("redis://user:pw@h:1/0"), "redis://user:***@h:1/0");
+        assert_eq!(redact_url("redis://user:pw@h:notaport"), "redis://***@h:notaport");
+        assert_eq!(redact_url("nonsense"), "nonsense");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod batch;
+pub(crate) mod cache;
 pub mod chaos;
 pub mod cli;
 pub mod config;

@@ -50,6 +50,21 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLookupLabels {
+    pub model: String,
+    pub version: String,
+    /// `memory` or `redis`.
+    pub tier: String,
+    /// `hit` or `miss`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn seconds() -> Histogram {
@@ -185,6 +200,27 @@ impl Metrics {
         }
     }
 
+    /// Registers the feature cache's metrics (only when the cache is on, so a sidecar without
+    /// it shows none).
+    pub fn register_cache(&mut self) -> CacheMetrics {
+        let metrics = CacheMetrics::default();
+        let registry = &mut self.registry;
+        registry.register(
+            "cache_lookups",
+            "Feature cache lookups by tier (memory, then redis) and result (hit, miss); a Redis skipped while it is down is not counted",
+            metrics.lookups.clone(),
+        );
+        registry.register("cache_evictions", "Entries the in-process tier dropped (or refused) to stay within cache.max_bytes", metrics.evictions.clone());
+        registry.register(
+            "cache_redis_errors",
+            "Redis failures by kind (connect, timeout, command, corrupt); each one degraded to no shared cache, never a failed request",
+            metrics.redis_errors.clone(),
+        );
+        registry.register("cache_bytes", "Bytes held by the in-process tier", metrics.bytes.clone());
+        registry.register("cache_entries", "Entries held by the in-process tier", metrics.entries.clone());
+        metrics
+    }
+
     /// A request that failed before a model version was chosen (e.g. an unknown version).
     pub fn unrouted(&self, status: tonic::Code) {
         self.requests
@@ -233,6 +269,34 @@ impl VersionMetrics {
                 status: code_name(status),
             })
             .inc();
+    }
+}
+
+/// The feature cache's metrics (see `cache`).
+#[derive(Clone, Default)]
+pub struct CacheMetrics {
+    lookups: Family<CacheLookupLabels, Counter>,
+    pub evictions: Counter,
+    redis_errors: Family<KindLabels, Counter>,
+    pub bytes: Gauge,
+    pub entries: Gauge,
+}
+
+impl CacheMetrics {
+    /// One lookup of `model`/`version`'s key in `tier`.
+    pub fn lookup(&self, model: &str, version: u64, tier: &str, hit: bool) {
+        let labels = CacheLookupLabels {
+            model: model.to_owned(),
+            version: version.to_string(),
+            tier: tier.to_owned(),
+            result: if hit { "hit" } else { "miss" }.to_owned(),
+        };
+        self.lookups.get_or_create(&labels).inc();
+    }
+
+    /// One Redis failure: `connect`, `timeout`, `command` or `corrupt`.
+    pub fn redis_error(&self, kind: &str) {
+        self.redis_errors.get_or_create(&KindLabels { kind: kind.to_owned() }).inc();
     }
 }
 

@@ -5,6 +5,7 @@
 //! scripts and tests: `{"event":"ready","grpc":"127.0.0.1:50051","admin":"127.0.0.1:9464"}`.
 
 use crate::admin::{self, Admin};
+use crate::cache::Cache;
 use crate::chaos::Chaos;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -94,7 +95,16 @@ impl Sidecar {
             .await?
             .map_err(anyhow::Error::msg)?;
         let runtime = Arc::new(runtime);
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        // The feature cache (`[cache]`): its metrics only when it is on.
+        let cache_metrics = if config.cache.enabled { metrics.register_cache() } else { Default::default() };
+        let limits = crate::preprocess::Limits {
+            max_bytes: config.max_image_bytes,
+            max_side: config.max_image_side,
+            max_pixels: config.max_image_pixels,
+        };
+        let cache = Cache::new(&config.cache, limits, cache_metrics).map_err(anyhow::Error::msg)?.map(Arc::new);
+        let metrics = Arc::new(metrics);
         let (health, health_service) = tonic_health::server::health_reporter();
         let reloader = Arc::new(Reloader::new(
             Arc::clone(&runtime),
@@ -115,7 +125,14 @@ impl Sidecar {
             None
         };
 
-        let report = reloader.reload("startup").await;
+        // Redis (if any) connects while the models load; one that does not answer is logged,
+        // naming it, and the sidecar starts without it.
+        let connecting = async {
+            if let Some(cache) = &cache {
+                cache.connect().await;
+            }
+        };
+        let (report, ()) = tokio::join!(reloader.reload("startup"), connecting);
         if models.routing().versions.is_empty() && config.repository.required {
             let mut why: Vec<String> = report.errors.clone();
             why.extend(report.rejected.iter().map(|r| format!("{}: {}", r.name, r.error)));
@@ -134,7 +151,7 @@ impl Sidecar {
             Some(endpoint) => Some(Arc::new(Telemetry::start(endpoint, &config.tracing)?)),
             None => None,
         };
-        let extractor = Extractor::new(Arc::clone(&models), Arc::clone(&chaos), Arc::clone(&metrics), &config, telemetry.clone());
+        let extractor = Extractor::new(Arc::clone(&models), Arc::clone(&chaos), Arc::clone(&metrics), &config, telemetry.clone(), cache);
         // Room above the image cap for the other fields, so an oversized image still gets
         // the precise INVALID_ARGUMENT rather than tonic's generic length error.
         let max_message = config.max_image_bytes.saturating_mul(2).saturating_add(1 << 20);

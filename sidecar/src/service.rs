@@ -1,8 +1,9 @@
 //! `features.v1.FeatureExtractionService`: resolve the version and the priority level,
-//! admit, pre-process on the blocking pool, queue for a batch, answer. Each stage is a span
-//! when tracing is on.
+//! look the image up in the feature cache (when on), admit, pre-process on the blocking
+//! pool, queue for a batch, answer. Each stage is a span when tracing is on.
 
 use crate::batch::Job;
+use crate::cache::{self, Cache, Features, Source};
 use crate::chaos::Chaos;
 use crate::config::Config;
 use crate::metrics::{Metrics, VersionMetrics};
@@ -18,6 +19,7 @@ use switchyard_proto::features::v1::{
     ExtractBatchItem, ExtractBatchResponse, ExtractError, ExtractRealtimeRequest, ExtractRealtimeResponse,
 };
 use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
+use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 /// The gRPC service name, also reported by `grpc.health.v1`.
@@ -47,6 +49,8 @@ struct Shared {
     lower_level_turns: Vec<Semaphore>,
     /// `None` when tracing is off.
     telemetry: Option<Arc<Telemetry>>,
+    /// `None` when the feature cache is off.
+    cache: Option<Arc<Cache>>,
 }
 
 impl Shared {
@@ -68,8 +72,15 @@ enum Admit {
 
 impl Extractor {
     /// The service under `config` (its image limits, version header and priority levels);
-    /// `telemetry`: `None` when tracing is off.
-    pub fn new(models: Arc<ModelSet>, chaos: Arc<Chaos>, metrics: Arc<Metrics>, config: &Config, telemetry: Option<Arc<Telemetry>>) -> Self {
+    /// `telemetry`: `None` when tracing is off; `cache`: `None` when the feature cache is off.
+    pub(crate) fn new(
+        models: Arc<ModelSet>,
+        chaos: Arc<Chaos>,
+        metrics: Arc<Metrics>,
+        config: &Config,
+        telemetry: Option<Arc<Telemetry>>,
+        cache: Option<Arc<Cache>>,
+    ) -> Self {
         let limits = Limits { max_bytes: config.max_image_bytes, max_side: config.max_image_side, max_pixels: config.max_image_pixels };
         let priority = &config.batching.priority;
         let threads = config.runtime.preprocess_thread_count();
@@ -82,6 +93,7 @@ impl Extractor {
             priorities: Priorities::new(priority),
             lower_level_turns: (1..priority.levels).map(|_| Semaphore::new(threads)).collect(),
             telemetry,
+            cache,
         };
         Self { shared: Arc::new(shared), default_pin: None }
     }
@@ -110,7 +122,7 @@ impl Extractor {
         routing.resolve(pin).map(Arc::clone).inspect_err(|status| self.shared.metrics.unrouted(status.code()))
     }
 
-    /// One image, start to finish.
+    /// One image, start to finish; with the cache on, also where the answer came from.
     async fn extract(
         &self,
         version: &Arc<ModelVersion>,
@@ -119,7 +131,7 @@ impl Extractor {
         admit: Admit,
         priority: Priority,
         trace: Option<ImageTrace>,
-    ) -> Result<ExtractRealtimeResponse, Status> {
+    ) -> Result<(ExtractRealtimeResponse, Option<Source>), Status> {
         let declared = match request.image_format() {
             ImageFormat::Unknown => None,
             ImageFormat::Jpeg => Some(Format::Jpeg),
@@ -136,6 +148,31 @@ impl Extractor {
                 return Err(status);
             }
         }
+        // The cache after the version is resolved (its file and settings are in the key) and
+        // after chaos (a cached answer from a misbehaving canary is still late or failed),
+        // before a queue slot: a hit takes none, and no pre-processing or inference.
+        let mut image = request.image_data;
+        let mut fill = None;
+        if let Some(cache) = &self.shared.cache {
+            let (bytes, key) = cache.key(image, version).await.map_err(|e| Status::internal(format!("hashing the image failed: {e}")))?;
+            image = bytes;
+            let traced_from = trace.as_ref().map(|_| SystemTime::now());
+            let found = cache.get(&key, version).await;
+            if let (Some(trace), Some(from)) = (&trace, traced_from) {
+                trace.cache_lookup(from, found.as_ref().map_or(Source::Miss, |(_, source)| *source).header_value());
+            }
+            if let Some((features, source)) = found {
+                let response = ExtractRealtimeResponse {
+                    request_id: request.request_id,
+                    model_version: version.name.clone(),
+                    feature_vector: features.vector.clone(),
+                    processed_at: Some(SystemTime::now().into()),
+                    quality_scores: features.score_map(),
+                };
+                return Ok((response, Some(source)));
+            }
+            fill = Some((cache, key));
+        }
         let admission = match admit {
             Admit::Now => version.queue.try_admit(priority)?,
             Admit::Wait => version.queue.admit(priority).await?,
@@ -144,7 +181,6 @@ impl Extractor {
         let started = Instant::now();
         let traced_from = trace.as_ref().map(|_| SystemTime::now());
         let for_prepare = Arc::clone(version);
-        let image = request.image_data;
         let prepared = tokio::task::spawn_blocking(move || {
             preprocess::prepare(&image, declared, &limits, &for_prepare.config.input)
         })
@@ -169,13 +205,20 @@ impl Extractor {
             let key = version.class_keys.get(i).cloned().unwrap_or_else(|| format!("class/{i}"));
             scores.insert(key, *score);
         }
-        Ok(ExtractRealtimeResponse {
+        let response = ExtractRealtimeResponse {
             request_id: request.request_id,
             model_version: version.name.clone(),
             feature_vector: output.features,
             processed_at: Some(SystemTime::now().into()),
             quality_scores: scores,
-        })
+        };
+        match fill {
+            Some((cache, key)) => {
+                cache.fill(key, Features::new(response.feature_vector.clone(), &response.quality_scores));
+                Ok((response, Some(Source::Miss)))
+            }
+            None => Ok((response, None)),
+        }
     }
 
     /// `extract` under the request's deadline, counted in the metrics whatever happens
@@ -188,7 +231,7 @@ impl Extractor {
         admit: Admit,
         priority: Priority,
         trace: Option<ImageTrace>,
-    ) -> Result<ExtractRealtimeResponse, Status> {
+    ) -> Result<(ExtractRealtimeResponse, Option<Source>), Status> {
         let mut outcome = Outcome { metrics: &version.metrics, code: None };
         let work = self.extract(version, request, deadline, admit, priority, trace);
         let result = match deadline {
@@ -279,7 +322,12 @@ impl Extractor {
             trace.served_by(&version.name);
         }
         let image = trace.and_then(RequestTrace::image);
-        self.extract_counted(&version, request.into_inner(), deadline, Admit::Now, priority, image).await.map(Response::new)
+        let (answer, source) = self.extract_counted(&version, request.into_inner(), deadline, Admit::Now, priority, image).await?;
+        let mut response = Response::new(answer);
+        if let Some(source) = source {
+            response.metadata_mut().insert(cache::HEADER, MetadataValue::from_static(source.header_value()));
+        }
+        Ok(response)
     }
 
     async fn batch(
@@ -305,15 +353,14 @@ impl Extractor {
             async move {
                 let request = message?;
                 let request_id = request.request_id.clone();
-                let result = match this.extract_counted(&version, request, deadline, Admit::Wait, priority, image).await {
-                    Ok(response) => extract_batch_item::Result::Response(response),
-                    Err(status) => extract_batch_item::Result::Error(ExtractError {
-                        request_id,
-                        code: status.code() as i32,
-                        message: status.message().to_string(),
-                    }),
+                let (result, hit) = match this.extract_counted(&version, request, deadline, Admit::Wait, priority, image).await {
+                    Ok((response, source)) => (extract_batch_item::Result::Response(response), source.is_some_and(Source::is_hit)),
+                    Err(status) => {
+                        let error = ExtractError { request_id, code: status.code() as i32, message: status.message().to_string() };
+                        (extract_batch_item::Result::Error(error), false)
+                    }
                 };
-                Ok::<_, Status>(ExtractBatchItem { result: Some(result) })
+                Ok::<_, Status>((ExtractBatchItem { result: Some(result) }, hit))
             }
         });
         let items = items.buffered(window).try_collect::<Vec<_>>();
@@ -323,7 +370,12 @@ impl Extractor {
                 .map_err(|_| Status::deadline_exceeded("deadline passed before every image of the batch was served"))??,
             None => items.await?,
         };
-        Ok(Response::new(ExtractBatchResponse { items }))
+        let hits = items.iter().filter(|(_, hit)| *hit).count();
+        let mut response = Response::new(ExtractBatchResponse { items: items.into_iter().map(|(item, _)| item).collect() });
+        if self.shared.cache.is_some() {
+            response.metadata_mut().insert(cache::BATCH_HEADER, MetadataValue::from(hits as u64));
+        }
+        Ok(response)
     }
 }
 

@@ -7,7 +7,9 @@
 //! its size), whose child `inference` is the batch's run (normalised into the input tensor
 //! and run by ONNX Runtime). A batch serves several requests but a span belongs to one
 //! trace, so each request in a batch gets its own `batch` span: same times, same
-//! `switchyard.batch.id`, which groups them across traces.
+//! `switchyard.batch.id`, which groups them across traces. With the feature cache on, a
+//! `cache` span (`switchyard.cache`: `hit-memory`, `hit-redis`, `miss`) comes first; a hit
+//! has no other.
 //!
 //! Spans leave through a batch span processor on a thread of its own; the request path only
 //! hands finished spans to its queue and never waits on the network. A full queue drops spans.
@@ -38,6 +40,8 @@ pub(crate) const MODEL_VERSION: &str = "switchyard.model_version";
 /// Attributes of a `batch` span: images in it, and an id shared by the requests it served.
 pub(crate) const BATCH_SIZE: &str = "switchyard.batch.size";
 pub(crate) const BATCH_ID: &str = "switchyard.batch.id";
+/// Attribute of a `cache` span: `hit-memory`, `hit-redis` or `miss`.
+pub(crate) const CACHE: &str = "switchyard.cache";
 
 /// The installed exporter and the tracer the service uses.
 pub struct Telemetry {
@@ -180,6 +184,17 @@ impl ImageTrace {
             span.set_status(Status::error(error.to_owned()));
         }
         span.end();
+    }
+
+    /// Records `cache` (the feature cache's lookup, with the cache on), which ran from
+    /// `started` until now; a hit is the image's only span.
+    pub(crate) fn cache_lookup(&self, started: SystemTime, result: &'static str) {
+        self.tracer
+            .span_builder("cache")
+            .with_start_time(started)
+            .with_attributes([KeyValue::new(CACHE, result)])
+            .start_with_context(&self.tracer, &self.parent)
+            .end();
     }
 
     /// The image enters its version's queue now.
