@@ -55,9 +55,14 @@ fn console_toolchain() -> Result<()> {
 
 /// Debian packages, each with the file that shows it installed: Chromium and its WebDriver
 /// (the console's browser tests and benchmark), iproute2 (`ip`: the fleet's network
-/// namespaces and veth pairs).
-const DEBIAN_PACKAGES: [(&str, &str); 3] =
-    [("chromium", "/usr/bin/chromium"), ("chromium-driver", "/usr/bin/chromedriver"), ("iproute2", "/usr/sbin/ip")];
+/// namespaces and veth pairs), redis-server (the sidecar's feature cache tests and bench
+/// start their own).
+const DEBIAN_PACKAGES: [(&str, &str); 4] = [
+    ("chromium", "/usr/bin/chromium"),
+    ("chromium-driver", "/usr/bin/chromedriver"),
+    ("iproute2", "/usr/sbin/ip"),
+    ("redis-server", "/usr/bin/redis-server"),
+];
 
 fn debian_packages() -> Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES.iter().filter(|(_, witness)| !Path::new(witness).exists()).map(|(p, _)| *p).collect();
