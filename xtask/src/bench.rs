@@ -40,6 +40,11 @@ pub struct Args {
     /// against ExtractBatch alone); its figures replace those in `target/bench/sidecar.json`.
     #[arg(long)]
     extract_only: bool,
+    /// `sidecar` only: measure just the feature cache arm (hit ÷ miss latency, in-process and
+    /// through a redis-server the bench starts); its figures replace those in
+    /// `target/bench/sidecar.json`.
+    #[arg(long)]
+    cache_only: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -316,6 +321,17 @@ fn sidecar(args: &Args) -> Result<()> {
         println!("wrote {}", path.display());
         return Ok(());
     }
+    if args.cache_only {
+        let report = cache(args, &start_sidecar, &bench_bin, &images, &out_dir, &sidecar_toml)?;
+        let path = out_dir.join("sidecar.json");
+        let mut merged: Value = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_else(|| json!({"benchmark": "sidecar"}));
+        merged["cache_hit_over_miss_memory"] = report["cache_hit_over_miss_memory"].clone();
+        merged["cache_hit_over_miss_redis"] = report["cache_hit_over_miss_redis"].clone();
+        merged["cache"] = report;
+        write_json(&path, &merged)?;
+        println!("wrote {}", path.display());
+        return Ok(());
+    }
     if args.extract_only {
         let (server, addr) = start_sidecar(&config, "sidecar")?;
         let report = bulk_extract(args, &sidecar_bin, &bench_bin, &addr, &images, &out_dir)?;
@@ -540,6 +556,10 @@ fn sidecar(args: &Args) -> Result<()> {
     drop(server);
     report["extract_over_batch"] = extract["extract_over_batch"].clone();
     report["extract"] = extract;
+    let cached = cache(args, &start_sidecar, &bench_bin, &images, &out_dir, &sidecar_toml)?;
+    report["cache_hit_over_miss_memory"] = cached["cache_hit_over_miss_memory"].clone();
+    report["cache_hit_over_miss_redis"] = cached["cache_hit_over_miss_redis"].clone();
+    report["cache"] = cached;
     let path: PathBuf = out_dir.join("sidecar.json");
     write_json(&path, &report)?;
     println!("wrote {}", path.display());
@@ -648,6 +668,121 @@ fn priority(
         "one_queue_online_p99_ratio": baseline,
         "arms": summary,
         "configs": {"one_queue": one_queue.display().to_string(), "priority_levels": levels.display().to_string()},
+        "runs": runs,
+    }))
+}
+
+/// A `redis-server` of the bench's own on a free loopback port, nothing saved to disk.
+fn start_redis() -> Result<(Server, u16)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start redis-server (Debian package redis-server; `cargo xtask setup` installs it)")?;
+    let server = Server { child, what: "redis-server" };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let pong = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            use std::io::{Read, Write};
+            s.set_read_timeout(Some(std::time::Duration::from_secs(1)))?;
+            s.write_all(b"PING\r\n")?;
+            let mut reply = [0u8; 7];
+            s.read_exact(&mut reply)?;
+            Ok(reply == *b"+PONG\r\n")
+        });
+        if pong.unwrap_or(false) {
+            return Ok((server, port));
+        }
+        if std::time::Instant::now() > until {
+            bail!("redis-server on port {port} did not answer PING within 10 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Hit and miss latency of the feature cache at concurrency 1 (closed loop, the bench
+/// images), for the in-process tier and for Redis alone (`max_bytes = 0`: every lookup and
+/// fill goes to a redis-server started here). Misses: every image made unique (`grpc
+/// --unique`), so each is looked up, computed and stored; hits: the bench images, all cached
+/// by a first pass. Rounds interleave the arms; `cache_hit_over_miss_<tier>` = the median of
+/// the rounds' hit p50 ÷ miss p50 (target <= 0.1). Every answer's `x-switchyard-cache` is
+/// checked to be what the run measures.
+fn cache(args: &Args, start_sidecar: &StartSidecar<'_>, bench_bin: &Path, images: &Path, out_dir: &Path, base_toml: &str) -> Result<Value> {
+    let (_redis, port) = start_redis()?;
+    let memory = out_dir.join("sidecar-bench-cache-memory.toml");
+    std::fs::write(&memory, format!("{base_toml}\n[cache]\nenabled = true\n"))?;
+    let redis = out_dir.join("sidecar-bench-cache-redis.toml");
+    std::fs::write(&redis, format!("{base_toml}\n[cache]\nenabled = true\nmax_bytes = 0\nredis = \"redis://127.0.0.1:{port}/0\"\n"))?;
+    let arms = [("memory", "hit-memory", start_sidecar(&memory, "caching sidecar")?), ("redis", "hit-redis", start_sidecar(&redis, "sidecar caching in Redis")?)];
+    let run = |addr: &str, seconds: f64, warmup: f64, unique: bool| -> Result<Value> {
+        let mut cmd = Command::new(bench_bin);
+        cmd.args(["grpc", "--target", &format!("http://{addr}"), "--images"]).arg(images).args([
+            "--concurrency",
+            "1",
+            "--seconds",
+            &seconds.to_string(),
+            "--warmup-seconds",
+            &warmup.to_string(),
+        ]);
+        if unique {
+            cmd.arg("--unique");
+        }
+        json_line(&mut cmd)
+    };
+    // Every bench image once (and more) into each cache.
+    for (_, _, (_, addr)) in &arms {
+        run(addr, 1.0, 0.0, false)?;
+    }
+    let mut runs: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for round in 1..=args.rounds {
+        eprintln!("bench sidecar, cache arm: round {round}/{}", args.rounds);
+        let order = if round % 2 == 1 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let (tier, hit, (_, addr)) = &arms[i];
+            let kinds = if round % 2 == 1 { [false, true] } else { [true, false] };
+            let mut pair = json!({});
+            for is_hit in kinds {
+                let result = run(addr, args.seconds, 0.5, !is_hit)?;
+                let expected = if is_hit { *hit } else { "miss" };
+                let count = result["count"].as_u64().unwrap_or(0);
+                if count == 0 || result["cache"][expected].as_u64() != Some(count) {
+                    bail!("the {tier} cache's {expected} run was answered otherwise: {result}");
+                }
+                pair[if is_hit { "hit" } else { "miss" }] = result;
+            }
+            pair["ratio"] = json!(pair["hit"]["p50_ms"].as_f64().unwrap_or(f64::NAN) / pair["miss"]["p50_ms"].as_f64().unwrap_or(f64::NAN));
+            runs.entry(tier).or_default().push(pair);
+        }
+    }
+    let med = |tier: &str, f: &dyn Fn(&Value) -> Option<f64>| median(&mut runs.get(tier).map_or(Vec::new(), |r| r.iter().filter_map(f).collect()));
+    println!("\n{:<36} {:>11} {:>11} {:>11} {:>11} {:>10}", "feature cache, concurrency 1", "hit p50", "miss p50", "hit p99", "miss p99", "hit/miss");
+    let mut summary = serde_json::Map::new();
+    for (tier, _, _) in &arms {
+        let figure = |kind: &'static str, key: &'static str| med(tier, &move |r| r[kind][key].as_f64());
+        let (hit_p50, miss_p50, hit_p99, miss_p99) = (figure("hit", "p50_ms"), figure("miss", "p50_ms"), figure("hit", "p99_ms"), figure("miss", "p99_ms"));
+        let ratio = med(tier, &|r| r["ratio"].as_f64());
+        println!("{tier:<36} {hit_p50:>8.2} ms {miss_p50:>8.2} ms {hit_p99:>8.2} ms {miss_p99:>8.2} ms {ratio:>10.3}");
+        summary.insert(
+            (*tier).to_owned(),
+            json!({"hit_p50_ms": hit_p50, "miss_p50_ms": miss_p50, "hit_p99_ms": hit_p99, "miss_p99_ms": miss_p99, "hit_over_miss": ratio,
+                   "hit_images_per_s": figure("hit", "images_per_s"), "miss_images_per_s": figure("miss", "images_per_s")}),
+        );
+    }
+    let ratio = |tier: &str| summary[tier]["hit_over_miss"].clone();
+    println!(
+        "cache_hit_over_miss_memory = {:.3}, cache_hit_over_miss_redis = {:.3}  (hit p50 ÷ miss p50; target <= 0.1)",
+        ratio("memory").as_f64().unwrap_or(f64::NAN),
+        ratio("redis").as_f64().unwrap_or(f64::NAN)
+    );
+    Ok(json!({
+        "cache_hit_over_miss_memory": ratio("memory"),
+        "cache_hit_over_miss_redis": ratio("redis"),
+        "concurrency": 1,
+        "tiers": summary,
+        "configs": {"memory": memory.display().to_string(), "redis": redis.display().to_string()},
         "runs": runs,
     }))
 }

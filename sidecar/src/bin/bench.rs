@@ -5,7 +5,9 @@
 //! * `grpc`: a closed-loop load generator for any features.v1 server (the sidecar or the
 //!   Python baseline), so both are measured by the same client; with `--rate`, open-loop
 //!   (requests sent on a fixed schedule whatever the answers do, latency counted from the
-//!   scheduled time): online traffic at a given rate.
+//!   scheduled time): online traffic at a given rate. With `--unique`, every request's image
+//!   is made unique (a JPEG comment), so the feature cache misses every time; the answers'
+//!   `x-switchyard-cache` values are counted either way.
 //! * `bulk`: `ExtractBatch` calls back to back, at a priority, for a duration: offline
 //!   extraction saturating the server while `grpc --rate` measures the online traffic.
 //! * `otlp-sink`: an OTLP/gRPC trace receiver that counts spans and discards them, for the
@@ -31,6 +33,25 @@ use switchyard_sidecar::config::RuntimeConfig;
 use switchyard_sidecar::onnx::{Engine, Runtime};
 use switchyard_sidecar::preprocess::{self, Limits};
 use switchyard_sidecar::repository::{ModelConfig, MODEL_FILE};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_unique_jpeg_decodes_to_the_same_pixels() {
+        use switchyard_sidecar::preprocess::{decode, Format, Limits};
+        let limits = Limits { max_bytes: 1 << 20, max_side: 64, max_pixels: 4096 };
+        let mut jpeg = Vec::new();
+        let pixels: Vec<u8> = (0..16 * 16 * 3).map(|i| (i * 7 % 251) as u8).collect();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg).encode(&pixels, 16, 16, image::ExtendedColorType::Rgb8).unwrap();
+        let (a, b) = (super::unique_jpeg(&jpeg, 1).unwrap(), super::unique_jpeg(&jpeg, 2).unwrap());
+        assert_ne!(a, b);
+        let (mut original, mut unique) = (Vec::new(), Vec::new());
+        assert_eq!(decode(Format::Jpeg, &jpeg, &limits, &mut original).unwrap(), (16, 16));
+        assert_eq!(decode(Format::Jpeg, &a, &limits, &mut unique).unwrap(), (16, 16));
+        assert_eq!(original, unique);
+        assert!(super::unique_jpeg(b"\x89PNG", 1).is_none());
+    }
+}
 
 #[derive(Parser)]
 #[command(name = "switchyard-sidecar-bench", about = "Benchmark client for the Switchyard sidecar")]
@@ -91,6 +112,10 @@ enum Command {
         /// Value of `x-priority`, if any.
         #[arg(long)]
         priority: Option<String>,
+        /// Make every image unique (a JPEG comment with a number, right after the SOI marker:
+        /// same pixels, same decoding work, another SHA-256), so a feature cache never hits.
+        #[arg(long)]
+        unique: bool,
     },
     /// `ExtractBatch` calls of `images_per_call` images, `calls` at once, back to back for
     /// `seconds`.
@@ -140,6 +165,20 @@ fn load_images(dir: &Path) -> anyhow::Result<Vec<(Vec<u8>, ImageFormat)>> {
             Ok((std::fs::read(p)?, format))
         })
         .collect()
+}
+
+/// `image` with a JPEG comment segment holding `n` right after its SOI marker (decoders skip
+/// comments); `None` if it is not a JPEG.
+fn unique_jpeg(image: &[u8], n: u64) -> Option<Vec<u8>> {
+    let rest = image.strip_prefix(&[0xFF, 0xD8])?;
+    let comment = format!("switchyard bench {n:016x}");
+    let length = u16::try_from(comment.len() + 2).ok()?;
+    let mut out = Vec::with_capacity(image.len() + comment.len() + 4);
+    out.extend_from_slice(&[0xFF, 0xD8, 0xFF, 0xFE]);
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(comment.as_bytes());
+    out.extend_from_slice(rest);
+    Some(out)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -350,16 +389,22 @@ async fn bulk(target: String, images: &Path, calls: usize, per_call: usize, seco
     Ok(json!({"images_served": served, "images_failed": failed, "calls": calls_made, "seconds": elapsed, "images_per_s": served as f64 / elapsed}))
 }
 
-async fn grpc(
-    target: String,
-    images: &Path,
+/// The closed loop's options beyond its target, images and duration.
+struct Closed {
     concurrency: usize,
-    seconds: f64,
-    warmup: f64,
     pin: Option<String>,
     traceparent: bool,
-) -> anyhow::Result<serde_json::Value> {
+    unique: bool,
+}
+
+async fn grpc(target: String, images: &Path, seconds: f64, warmup: f64, options: Closed) -> anyhow::Result<serde_json::Value> {
+    let Closed { concurrency, pin, traceparent, unique } = options;
     let images = std::sync::Arc::new(load_images(images)?);
+    if unique {
+        anyhow::ensure!(images.iter().all(|(_, f)| *f == ImageFormat::Jpeg), "--unique needs JPEG images");
+    }
+    // Unique across runs too: a later run against the same sidecar must not hit.
+    let unique_base = fastrand::u64(..) & !0xFFFF_FFFF;
     let client = connect(&target).await?;
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(warmup);
@@ -372,6 +417,7 @@ async fn grpc(
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
+            let mut cache: std::collections::BTreeMap<String, usize> = Default::default();
             let mut sent_total = 0u64;
             let mut i = worker;
             loop {
@@ -381,11 +427,12 @@ async fn grpc(
                 }
                 let (data, format) = &images[i % images.len()];
                 i += concurrency;
-                let mut request = tonic::Request::new(ExtractRealtimeRequest {
-                    request_id: i.to_string(),
-                    image_data: data.clone(),
-                    image_format: *format as i32,
-                });
+                let image_data = match unique {
+                    true => unique_jpeg(data, unique_base + i as u64).unwrap_or_else(|| data.clone()),
+                    false => data.clone(),
+                };
+                let mut request =
+                    tonic::Request::new(ExtractRealtimeRequest { request_id: i.to_string(), image_data, image_format: *format as i32 });
                 if let Some(pin) = &pin {
                     if let Ok(v) = pin.parse() {
                         request.metadata_mut().insert("x-model-version", v);
@@ -404,27 +451,38 @@ async fn grpc(
                     continue;
                 }
                 match result {
-                    Ok(_) => latencies.push((done - sent).as_secs_f64() * 1e3),
+                    Ok(response) => {
+                        latencies.push((done - sent).as_secs_f64() * 1e3);
+                        if let Some(source) = response.metadata().get("x-switchyard-cache").and_then(|v| v.to_str().ok()) {
+                            *cache.entry(source.to_owned()).or_default() += 1;
+                        }
+                    }
                     Err(status) => *errors.entry(format!("{:?}", status.code())).or_default() += 1,
                 }
             }
-            (latencies, errors, sent_total)
+            (latencies, errors, cache, sent_total)
         }));
     }
     let mut latencies = Vec::new();
     let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut cache: std::collections::BTreeMap<String, usize> = Default::default();
     let mut sent = 0;
     for task in tasks {
-        let (l, e, n) = task.await?;
+        let (l, e, c, n) = task.await?;
         latencies.extend(l);
         sent += n;
         for (k, v) in e {
             *errors.entry(k).or_default() += v;
         }
+        for (k, v) in c {
+            *cache.entry(k).or_default() += v;
+        }
     }
     let mut out = summary(latencies, Duration::from_secs_f64(seconds));
     out["concurrency"] = json!(concurrency);
     out["errors"] = json!(errors);
+    // The feature cache's answers (`x-switchyard-cache`) among the measured requests.
+    out["cache"] = json!(cache);
     // Every request, warm-up included (what a traced server exported spans for).
     out["sent"] = json!(sent);
     Ok(out)
@@ -541,12 +599,12 @@ fn main() -> anyhow::Result<()> {
                 .build()?
                 .block_on(open_loop(target, &images, rate, seconds, warmup_seconds, priority))?
         }
-        Command::Grpc { target, images, concurrency, seconds, warmup_seconds, pin, traceparent, rate: None, .. } => {
+        Command::Grpc { target, images, concurrency, seconds, warmup_seconds, pin, traceparent, rate: None, unique, .. } => {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?
-                .block_on(grpc(target, &images, concurrency, seconds, warmup_seconds, pin, traceparent))?
+                .block_on(grpc(target, &images, seconds, warmup_seconds, Closed { concurrency, pin, traceparent, unique }))?
         }
         Command::Bulk { target, images, calls, images_per_call, seconds, priority } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
