@@ -648,6 +648,11 @@ impl VersionPolicy {
 }
 
 impl Config {
+    /// The image limits every image is checked against (`max_image_*`).
+    pub(crate) fn image_limits(&self) -> crate::preprocess::Limits {
+        crate::preprocess::Limits { max_bytes: self.max_image_bytes, max_side: self.max_image_side, max_pixels: self.max_image_pixels }
+    }
+
     /// Reads a TOML (`.toml`) or YAML (`.yaml`, `.yml`) file; relative paths in it are made
     /// relative to the file's directory.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {

@@ -98,12 +98,7 @@ impl Sidecar {
         let mut metrics = Metrics::new();
         // The feature cache (`[cache]`): its metrics only when it is on.
         let cache_metrics = if config.cache.enabled { metrics.register_cache() } else { Default::default() };
-        let limits = crate::preprocess::Limits {
-            max_bytes: config.max_image_bytes,
-            max_side: config.max_image_side,
-            max_pixels: config.max_image_pixels,
-        };
-        let cache = Cache::new(&config.cache, limits, cache_metrics).map_err(anyhow::Error::msg)?.map(Arc::new);
+        let cache = Cache::new(&config.cache, config.image_limits(), cache_metrics).map_err(anyhow::Error::msg)?.map(Arc::new);
         let metrics = Arc::new(metrics);
         let (health, health_service) = tonic_health::server::health_reporter();
         let reloader = Arc::new(Reloader::new(

@@ -81,7 +81,7 @@ impl Extractor {
         telemetry: Option<Arc<Telemetry>>,
         cache: Option<Arc<Cache>>,
     ) -> Self {
-        let limits = Limits { max_bytes: config.max_image_bytes, max_side: config.max_image_side, max_pixels: config.max_image_pixels };
+        let limits = config.image_limits();
         let priority = &config.batching.priority;
         let threads = config.runtime.preprocess_thread_count();
         let shared = Shared {
@@ -162,14 +162,7 @@ impl Extractor {
                 trace.cache_lookup(from, found.as_ref().map_or(Source::Miss, |(_, source)| *source).header_value());
             }
             if let Some((features, source)) = found {
-                let response = ExtractRealtimeResponse {
-                    request_id: request.request_id,
-                    model_version: version.name.clone(),
-                    feature_vector: features.vector.clone(),
-                    processed_at: Some(SystemTime::now().into()),
-                    quality_scores: features.score_map(),
-                };
-                return Ok((response, Some(source)));
+                return Ok((realtime_response(request.request_id, version, features.vector.clone(), features.score_map()), Some(source)));
             }
             fill = Some((cache, key));
         }
@@ -205,13 +198,7 @@ impl Extractor {
             let key = version.class_keys.get(i).cloned().unwrap_or_else(|| format!("class/{i}"));
             scores.insert(key, *score);
         }
-        let response = ExtractRealtimeResponse {
-            request_id: request.request_id,
-            model_version: version.name.clone(),
-            feature_vector: output.features,
-            processed_at: Some(SystemTime::now().into()),
-            quality_scores: scores,
-        };
+        let response = realtime_response(request.request_id, version, output.features, scores);
         match fill {
             Some((cache, key)) => {
                 cache.fill(key, Features::new(response.feature_vector.clone(), &response.quality_scores));
@@ -376,6 +363,22 @@ impl Extractor {
             response.metadata_mut().insert(cache::BATCH_HEADER, MetadataValue::from(hits as u64));
         }
         Ok(response)
+    }
+}
+
+/// The answer for one image, computed now or found in the cache.
+fn realtime_response(
+    request_id: String,
+    version: &ModelVersion,
+    feature_vector: Vec<f32>,
+    quality_scores: std::collections::HashMap<String, f32>,
+) -> ExtractRealtimeResponse {
+    ExtractRealtimeResponse {
+        request_id,
+        model_version: version.name.clone(),
+        feature_vector,
+        processed_at: Some(SystemTime::now().into()),
+        quality_scores,
     }
 }
 
