@@ -356,6 +356,10 @@ pub struct RuntimeConfig {
     pub intra_op_spinning: bool,
     /// Threads decoding and pre-processing images; 0 means one per CPU.
     pub preprocess_threads: usize,
+    /// Nice value (0-19) of the thread that builds and warms up a model version's sessions,
+    /// so a load takes the CPU serving leaves idle (see `background`); 0 builds at the
+    /// sidecar's own priority.
+    pub load_nice: i32,
 }
 
 impl Default for RuntimeConfig {
@@ -367,6 +371,7 @@ impl Default for RuntimeConfig {
             intra_op_threads: 0,
             intra_op_spinning: false,
             preprocess_threads: 0,
+            load_nice: 19,
         }
     }
 }
@@ -722,6 +727,9 @@ impl Config {
         }
         if self.runtime.intra_op_threads > 256 {
             return Err(invalid("runtime.intra_op_threads", format!("must be at most 256; got {}", self.runtime.intra_op_threads)));
+        }
+        if !(0..=19).contains(&self.runtime.load_nice) {
+            return Err(invalid("runtime.load_nice", format!("must be in 0..=19; got {}", self.runtime.load_nice)));
         }
         if self.runtime.execution_providers.is_empty() {
             return Err(invalid("runtime.execution_providers", "must list at least one provider (e.g. [\"cpu\"])"));

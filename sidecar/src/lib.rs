@@ -6,6 +6,7 @@
 //! can mount itself on the same ports.
 
 pub mod admin;
+pub mod background;
 pub mod batch;
 pub(crate) mod cache;
 pub mod chaos;

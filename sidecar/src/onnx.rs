@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 pub struct Runtime {
     env: ort::environment::Environment,
     config: RuntimeConfig,
+    /// Starts sessions' pool threads at the sidecar's priority, not the niced builder's.
+    spawner: crate::background::Spawner,
     pub library: PathBuf,
 }
 
@@ -74,7 +76,8 @@ impl Runtime {
             .build()
             .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", library.display()))?;
         tracing::info!(library = %library.display(), "ONNX Runtime loaded");
-        Ok(Self { env, config: config.clone(), library })
+        let spawner = crate::background::Spawner::start().map_err(|e| format!("cannot start a thread: {e}"))?;
+        Ok(Self { env, config: config.clone(), spawner, library })
     }
 
     /// Builds a session for `model_bytes` with the configured execution providers, trying
@@ -87,6 +90,7 @@ impl Runtime {
         }
         builder = builder.with_intra_op_spinning(self.config.intra_op_spinning).map_err(err)?;
         builder = builder.with_inter_threads(1).map_err(err)?;
+        builder = builder.with_thread_manager(self.spawner.clone()).map_err(err)?;
         let mut provider = Provider::Cpu;
         for wanted in &self.config.execution_providers {
             let dispatch = match wanted {

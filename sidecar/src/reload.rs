@@ -306,15 +306,22 @@ impl Reloader {
         let name = format!("{}/{version}", model.name);
         let batching = &self.config.batching;
         let started = std::time::Instant::now();
-        let mut engines = Vec::with_capacity(batching.instances);
-        let mut provider = crate::config::Provider::Cpu;
-        for _ in 0..batching.instances {
-            let (session, used) = self.runtime.session(bytes, &name).map_err(Rejection::Invalid)?;
-            provider = used;
-            let mut engine = Engine::new(session, config.clone()).map_err(Rejection::Config)?;
-            engine.warm_up(batching.max_batch_size).map_err(|e| Rejection::Invalid(format!("warm-up failed: {e}")))?;
-            engines.push(engine);
-        }
+        // Built at background priority; the inference threads are started below, on this
+        // thread, so that they serve at the sidecar's own priority.
+        let build = || -> Result<(Vec<Engine>, crate::config::Provider, Option<i32>), Rejection> {
+            let mut engines = Vec::with_capacity(batching.instances);
+            let mut provider = crate::config::Provider::Cpu;
+            for _ in 0..batching.instances {
+                let (session, used) = self.runtime.session(bytes, &name).map_err(Rejection::Invalid)?;
+                provider = used;
+                let mut engine = Engine::new(session, config.clone()).map_err(Rejection::Config)?;
+                engine.warm_up(batching.max_batch_size).map_err(|e| Rejection::Invalid(format!("warm-up failed: {e}")))?;
+                engines.push(engine);
+            }
+            Ok((engines, provider, crate::background::own_nice()))
+        };
+        let (engines, provider, built_at_nice) = crate::background::run(&format!("load {name}"), self.config.runtime.load_nice, build)
+            .map_err(|e| Rejection::Unreadable(format!("cannot start the thread that builds its sessions: {e}")))??;
         let policy = BatchPolicy {
             max_batch_size: batching.max_batch_size,
             max_queue_delay: Duration::from_micros(batching.max_queue_delay_us),
@@ -324,7 +331,14 @@ impl Reloader {
         let metrics = self.metrics.version(&model.name, version, policy.queue_capacity.len());
         let queue = Queue::spawn(&name, engines, policy, metrics.clone());
         let class_keys = config.outputs.class_labels.iter().map(|label| format!("class/{label}")).collect();
-        tracing::info!(model_version = name, sha256, %provider, ms = started.elapsed().as_millis() as u64, "model version loaded and warmed up");
+        tracing::info!(
+            model_version = name,
+            sha256,
+            %provider,
+            ms = started.elapsed().as_millis() as u64,
+            built_at_nice,
+            "model version loaded and warmed up"
+        );
         Ok(ModelVersion {
             model: model.name.clone(),
             version,

@@ -203,3 +203,44 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     assert_eq!(code, Some(0), "{}", sidecar.log());
     assert!(sidecar.log().contains("drained; exiting"), "{}", sidecar.log());
 }
+
+/// `(name, nice)` of each of the process's threads, from `/proc`.
+fn threads(pid: u32) -> Vec<(String, i64)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let (Ok(name), Ok(stat)) = (std::fs::read_to_string(task.path().join("comm")), std::fs::read_to_string(task.path().join("stat")))
+        else {
+            continue; // the thread ended meanwhile
+        };
+        // Fields after the parenthesised name: state is field 3, nice field 19.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice: i64 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
+        found.push((name.trim().to_string(), nice));
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_is_built_at_background_priority_and_served_at_the_sidecars() {
+    let repo = Repo::with(&[("orientation", &[1])]);
+    let config = "[runtime]\nintra_op_threads = 2\nload_nice = 15\n\n[repository]\nwatch = false\n";
+    let sidecar = Sidecar::start(repo.path(), config);
+    repo.install("orientation", 2, &model_file("orientation", 2));
+    let (status, body) = tokio::task::block_in_place(|| sidecar.http("POST", "/v1/reload", ""));
+    assert_eq!(status, 200, "{body}");
+
+    // Both loads (at start and this one) ran niced...
+    let log = sidecar.log();
+    let built: Vec<&str> = log.lines().filter(|l| l.contains("model version loaded and warmed up")).collect();
+    assert_eq!(built.len(), 2, "{log}");
+    assert!(built.iter().all(|l| l.contains("built_at_nice=15")), "{built:#?}");
+
+    // ...but no thread that serves inherited it: not the inference threads, not ONNX Runtime's
+    // intra-op threads that building the session started.
+    let threads = threads(sidecar.pid());
+    let main_nice = threads.first().unwrap().1;
+    assert!(threads.iter().any(|(name, _)| name.starts_with("infer orientat")), "{threads:?}");
+    assert!(threads.iter().any(|(name, _)| name == "ort worker"), "{threads:?}");
+    let niced: Vec<_> = threads.iter().filter(|(_, nice)| *nice != main_nice).collect();
+    assert!(niced.is_empty(), "threads at another priority than the sidecar's ({main_nice}): {niced:?}");
+}
