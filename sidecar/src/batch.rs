@@ -15,7 +15,7 @@
 //! * When the last handle to a [`Queue`] is dropped (the version was swapped out), its
 //!   threads finish what is queued and exit: in-flight requests complete on the old session.
 //!   The last thread to exit, once every session of the version is freed, hands the freed
-//!   memory back to the OS (see [`crate::onnx::release_freed_memory`]).
+//!   memory back to the OS (see [`crate::memory::release_freed_memory`]).
 //! * A traced request's job carries its trace here; its `queue`, `batch` and `inference`
 //!   spans are recorded after the batch's answers are sent (see `telemetry`).
 
@@ -226,7 +226,7 @@ impl Worker {
         drop(engine);
         // Exactly one thread gets the token back: the last, after every session is freed.
         if Arc::into_inner(threads).is_some() {
-            crate::onnx::release_freed_memory();
+            crate::memory::release_freed_memory();
         }
     }
 

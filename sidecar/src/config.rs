@@ -360,6 +360,9 @@ pub struct RuntimeConfig {
     /// so a load takes the CPU serving leaves idle (see `background`); 0 builds at the
     /// sidecar's own priority.
     pub load_nice: i32,
+    /// Every this many milliseconds, give malloc's free pages back to the OS when more than
+    /// 16 MiB is free (`memory::start_trimming`); 0 never does between reloads.
+    pub heap_trim_interval_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -372,6 +375,7 @@ impl Default for RuntimeConfig {
             intra_op_spinning: false,
             preprocess_threads: 0,
             load_nice: 19,
+            heap_trim_interval_ms: 2_000,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod confluent;
 pub mod console;
 pub mod extract;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod models;
 pub mod onnx;

@@ -91,6 +91,9 @@ pub struct Metrics {
     loaded: Family<VersionLabels, Gauge>,
     pub load_failures: Family<FailureLabels, Counter>,
     pub reloads: Family<OutcomeLabels, Counter>,
+    /// Set from malloc's statistics at each scrape (see `memory::heap_stats`).
+    heap_in_use: Gauge,
+    heap_free: Gauge,
 }
 
 impl Default for Metrics {
@@ -148,6 +151,13 @@ impl Metrics {
             load_failures.clone(),
         );
         registry.register("reloads", "Repository reloads by outcome", reloads.clone());
+        let (heap_in_use, heap_free) = (Gauge::default(), Gauge::default());
+        registry.register("heap_in_use_bytes", "Bytes malloc has handed out (glibc builds; read at scrape)", heap_in_use.clone());
+        registry.register(
+            "heap_free_bytes",
+            "Bytes free inside malloc's arenas and kept from the OS: RSS that is not in use (glibc builds; read at scrape)",
+            heap_free.clone(),
+        );
         Self {
             registry,
             requests,
@@ -163,6 +173,8 @@ impl Metrics {
             loaded,
             load_failures,
             reloads,
+            heap_in_use,
+            heap_free,
         }
     }
 
@@ -229,6 +241,10 @@ impl Metrics {
     }
 
     pub fn encode(&self) -> String {
+        if let Some(heap) = crate::memory::heap_stats() {
+            self.heap_in_use.set(i64::try_from(heap.in_use).unwrap_or(i64::MAX));
+            self.heap_free.set(i64::try_from(heap.free).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -65,7 +65,7 @@ impl Reloader {
             // temporaries freed in malloc's arenas; swapped-out versions trim on their own
             // once their last request is answered (see `batch`).
             if !planned.1.loaded.is_empty() || !planned.1.rejected.is_empty() {
-                crate::onnx::release_freed_memory();
+                crate::memory::release_freed_memory();
             }
             planned
         })

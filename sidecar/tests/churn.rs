@@ -151,6 +151,7 @@ async fn swapped_out_versions_are_freed_and_memory_stays_bounded() {
     let base = std::fs::read(model_file("orientation", 2)).unwrap();
     let mut windows = Vec::new();
     let mut after = Vec::new();
+    let mut in_use = Vec::new();
     let mut last_sha256 = String::new();
     for i in 1..=swaps {
         let bytes = variant(&base, &format!("churn swap {i}"));
@@ -182,8 +183,16 @@ async fn swapped_out_versions_are_freed_and_memory_stays_bounded() {
             repo.set_checksum("orientation", 2, &last_sha256);
         }
         let (rss, threads) = settled(pid, gap).await;
-        println!("swap {i:>3}: rss {:>4} MiB, threads {threads}, reload {} ms", rss / MIB, (windows[i - 1].1 - began).as_millis());
+        // In KiB, as the RSS.
+        let heap = tokio::task::block_in_place(|| metric(&sidecar.metrics(), "switchyard_sidecar_heap_in_use_bytes", &[])) as u64 / 1024;
+        println!(
+            "swap {i:>3}: rss {:>4} MiB, malloc in use {:>4} MiB, threads {threads}, reload {} ms",
+            rss / MIB,
+            heap / MIB,
+            (windows[i - 1].1 - began).as_millis()
+        );
         after.push((rss, threads));
+        in_use.push(heap);
     }
 
     stop.store(true, Ordering::Relaxed);
@@ -240,7 +249,7 @@ async fn swapped_out_versions_are_freed_and_memory_stays_bounded() {
     // anything per swap shows as a trend: the soak's +3.5 MiB per swap would be +100 MiB by
     // swap 40; 20 MiB fails on 0.7 MiB kept per swap. Where the arenas and ONNX Runtime's
     // buffers land still moves the RSS after a swap by ~10 MiB (one malloc arena per CPU,
-    // see `onnx::limit_malloc_arenas`; with glibc's 8 per CPU it moved by 25-50 MiB). And
+    // see `memory::limit_malloc_arenas`; with glibc's 8 per CPU it moved by 25-50 MiB). And
     // against the start, the bound before the arena cap: 50 MiB.
     let mean = |from: usize, to: usize| after[from - 1..to].iter().map(|r| r.0).sum::<u64>() / (to + 1 - from) as u64;
     let (settled_rss, late) = (mean(7, 10), mean(swaps - 3, swaps));
@@ -264,6 +273,19 @@ async fn swapped_out_versions_are_freed_and_memory_stays_bounded() {
         "RSS grew from {} MiB after swaps 7-10 to {} MiB after swaps {}-{swaps}: each swap keeps memory",
         settled_rss / MIB,
         late / MIB,
+        swaps - 3
+    );
+    // What malloc has handed out, which the arenas' free space does not blur: a kept session
+    // (~10 MiB with its buffers) or anything kept per swap shows here. The slack is the
+    // requests in flight when it is read.
+    let heap_mean = |from: usize, to: usize| in_use[from - 1..to].iter().sum::<u64>() / (to + 1 - from) as u64;
+    let (settled_heap, late_heap) = (heap_mean(7, 10), heap_mean(swaps - 3, swaps));
+    assert!(settled_heap > 0, "no switchyard_sidecar_heap_in_use_bytes in /metrics");
+    assert!(
+        late_heap < settled_heap + 8 * MIB,
+        "malloc's bytes in use grew from {} MiB after swaps 7-10 to {} MiB after swaps {}-{swaps}",
+        settled_heap / MIB,
+        late_heap / MIB,
         swaps - 3
     );
     assert!(
