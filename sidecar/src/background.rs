@@ -32,9 +32,9 @@ pub fn run<T: Send>(name: &str, nice: i32, work: impl FnOnce() -> T + Send) -> s
 }
 
 /// Raises the calling thread's nice value to `nice` (lowers its priority) unless it is that
-/// low already. Raising it needs no privilege; if it still fails the load runs at the normal
+/// low already. Raising it needs no privilege; if it still fails the work runs at the normal
 /// priority, which costs latency, not answers.
-fn lower_own_priority(nice: i32) {
+pub fn lower_own_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     {
         if own_nice().is_some_and(|current| current >= nice) {
@@ -73,23 +73,83 @@ pub fn own_nice() -> Option<i32> {
 
 type Work = Box<dyn FnOnce() + Send>;
 
+/// A thread to start at a nice value, and where to send its handle.
+struct Spawn {
+    work: Work,
+    nice: i32,
+    reply: mpsc::Sender<std::io::Result<JoinHandle<()>>>,
+}
+
 /// Starts ONNX Runtime's pool threads from one long-lived thread at the priority the sidecar
-/// started with, whichever thread builds the session. Create it before lowering any priority.
+/// started with, whichever thread builds the session, each then at the spawner's `nice` (0:
+/// the sidecar's priority; a bulk instance's threads run lower). Create it before lowering
+/// any priority.
 #[derive(Clone)]
 pub struct Spawner {
-    requests: mpsc::Sender<(Work, mpsc::Sender<std::io::Result<JoinHandle<()>>>)>,
+    requests: mpsc::Sender<Spawn>,
+    nice: i32,
 }
 
 impl Spawner {
     pub fn start() -> std::io::Result<Spawner> {
-        let (requests, incoming) = mpsc::channel::<(Work, mpsc::Sender<std::io::Result<JoinHandle<()>>>)>();
+        let (requests, incoming) = mpsc::channel::<Spawn>();
         std::thread::Builder::new().name("ort spawner".into()).spawn(move || {
             // Ends when every Spawner (and so every session holding one) is gone.
-            for (work, reply) in incoming {
-                let _ = reply.send(std::thread::Builder::new().name("ort worker".into()).spawn(work));
+            for Spawn { work, nice, reply } in incoming {
+                let spawned = std::thread::Builder::new().name("ort worker".into()).spawn(move || {
+                    if nice != 0 {
+                        lower_own_priority(nice);
+                    }
+                    work()
+                });
+                let _ = reply.send(spawned);
             }
         })?;
-        Ok(Spawner { requests })
+        Ok(Spawner { requests, nice: 0 })
+    }
+
+    /// The same spawner, starting threads at `nice`.
+    pub fn at_nice(&self, nice: i32) -> Spawner {
+        Spawner { requests: self.requests.clone(), nice }
+    }
+}
+
+/// Threads at a lower priority running blocking work for async callers: pre-processing for
+/// the priority levels below the highest, when those run in the background.
+pub struct Pool {
+    jobs: mpsc::Sender<Work>,
+}
+
+impl Pool {
+    pub fn start(name: &str, threads: usize, nice: i32) -> std::io::Result<Pool> {
+        let (jobs, incoming) = mpsc::channel::<Work>();
+        let incoming = std::sync::Arc::new(std::sync::Mutex::new(incoming));
+        for i in 0..threads.max(1) {
+            let incoming = std::sync::Arc::clone(&incoming);
+            std::thread::Builder::new().name(format!("{name}#{i}")).spawn(move || {
+                lower_own_priority(nice);
+                loop {
+                    // The lock is held only to take one job; a poisoned one still hands them out.
+                    let next = incoming.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                    match next {
+                        // A panicking job loses its answer (the caller sees `None`), not the thread.
+                        Ok(work) => drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))),
+                        Err(_) => return, // the pool is gone
+                    }
+                }
+            })?;
+        }
+        Ok(Pool { jobs })
+    }
+
+    /// Runs `work` on one of the pool's threads; `None` if it panicked.
+    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Work = Box::new(move || {
+            let _ = reply.send(work());
+        });
+        self.jobs.send(job).ok()?;
+        answer.await.ok()
     }
 }
 
@@ -99,7 +159,7 @@ impl ort::environment::ThreadManager for Spawner {
     fn create(&self, work: impl FnOnce() + Send + 'static) -> ort::Result<JoinHandle<()>> {
         let (reply, handle) = mpsc::channel();
         self.requests
-            .send((Box::new(work), reply))
+            .send(Spawn { work: Box::new(work), nice: self.nice, reply })
             .map_err(|_| ort::Error::new("the thread spawner has stopped"))?;
         match handle.recv() {
             Ok(Ok(thread)) => Ok(thread),
@@ -137,6 +197,25 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, own_nice());
+    }
+
+    #[test]
+    fn a_niced_spawner_starts_niced_threads() {
+        use ort::environment::ThreadManager;
+        let spawner = Spawner::start().unwrap().at_nice(17);
+        let (tx, rx) = mpsc::channel();
+        let thread = spawner.create(move || tx.send(own_nice()).unwrap()).unwrap();
+        Spawner::join(thread).unwrap();
+        assert_eq!(rx.recv().unwrap(), Some(17));
+    }
+
+    #[tokio::test]
+    async fn the_pool_runs_work_niced() {
+        let pool = Pool::start("test pool", 1, 18).unwrap();
+        assert_eq!(pool.run(own_nice).await, Some(Some(18)));
+        assert_eq!(pool.run(|| 40 + 2).await, Some(42));
+        assert_eq!(pool.run(|| -> u8 { panic!("boom") }).await, None);
+        assert_eq!(pool.run(|| 7).await, Some(7), "a panic ends that job only");
     }
 
     #[test]

@@ -76,6 +76,14 @@ pub struct BatchPolicy {
     pub top_up: TopUp,
 }
 
+/// An inference instance kept for the levels below the highest, run at a lower CPU
+/// priority (`batching.priority.bulk_nice`): its thread and its session's intra-op threads
+/// run at `nice`, while the version's other instances serve the highest level only.
+pub struct BulkInstance {
+    pub engine: Engine,
+    pub nice: i32,
+}
+
 /// The admission slots of one priority level.
 struct Level {
     slots: Arc<Semaphore>,
@@ -101,25 +109,35 @@ pub struct LevelLoad {
 }
 
 impl Queue {
-    /// Starts one inference thread per engine. `metrics` has one entry per level of `policy`.
-    pub fn spawn(name: &str, engines: Vec<Engine>, policy: BatchPolicy, metrics: VersionMetrics) -> Queue {
+    /// Starts one inference thread per engine, and one for `bulk` if given (then the others
+    /// serve the highest level only). `metrics` has one entry per level of `policy`.
+    pub fn spawn(name: &str, engines: Vec<Engine>, bulk: Option<BulkInstance>, policy: BatchPolicy, metrics: VersionMetrics) -> Queue {
         let levels: Vec<Level> =
             policy.queue_capacity.iter().map(|&capacity| Level { slots: Arc::new(Semaphore::new(capacity)), capacity }).collect();
         let pending = Arc::new(Pending::new(levels.len()));
         let threads = Arc::new(());
+        let last = levels.len().saturating_sub(1);
+        let (online, lanes) = match bulk {
+            Some(_) if last > 0 => (0..=0, 1..=last),
+            _ => (0..=last, 0..=last),
+        };
+        let instances = engines.into_iter().enumerate().map(|(i, engine)| (format!("{i}"), engine, online.clone(), 0));
+        let bulk = bulk.filter(|_| last > 0).map(|b| ("bulk".to_string(), b.engine, lanes, b.nice));
         let mut served = false;
-        for (i, engine) in engines.into_iter().enumerate() {
+        for (instance, engine, lanes, nice) in instances.chain(bulk) {
             let pending = Arc::clone(&pending);
             let worker = Worker {
                 name: name.to_string(),
                 engine,
+                lanes,
+                nice,
                 max_batch_size: policy.max_batch_size,
                 max_queue_delay: policy.max_queue_delay,
                 top_up: policy.top_up,
                 metrics: metrics.clone(),
                 threads: Arc::clone(&threads),
             };
-            match std::thread::Builder::new().name(format!("infer {name}#{i}")).spawn(move || worker.run(&pending)) {
+            match std::thread::Builder::new().name(format!("infer {name}#{instance}")).spawn(move || worker.run(&pending)) {
                 Ok(_) => served = true,
                 Err(e) => tracing::error!(model = name, error = %e, "cannot start an inference thread"),
             }
@@ -208,6 +226,10 @@ impl Drop for Queue {
 struct Worker {
     name: String,
     engine: Engine,
+    /// The priority lanes this thread takes batches from (0 is the highest).
+    lanes: std::ops::RangeInclusive<usize>,
+    /// The thread's nice value (0: the sidecar's priority).
+    nice: i32,
     max_batch_size: usize,
     max_queue_delay: Duration,
     top_up: TopUp,
@@ -218,7 +240,10 @@ struct Worker {
 
 impl Worker {
     fn run(mut self, pending: &Pending<Job>) {
-        while let Some(batch) = pending.batch(self.max_batch_size, self.max_queue_delay, self.top_up) {
+        if self.nice != 0 {
+            crate::background::lower_own_priority(self.nice);
+        }
+        while let Some(batch) = pending.batch_in(self.lanes.clone(), self.max_batch_size, self.max_queue_delay, self.top_up) {
             self.execute(batch);
         }
         tracing::debug!(model = self.name, "inference thread stopped (version unloaded)");

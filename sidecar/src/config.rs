@@ -489,6 +489,13 @@ pub struct PriorityConfig {
     /// Triton does). Bigger batches for bulk work, but on a CPU a batch's inference takes
     /// about as much longer as it is bigger, and the higher-level jobs in it wait for that.
     pub top_up: bool,
+    /// Nice value (1-19) at which the levels below the highest run, on threads of their own: a
+    /// bulk inference instance per version (its own session; its thread and ONNX Runtime's
+    /// run at this nice value) serves them, the other instances serve the highest level only,
+    /// and their images are pre-processed on `runtime.preprocess_threads` threads at this nice
+    /// value. The CPU then goes to the highest level whenever it has work. 0: off (every level
+    /// shares the instances and the pre-processing pool).
+    pub bulk_nice: i32,
 }
 
 impl Default for PriorityConfig {
@@ -501,11 +508,18 @@ impl Default for PriorityConfig {
             batch_level: None,
             queue_capacity: Vec::new(),
             top_up: false,
+            bulk_nice: 0,
         }
     }
 }
 
 impl PriorityConfig {
+    /// The nice value of the levels below the highest when they run apart (`bulk_nice`, with
+    /// more than one level).
+    pub fn bulk(&self) -> Option<i32> {
+        (self.bulk_nice > 0 && self.levels > 1).then_some(self.bulk_nice)
+    }
+
     /// The level of an `ExtractBatch` call that names none.
     pub fn batch_level(&self) -> usize {
         self.batch_level.unwrap_or(self.levels)
@@ -526,6 +540,9 @@ impl PriorityConfig {
                 Err(invalid(field, format!("must be a level in 1..={} (`batching.priority.levels`); got {n}", self.levels)))
             }
         };
+        if !(0..=19).contains(&self.bulk_nice) {
+            return Err(invalid("batching.priority.bulk_nice", format!("must be in 0..=19 (0 is off); got {}", self.bulk_nice)));
+        }
         level("batching.priority.default_level", self.default_level)?;
         level("batching.priority.batch_level", self.batch_level())?;
         if !self.queue_capacity.is_empty() && self.queue_capacity.len() != self.levels {

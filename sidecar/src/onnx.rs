@@ -81,8 +81,9 @@ impl Runtime {
     }
 
     /// Builds a session for `model_bytes` with the configured execution providers, trying
-    /// each in order; returns the provider that took it.
-    pub fn session(&self, model_bytes: &[u8], name: &str) -> Result<(Session, Provider), String> {
+    /// each in order; returns the provider that took it. Its intra-op threads run at
+    /// `threads_nice` (0: the sidecar's priority).
+    pub fn session(&self, model_bytes: &[u8], name: &str, threads_nice: i32) -> Result<(Session, Provider), String> {
         let err = |e: ort::Error<_>| e.to_string();
         let mut builder = Session::builder(&self.env).map_err(|e| e.to_string())?;
         if self.config.intra_op_threads > 0 {
@@ -90,7 +91,7 @@ impl Runtime {
         }
         builder = builder.with_intra_op_spinning(self.config.intra_op_spinning).map_err(err)?;
         builder = builder.with_inter_threads(1).map_err(err)?;
-        builder = builder.with_thread_manager(self.spawner.clone()).map_err(err)?;
+        builder = builder.with_thread_manager(self.spawner.at_nice(threads_nice)).map_err(err)?;
         let mut provider = Provider::Cpu;
         for wanted in &self.config.execution_providers {
             let dispatch = match wanted {

@@ -5,7 +5,7 @@
 //! is new or changed, then swaps the routing table in one atomic store. Anything that fails
 //! is logged, counted and recorded, and whatever served before goes on serving.
 
-use crate::batch::{BatchPolicy, Queue, TopUp};
+use crate::batch::{BatchPolicy, BulkInstance, Queue, TopUp};
 use crate::config::{Config, ModelPolicy};
 use crate::metrics::{FailureLabels, Metrics, OutcomeLabels};
 use crate::models::{unix_ms, ModelSet, ModelVersion, Rejected, Routing};
@@ -308,19 +308,21 @@ impl Reloader {
         let started = std::time::Instant::now();
         // Built at background priority; the inference threads are started below, on this
         // thread, so that they serve at the sidecar's own priority.
-        let build = || -> Result<(Vec<Engine>, crate::config::Provider, Option<i32>), Rejection> {
-            let mut engines = Vec::with_capacity(batching.instances);
+        let bulk_nice = batching.priority.bulk();
+        let build = || -> Result<Built, Rejection> {
             let mut provider = crate::config::Provider::Cpu;
-            for _ in 0..batching.instances {
-                let (session, used) = self.runtime.session(bytes, &name).map_err(Rejection::Invalid)?;
+            let mut engine = |threads_nice: i32| -> Result<Engine, Rejection> {
+                let (session, used) = self.runtime.session(bytes, &name, threads_nice).map_err(Rejection::Invalid)?;
                 provider = used;
                 let mut engine = Engine::new(session, config.clone()).map_err(Rejection::Config)?;
                 engine.warm_up(batching.max_batch_size).map_err(|e| Rejection::Invalid(format!("warm-up failed: {e}")))?;
-                engines.push(engine);
-            }
-            Ok((engines, provider, crate::background::own_nice()))
+                Ok(engine)
+            };
+            let engines = (0..batching.instances).map(|_| engine(0)).collect::<Result<Vec<_>, _>>()?;
+            let bulk = bulk_nice.map(&mut engine).transpose()?;
+            Ok(Built { engines, bulk, provider, built_at_nice: crate::background::own_nice() })
         };
-        let (engines, provider, built_at_nice) = crate::background::run(&format!("load {name}"), self.config.runtime.load_nice, build)
+        let Built { engines, bulk, provider, built_at_nice } = crate::background::run(&format!("load {name}"), self.config.runtime.load_nice, build)
             .map_err(|e| Rejection::Unreadable(format!("cannot start the thread that builds its sessions: {e}")))??;
         let policy = BatchPolicy {
             max_batch_size: batching.max_batch_size,
@@ -329,7 +331,8 @@ impl Reloader {
             top_up: if batching.priority.top_up { TopUp::FromLowerLevels } else { TopUp::No },
         };
         let metrics = self.metrics.version(&model.name, version, policy.queue_capacity.len());
-        let queue = Queue::spawn(&name, engines, policy, metrics.clone());
+        let bulk = bulk.zip(bulk_nice).map(|(engine, nice)| BulkInstance { engine, nice });
+        let queue = Queue::spawn(&name, engines, bulk, policy, metrics.clone());
         let class_keys = config.outputs.class_labels.iter().map(|label| format!("class/{label}")).collect();
         tracing::info!(
             model_version = name,
@@ -352,4 +355,13 @@ impl Reloader {
             loaded_at: SystemTime::now(),
         })
     }
+}
+
+/// The sessions of one version, built and warmed up (at `built_at_nice`), not yet serving.
+struct Built {
+    engines: Vec<Engine>,
+    /// The bulk instance's, with `batching.priority.bulk_nice`.
+    bulk: Option<Engine>,
+    provider: crate::config::Provider,
+    built_at_nice: Option<i32>,
 }

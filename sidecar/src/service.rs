@@ -47,6 +47,9 @@ struct Shared {
     /// pre-processing threads, and an image of the highest level waits there at most for the
     /// images already being pre-processed.
     lower_level_turns: Vec<Semaphore>,
+    /// Pre-processing for the levels below the highest at `batching.priority.bulk_nice`;
+    /// `None` when they share the blocking pool.
+    bulk_preprocess: Option<crate::background::Pool>,
     /// `None` when tracing is off.
     telemetry: Option<Arc<Telemetry>>,
     /// `None` when the feature cache is off.
@@ -92,6 +95,11 @@ impl Extractor {
             version_header: config.version_header.clone(),
             priorities: Priorities::new(priority),
             lower_level_turns: (1..priority.levels).map(|_| Semaphore::new(threads)).collect(),
+            bulk_preprocess: priority.bulk().and_then(|nice| {
+                crate::background::Pool::start("preprocess bulk", threads, nice)
+                    .inspect_err(|e| tracing::error!(error = %e, "cannot start the bulk pre-processing threads; every level shares the blocking pool"))
+                    .ok()
+            }),
             telemetry,
             cache,
         };
@@ -174,11 +182,13 @@ impl Extractor {
         let started = Instant::now();
         let traced_from = trace.as_ref().map(|_| SystemTime::now());
         let for_prepare = Arc::clone(version);
-        let prepared = tokio::task::spawn_blocking(move || {
-            preprocess::prepare(&image, declared, &limits, &for_prepare.config.input)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("pre-processing task failed: {e}")))?;
+        let prepare = move || preprocess::prepare(&image, declared, &limits, &for_prepare.config.input);
+        let prepared = match self.shared.bulk_preprocess.as_ref().filter(|_| admission.priority().index() > 0) {
+            Some(pool) => pool.run(prepare).await.ok_or_else(|| Status::internal("pre-processing task failed"))?,
+            None => tokio::task::spawn_blocking(prepare)
+                .await
+                .map_err(|e| Status::internal(format!("pre-processing task failed: {e}")))?,
+        };
         drop(turn);
         if let (Some(trace), Some(from)) = (&trace, traced_from) {
             trace.preprocessed(from, prepared.as_ref().err().map(ToString::to_string).as_deref());

@@ -152,3 +152,49 @@ async fn with_one_queue_the_same_bulk_call_keeps_online_requests_out() {
     let metrics = sidecar.metrics();
     assert_eq!(metric(&metrics, "switchyard_sidecar_priority_rejected_total", &[("version", "1"), ("priority", "1")]), 2.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_bulk_nice_the_lower_levels_run_on_threads_of_their_own_at_that_priority() {
+    let repo = Repo::with(&[("orientation", &[1])]);
+    let config = "[runtime]\nintra_op_threads = 2\n\n[batching]\nmax_batch_size = 4\ninstances = 1\n\n\
+                  [batching.priority]\nlevels = 2\nqueue_capacity = [16, 8]\nbulk_nice = 15\n\n[repository]\nwatch = false\n";
+    let sidecar = Sidecar::start(repo.path(), config);
+    let stop = Arc::new(AtomicBool::new(false));
+    let bulk = flood(&sidecar, Arc::clone(&stop));
+    let bulk_level = [("model", "orientation"), ("version", "1"), ("priority", "2")];
+    until_metric(&sidecar, "switchyard_sidecar_priority_queue_depth", &bulk_level, 8.0).await;
+
+    let mut client = sidecar.client();
+    let image = page(0, "jpg");
+    for i in 0..20 {
+        let answer = client
+            .extract_realtime(request(image.clone(), ImageFormat::Jpeg))
+            .await
+            .unwrap_or_else(|e| panic!("online request {i} failed under the flood: {e:?}"));
+        assert_eq!(predicted_class(&answer.into_inner().quality_scores), "0");
+    }
+
+    // Which thread runs at which priority: the online instance, its ONNX Runtime thread and
+    // the shared pre-processing at the sidecar's; the bulk instance, its ONNX Runtime thread
+    // and the bulk pre-processing threads at 15.
+    let threads = threads(sidecar.pid());
+    let main_nice = threads.first().unwrap().1;
+    let nice_of = |prefix: &str| -> Vec<i64> { threads.iter().filter(|(n, _)| n.starts_with(prefix)).map(|(_, nice)| *nice).collect() };
+    // (Linux keeps 15 bytes of a thread's name: `infer orientati`.)
+    let sorted = |mut v: Vec<i64>| {
+        v.sort();
+        v
+    };
+    let expected = sorted(vec![main_nice, 15]);
+    assert_eq!(sorted(nice_of("infer ")), expected, "one online and one bulk instance: {threads:?}");
+    assert_eq!(sorted(nice_of("ort worker")), expected, "{threads:?}");
+    let preprocess = nice_of("preprocess bulk");
+    assert!(!preprocess.is_empty() && preprocess.iter().all(|n| *n == 15), "{threads:?}");
+
+    stop.store(true, Ordering::Relaxed);
+    let (response, sent) = bulk.await.unwrap();
+    every_image_answered(response.expect("the bulk call succeeds"), sent);
+    let metrics = sidecar.metrics();
+    assert_eq!(metric(&metrics, "switchyard_sidecar_priority_queue_seconds_count", &[("version", "1"), ("priority", "1")]), 20.0);
+    assert_eq!(metric(&metrics, "switchyard_sidecar_priority_rejected_total", &[("version", "1"), ("priority", "1")]), 0.0);
+}

@@ -204,22 +204,6 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     assert!(sidecar.log().contains("drained; exiting"), "{}", sidecar.log());
 }
 
-/// `(name, nice)` of each of the process's threads, from `/proc`.
-fn threads(pid: u32) -> Vec<(String, i64)> {
-    let mut found = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
-        let (Ok(name), Ok(stat)) = (std::fs::read_to_string(task.path().join("comm")), std::fs::read_to_string(task.path().join("stat")))
-        else {
-            continue; // the thread ended meanwhile
-        };
-        // Fields after the parenthesised name: state is field 3, nice field 19.
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        let nice: i64 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
-        found.push((name.trim().to_string(), nice));
-    }
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_is_built_at_background_priority_and_served_at_the_sidecars() {
     let repo = Repo::with(&[("orientation", &[1])]);

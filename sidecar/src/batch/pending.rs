@@ -13,6 +13,7 @@
 //! Generic over the job so the ordering is tested without a model.
 
 use std::collections::VecDeque;
+use std::ops::RangeInclusive;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,9 @@ pub(super) struct Pending<T> {
     arrived: Condvar,
     /// Held by the one thread forming a batch, so two instances never split one batch
     /// between them; it lets go before inference so another can form the next meanwhile.
-    forming: Mutex<()>,
+    /// One per first lane served: threads reserved for different lanes never wait for each
+    /// other (see [`Pending::batch_in`]).
+    forming: Vec<Mutex<()>>,
 }
 
 struct Lanes<T> {
@@ -32,9 +35,9 @@ struct Lanes<T> {
 }
 
 impl<T> Lanes<T> {
-    /// The oldest job of the highest non-empty lane down to `lowest`, with its lane.
-    fn pop(&mut self, lowest: usize) -> Option<(usize, Instant, T)> {
-        self.lanes.iter_mut().take(lowest + 1).enumerate().find_map(|(lane, jobs)| {
+    /// The oldest job of the highest non-empty lane from `first` down to `lowest`, with its lane.
+    fn pop(&mut self, first: usize, lowest: usize) -> Option<(usize, Instant, T)> {
+        self.lanes.iter_mut().enumerate().skip(first).take((lowest + 1).saturating_sub(first)).find_map(|(lane, jobs)| {
             let (enqueued, job) = jobs.pop_front()?;
             Some((lane, enqueued, job))
         })
@@ -63,7 +66,7 @@ impl<T> Pending<T> {
         Self {
             state: Mutex::new(Lanes { lanes: (0..levels).map(|_| VecDeque::new()).collect(), closed: false }),
             arrived: Condvar::new(),
-            forming: Mutex::new(()),
+            forming: (0..levels).map(|_| Mutex::new(())).collect(),
         }
     }
 
@@ -74,25 +77,34 @@ impl<T> Pending<T> {
         let last = state.lanes.len() - 1;
         state.lanes[lane.min(last)].push_back((enqueued, job));
         drop(state);
-        self.arrived.notify_one();
+        // Every waiting thread: with lanes reserved, the one woken might not serve this lane.
+        self.arrived.notify_all();
     }
 
-    /// No more jobs will come: the threads take what is queued, then [`Pending::batch`]
+    /// No more jobs will come: the threads take what is queued, then [`Pending::batch_in`]
     /// returns `None`.
     pub(super) fn close(&self) {
         lock(&self.state).closed = true;
         self.arrived.notify_all();
     }
 
-    /// Blocks for a first job, then takes up to `max` jobs, highest level first, waiting for
-    /// more only while every lane is empty and the oldest job in the batch has waited less
-    /// than `max_delay`. `None` once closed and empty.
+    /// `batch_in` over every lane.
+    #[cfg(test)]
     pub(super) fn batch(&self, max: usize, max_delay: Duration, top_up: TopUp) -> Option<Vec<T>> {
-        let _forming = lock(&self.forming);
+        self.batch_in(0..=usize::MAX, max, max_delay, top_up)
+    }
+
+    /// Blocks for a first job in `lanes` (clamped to the lanes there are: an inference thread
+    /// may be reserved for some levels), then takes up to `max` jobs, highest level first,
+    /// waiting for more only while those lanes are empty and the oldest job in the batch has
+    /// waited less than `max_delay`. `None` once closed and those lanes are empty.
+    pub(super) fn batch_in(&self, lanes: RangeInclusive<usize>, max: usize, max_delay: Duration, top_up: TopUp) -> Option<Vec<T>> {
+        let last = self.forming.len() - 1;
+        let (from, to) = ((*lanes.start()).min(last), (*lanes.end()).min(last));
+        let _forming = self.forming.get(from).map(lock);
         let mut state = lock(&self.state);
-        let last = state.lanes.len() - 1;
         let (level, mut oldest, first) = loop {
-            if let Some(job) = state.pop(last) {
+            if let Some(job) = state.pop(from, to) {
                 break job;
             }
             if state.closed {
@@ -101,13 +113,13 @@ impl<T> Pending<T> {
             state = self.arrived.wait(state).unwrap_or_else(PoisonError::into_inner);
         };
         let lowest = match top_up {
-            TopUp::FromLowerLevels => last,
+            TopUp::FromLowerLevels => to,
             TopUp::No => level,
         };
         let mut batch = Vec::with_capacity(max);
         batch.push(first);
         while batch.len() < max {
-            if let Some((_, enqueued, job)) = state.pop(lowest) {
+            if let Some((_, enqueued, job)) = state.pop(from, lowest) {
                 oldest = oldest.min(enqueued);
                 batch.push(job);
                 continue;
@@ -244,5 +256,30 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         pending.close();
         assert_eq!(waiting.join().unwrap(), None);
+    }
+
+    #[test]
+    fn threads_reserved_for_some_levels_take_only_those_and_never_wait_for_each_other() {
+        let pending = Arc::new(Pending::new(3));
+        let now = Instant::now();
+        for (lane, job) in [(2, "c1"), (1, "b1"), (0, "a1"), (1, "b2")] {
+            pending.push(lane, now, job);
+        }
+        // The bulk thread: levels 2 and 3, highest first, topped up within them only.
+        assert_eq!(pending.batch_in(1..=2, 8, Duration::ZERO, TopUp::FromLowerLevels).unwrap(), ["b1", "b2", "c1"]);
+        assert_eq!(pending.batch_in(0..=0, 8, Duration::ZERO, TopUp::No).unwrap(), ["a1"]);
+        // A thread reserved for level 1 waiting for work does not hold up the bulk thread...
+        let online = Arc::clone(&pending);
+        let waiting = std::thread::spawn(move || online.batch_in(0..=0, 8, Duration::ZERO, TopUp::No));
+        std::thread::sleep(Duration::from_millis(20));
+        pending.push(2, now, "c2");
+        assert_eq!(pending.batch_in(1..=2, 8, Duration::ZERO, TopUp::No).unwrap(), ["c2"]);
+        // ...and is woken by a job at its level even while another lane has work.
+        pending.push(1, now, "b3");
+        pending.push(0, now, "a2");
+        assert_eq!(waiting.join().unwrap().unwrap(), ["a2"]);
+        assert_eq!(pending.batch_in(1..=5, 8, Duration::ZERO, TopUp::No).unwrap(), ["b3"]);
+        pending.close();
+        assert!(pending.batch_in(0..=0, 8, LONG, TopUp::No).is_none());
     }
 }

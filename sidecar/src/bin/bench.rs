@@ -227,7 +227,7 @@ fn inprocess(args: InProcess<'_>) -> anyhow::Result<serde_json::Value> {
     let limits = Limits { max_bytes: 16 << 20, max_side: 16_384, max_pixels: 50_000_000 };
     let mut engines = Vec::new();
     for _ in 0..args.threads.max(1) {
-        let (session, _) = runtime.session(&bytes, "bench").map_err(anyhow::Error::msg)?;
+        let (session, _) = runtime.session(&bytes, "bench", 0).map_err(anyhow::Error::msg)?;
         let mut engine = Engine::new(session, config.clone()).map_err(anyhow::Error::msg)?;
         engine.warm_up(1).map_err(anyhow::Error::msg)?;
         engines.push(engine);

@@ -253,3 +253,19 @@ pub fn predicted_class(scores: &std::collections::HashMap<String, f32>) -> Strin
 pub fn config(extra: &str) -> String {
     format!("{extra}\n[runtime]\nintra_op_threads = 1\n\n[repository]\nwatch = false\n")
 }
+
+/// `(name, nice)` of each of the process's threads, from `/proc`.
+pub fn threads(pid: u32) -> Vec<(String, i64)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let (Ok(name), Ok(stat)) = (std::fs::read_to_string(task.path().join("comm")), std::fs::read_to_string(task.path().join("stat")))
+        else {
+            continue; // the thread ended meanwhile
+        };
+        // Fields after the parenthesised name: state is field 3, nice field 19.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice: i64 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
+        found.push((name.trim().to_string(), nice));
+    }
+    found
+}
