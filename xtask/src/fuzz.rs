@@ -75,8 +75,9 @@ pub fn run(args: Args) -> Result<()> {
     let out = paths::root().join("target/fuzz");
     let budget = Budget::of(&args);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    // Each target's latest run: targets not run this time keep the figures of their last one.
-    let mut report = previous_report(&out);
+    // This run's targets; the file keeps each target's latest run, so targets not run this
+    // time keep the figures of their last one.
+    let mut report = serde_json::Map::new();
     let mut waiting = targets.iter();
     let mut running: Vec<(&str, Child, Instant, SystemTime)> = Vec::new();
     loop {
@@ -95,16 +96,22 @@ pub fn run(args: Args) -> Result<()> {
                 Some(_) => {
                     let figures = figures(&out, target, started.elapsed().as_secs_f64(), since)?;
                     eprintln!("fuzz: {target} done: {figures}");
-                    report.insert(target.to_owned(), figures);
-                    // Written as each target ends, so a long run's figures survive an interruption.
-                    write_report(&out, &report)?;
+                    report.insert(target.to_owned(), figures.clone());
+                    // Written as each target ends, so a long run's figures survive an
+                    // interruption; merged into the file as it is now, so another run of other
+                    // targets at the same time keeps its figures too.
+                    let mut on_disk = previous_report(&out);
+                    on_disk.insert(target.to_owned(), figures);
+                    write_report(&out, &on_disk)?;
                 }
                 None => still.push((target, child, started, since)),
             }
         }
         running = still;
     }
-    let report = write_report(&out, &report)?;
+    let mut on_disk = previous_report(&out);
+    on_disk.extend(report);
+    let report = write_report(&out, &on_disk)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     let crashed: Vec<&String> = report["targets"]
         .as_object()
