@@ -360,8 +360,8 @@ pub struct RuntimeConfig {
     /// so a load takes the CPU serving leaves idle (see `background`); 0 builds at the
     /// sidecar's own priority.
     pub load_nice: i32,
-    /// Every this many milliseconds, give malloc's free pages back to the OS when more than
-    /// 16 MiB is free (`memory::start_trimming`); 0 never does between reloads.
+    /// Every this many milliseconds, give malloc's free pages back to the OS
+    /// (`memory::start_trimming`); 0 only does after reloads.
     pub heap_trim_interval_ms: u64,
 }
 

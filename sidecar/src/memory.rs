@@ -99,19 +99,15 @@ pub fn heap_stats() -> Option<HeapStats> {
     None
 }
 
-/// Free bytes in malloc's arenas below which a periodic trim is not worth its arena locks.
-const TRIM_ABOVE_FREE: u64 = 16 << 20;
-
 /// Starts (once per process) a thread that gives malloc's free pages back to the OS every
-/// `interval` while more than 16 MiB is free, as jemalloc's decay does and glibc does not.
+/// `interval`, as jemalloc's decay does and glibc does not.
 ///
 /// Serving leaves freed memory in the arenas: queued requests' images and pre-processing
 /// buffers after a burst, a swapped-out version's session, ONNX Runtime's buffers of a batch
-/// larger than usual. glibc returns only the top of an arena on its own, so without this the
-/// sidecar's RSS rose and fell with whatever was free at the moment: in a 7-minute churn soak
-/// (2 CPUs) malloc's in-use bytes stayed at 210-213 MiB while its free bytes moved between 25
-/// and 150 MiB and the RSS between 177 and 258 MiB. Memory a container is billed for should be
-/// memory in use. A trim takes each arena's lock for a few milliseconds.
+/// larger than usual. glibc returns only the top of an arena on its own. Memory a container is
+/// billed for should be memory in use. A trim takes each arena's lock for a few milliseconds.
+/// It runs whatever malloc's statistics say: its free bytes count pages already given back,
+/// so they cannot tell whether there is anything left to give.
 pub fn start_trimming(interval: std::time::Duration) {
     static STARTED: std::sync::Once = std::sync::Once::new();
     if interval.is_zero() || heap_stats().is_none() {
@@ -120,9 +116,7 @@ pub fn start_trimming(interval: std::time::Duration) {
     STARTED.call_once(|| {
         let spawned = std::thread::Builder::new().name("heap trim".into()).spawn(move || loop {
             std::thread::sleep(interval);
-            if heap_stats().is_some_and(|heap| heap.free >= TRIM_ABOVE_FREE) {
-                release_freed_memory();
-            }
+            release_freed_memory();
         });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot start the heap trim thread; freed memory stays with malloc until the next reload");
