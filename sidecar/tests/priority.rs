@@ -43,6 +43,15 @@ fn flood(sidecar: &Sidecar, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(R
     })
 }
 
+/// Starts [`flood`] and waits until it fills the bulk level's 8 slots.
+async fn flood_until_full(sidecar: &Sidecar) -> (Arc<AtomicBool>, tokio::task::JoinHandle<(Result<ExtractBatchResponse, tonic::Status>, usize)>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let bulk = flood(sidecar, Arc::clone(&stop));
+    let bulk_level = [("model", "orientation"), ("version", "1"), ("priority", "2")];
+    until_metric(sidecar, "switchyard_sidecar_priority_queue_depth", &bulk_level, 8.0).await;
+    (stop, bulk)
+}
+
 /// Waits until `series` (with `labels`) reads `value` on `/metrics`.
 async fn until_metric(sidecar: &Sidecar, series: &str, labels: &[(&str, &str)], value: f64) {
     let until = Instant::now() + Duration::from_secs(60);
@@ -83,10 +92,7 @@ fn every_image_answered(response: ExtractBatchResponse, sent: usize) {
 async fn online_requests_are_served_while_a_bulk_call_fills_its_level() {
     let repo = Repo::with(&[("orientation", &[1])]);
     let sidecar = Sidecar::start(repo.path(), &two_levels());
-    let stop = Arc::new(AtomicBool::new(false));
-    let bulk = flood(&sidecar, Arc::clone(&stop));
-    let bulk_level = [("model", "orientation"), ("version", "1"), ("priority", "2")];
-    until_metric(&sidecar, "switchyard_sidecar_priority_queue_depth", &bulk_level, 8.0).await;
+    let (stop, bulk) = flood_until_full(&sidecar).await;
 
     // A realtime request marked low (the filter's value) finds the bulk level full: refused
     // at once, naming the level.
@@ -159,10 +165,7 @@ async fn with_bulk_nice_the_lower_levels_run_on_threads_of_their_own_at_that_pri
     let config = "[runtime]\nintra_op_threads = 2\n\n[batching]\nmax_batch_size = 4\ninstances = 1\n\n\
                   [batching.priority]\nlevels = 2\nqueue_capacity = [16, 8]\nbulk_nice = 15\n\n[repository]\nwatch = false\n";
     let sidecar = Sidecar::start(repo.path(), config);
-    let stop = Arc::new(AtomicBool::new(false));
-    let bulk = flood(&sidecar, Arc::clone(&stop));
-    let bulk_level = [("model", "orientation"), ("version", "1"), ("priority", "2")];
-    until_metric(&sidecar, "switchyard_sidecar_priority_queue_depth", &bulk_level, 8.0).await;
+    let (stop, bulk) = flood_until_full(&sidecar).await;
 
     let mut client = sidecar.client();
     let image = page(0, "jpg");
