@@ -200,12 +200,15 @@ impl Compilation {
             lowering::raise_set(&relocated, &editions)
         };
         let mut schema = Schema::decode_with_own_files(&encoded, own.clone()).map_err(|e| match e {
-            DecodeError::Editions(e) => LoadError {
-                file: Some(e.file),
-                line: e.position.map(|p| p.0),
-                column: e.position.map(|p| p.1),
-                message: e.message,
-            },
+            DecodeError::Editions(e) => {
+                // The position is source info's (lines end at `\n`): shown as every other
+                // refusal is, in the text as written.
+                let position = match (e.position, opened.texts.get(&e.file)) {
+                    (Some((line, column)), Some(text)) => Some(source::info_shown_position(text, line, column)),
+                    (position, _) => position,
+                };
+                LoadError { file: Some(e.file), line: position.map(|p| p.0), column: position.map(|p| p.1), message: e.message }
+            }
             e => LoadError::plain(Some(context.to_owned()), e.to_string()),
         })?;
         for name in &own {

@@ -491,6 +491,11 @@ fn info_offset(text: &str, line: u32, column: u32) -> usize {
     (start + column as usize).min(text.len())
 }
 
+/// A 1-based source-info position (lines end at `\n`) of `text`, as errors show it.
+pub(crate) fn info_shown_position(text: &str, line: u32, column: u32) -> (u32, u32) {
+    shown_position(text, info_offset(text, line.saturating_sub(1), column.saturating_sub(1)))
+}
+
 /// A position protox showed in the lowered text, shown in the original one: lowering keeps
 /// `\n`-lines, so the column is mapped back on its line and the result shown as written.
 pub(crate) fn original_shown_position(original: &str, lowered: &str, edits: &Edits, line: u32, column: u32) -> (u32, u32) {
@@ -631,6 +636,8 @@ mod tests {
         let err = lower("edition = \"2023\";\nmessage M { /* é */ optional int32 a = 1; }\n").unwrap_err();
         assert_eq!((err.line, err.column), (2, 22));
         assert_eq!(shown_position("a\r\nb\rc\nd", 6), (3, 2));
+        // Source info's line 2 column 4 (`d`: `b`, CR, `c`, `d`) is shown on line 3, after the lone CR.
+        assert_eq!(info_shown_position("a\nb\rcd\ne", 2, 4), (3, 2));
         assert_eq!(shown_offset("a\r\nb\rc\nd", 3, 2), 6);
     }
 
