@@ -45,6 +45,7 @@ async fn run(args: Args) -> Result<()> {
     std::fs::write(&report_path, serde_json::to_vec_pretty(&run.report)?).with_context(|| format!("write {}", report_path.display()))?;
     let samples_path = args.out.join("samples.csv");
     std::fs::write(&samples_path, soak::report::samples_csv(&run.samples, run.started))?;
+    std::fs::write(args.out.join("memory.csv"), soak::report::memory_csv(&run.memory))?;
     let plot_path = args.out.join("soak.svg");
     std::fs::write(&plot_path, soak::plot::svg(&run.report, &run.samples, &run.events, &run.memory, run.started))?;
     let r = &run.report;
@@ -63,6 +64,7 @@ async fn run(args: Args) -> Result<()> {
         r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.steady_p99, r.latency_ms.p99_during_swaps, r.latency_ms.p99_during_swaps_over_steady, r.latency_ms.during_swaps_samples
     );
     println!("RSS MB [after warm-up, end, max]: {:?}; growth %: {:?}", r.rss_mb, r.rss_growth_pct);
+    println!("sidecar malloc in use MiB [after warm-up, end, max]: {:?}", r.sidecar_heap_in_use_mb);
     println!("report:  {}\nplot:    {}\nanswers: {}", report_path.display(), plot_path.display(), samples_path.display());
     let shortfalls = r.shortfalls();
     if !shortfalls.is_empty() {

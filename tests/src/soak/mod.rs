@@ -49,7 +49,8 @@ pub async fn run(options: &Options) -> Result<report::Run> {
     let started = Instant::now();
     load.set_rate(rate);
     let memory = Arc::new(Mutex::new(Vec::new()));
-    let sampler = tokio::spawn(sample_memory(Arc::clone(&stack.pids), Arc::clone(&memory), started));
+    let sidecar_admin = stack.sidecar()?.admin;
+    let sampler = tokio::spawn(sample_memory(Arc::clone(&stack.pids), sidecar_admin, Arc::clone(&memory), started));
 
     let mut events = Vec::new();
     for (at, event) in schedule::plan(options.duration) {
@@ -86,17 +87,28 @@ pub async fn run(options: &Options) -> Result<report::Run> {
     Ok(report::Run { report, samples, events, memory, started })
 }
 
-/// Every second: each process's resident memory (it changes pid on a restart).
-async fn sample_memory(pids: Arc<stack::Pids>, out: Arc<Mutex<Vec<MemorySample>>>, started: Instant) {
+/// Every second: each process's resident memory (it changes pid on a restart), and the
+/// sidecar's malloc bytes in use from its admin port (fixed for the run).
+async fn sample_memory(pids: Arc<stack::Pids>, sidecar_admin: u16, out: Arc<Mutex<Vec<MemorySample>>>, started: Instant) {
     loop {
         let t = started.elapsed().as_secs_f64();
+        let heap = tokio::task::spawn_blocking(move || heap_in_use_mb(sidecar_admin)).await.ok().flatten();
         for (process, pid) in [("envoy", pids.envoy.load(Ordering::Relaxed)), ("sidecar", pids.sidecar.load(Ordering::Relaxed))] {
             if let Some(kb) = rss_kb(pid) {
-                out.lock().unwrap_or_else(|p| p.into_inner()).push(MemorySample { t, process, pid, rss_mb: kb as f64 / 1024.0 });
+                let heap_in_use_mb = heap.filter(|_| process == "sidecar");
+                out.lock().unwrap_or_else(|p| p.into_inner()).push(MemorySample { t, process, pid, rss_mb: kb as f64 / 1024.0, heap_in_use_mb });
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// `switchyard_sidecar_heap_in_use_bytes` in MiB; `None` while the sidecar is down.
+fn heap_in_use_mb(admin: u16) -> Option<f64> {
+    let reply = crate::admin::get(admin, "/metrics").ok()?;
+    let line = reply.body.lines().find(|l| l.starts_with("switchyard_sidecar_heap_in_use_bytes "))?;
+    let bytes: f64 = line.rsplit(' ').next()?.parse().ok()?;
+    Some(bytes / (1024.0 * 1024.0))
 }
 
 /// `VmRSS` of a live process, in KiB.

@@ -59,6 +59,19 @@ pub struct MemorySample {
     pub process: &'static str,
     pub pid: u32,
     pub rss_mb: f64,
+    /// The sidecar's malloc bytes in use (`switchyard_sidecar_heap_in_use_bytes`), in MiB:
+    /// RSS that moves while this stays flat is free space or touched pages, not a leak.
+    pub heap_in_use_mb: Option<f64>,
+}
+
+/// Every memory sample, one CSV line each (`memory.csv`).
+pub fn memory_csv(memory: &[MemorySample]) -> String {
+    let mut out = String::from("t_s,process,pid,rss_mb,heap_in_use_mb\n");
+    for m in memory {
+        let heap = m.heap_in_use_mb.map(|h| format!("{h:.1}")).unwrap_or_default();
+        out.push_str(&format!("{:.1},{},{},{:.1},{heap}\n", m.t, m.process, m.pid, m.rss_mb));
+    }
+    out
 }
 
 /// Everything a run produced.
@@ -99,6 +112,8 @@ pub struct Report {
     pub latency_ms: Latency,
     pub rss_mb: BTreeMap<&'static str, [f64; 3]>,
     pub rss_growth_pct: BTreeMap<&'static str, f64>,
+    /// The sidecar's malloc bytes in use, MiB: after warm-up, at the end, at most.
+    pub sidecar_heap_in_use_mb: [f64; 3],
     pub events: Vec<EventRecord>,
     pub events_failed: usize,
     /// Trapped VMs, caught panics or a crashed Envoy (see `Envoy::filter_failures`).
@@ -221,6 +236,13 @@ impl Report {
             rss_growth_pct.insert(process, round2(growth(&mine, warm_up)));
         }
 
+        let heap: Vec<f64> = memory.iter().filter(|m| m.t >= warm_up).filter_map(|m| m.heap_in_use_mb).collect();
+        let sidecar_heap_in_use_mb = [
+            round1(heap.first().copied().unwrap_or(0.0)),
+            round1(heap.last().copied().unwrap_or(0.0)),
+            round1(heap.iter().copied().fold(0.0, f64::max)),
+        ];
+
         let unexpected_failures = failures.unexpected.values().sum();
         Report {
             minutes: round2(inputs.duration.as_secs_f64() / 60.0),
@@ -236,6 +258,7 @@ impl Report {
             latency_ms: latency,
             rss_mb,
             rss_growth_pct,
+            sidecar_heap_in_use_mb,
             events_failed: events.iter().filter(|e| !e.ok).count(),
             events: events.to_vec(),
             filter_failures: inputs.filter_failures,
