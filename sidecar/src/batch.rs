@@ -84,6 +84,14 @@ pub struct BulkInstance {
     pub nice: i32,
 }
 
+/// One inference thread to start: its engine, the lanes it serves and its nice value.
+struct Instance {
+    label: String,
+    engine: Engine,
+    lanes: std::ops::RangeInclusive<usize>,
+    nice: i32,
+}
+
 /// The admission slots of one priority level.
 struct Level {
     slots: Arc<Semaphore>,
@@ -117,14 +125,13 @@ impl Queue {
         let pending = Arc::new(Pending::new(levels.len()));
         let threads = Arc::new(());
         let last = levels.len().saturating_sub(1);
-        let (online, lanes) = match bulk {
-            Some(_) if last > 0 => (0..=0, 1..=last),
-            _ => (0..=last, 0..=last),
-        };
-        let instances = engines.into_iter().enumerate().map(|(i, engine)| (format!("{i}"), engine, online.clone(), 0));
-        let bulk = bulk.filter(|_| last > 0).map(|b| ("bulk".to_string(), b.engine, lanes, b.nice));
+        // With a bulk instance the others keep to the highest level; one level has no bulk.
+        let bulk = bulk.filter(|_| last > 0);
+        let online = if bulk.is_some() { 0..=0 } else { 0..=last };
+        let instances = engines.into_iter().enumerate().map(|(i, engine)| Instance { label: i.to_string(), engine, lanes: online.clone(), nice: 0 });
+        let bulk = bulk.map(|b| Instance { label: "bulk".into(), engine: b.engine, lanes: 1..=last, nice: b.nice });
         let mut served = false;
-        for (instance, engine, lanes, nice) in instances.chain(bulk) {
+        for Instance { label, engine, lanes, nice } in instances.chain(bulk) {
             let pending = Arc::clone(&pending);
             let worker = Worker {
                 name: name.to_string(),
@@ -137,7 +144,7 @@ impl Queue {
                 metrics: metrics.clone(),
                 threads: Arc::clone(&threads),
             };
-            match std::thread::Builder::new().name(format!("infer {name}#{instance}")).spawn(move || worker.run(&pending)) {
+            match std::thread::Builder::new().name(format!("infer {name}#{label}")).spawn(move || worker.run(&pending)) {
                 Ok(_) => served = true,
                 Err(e) => tracing::error!(model = name, error = %e, "cannot start an inference thread"),
             }
