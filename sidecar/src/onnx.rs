@@ -112,6 +112,10 @@ impl Runtime {
                 }
             }
         }
+        if !self.config.cpu_arena {
+            builder = builder.with_memory_pattern(false).map_err(err)?;
+            ort::ep::CPU::default().with_arena_allocator(false).build().register(&mut builder).map_err(|e| e.to_string())?;
+        }
         let session = builder.commit_from_memory(model_bytes).map_err(|e| e.to_string())?;
         Ok((session, provider))
     }
