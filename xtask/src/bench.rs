@@ -579,9 +579,9 @@ const ONLINE_RATE: f64 = 25.0;
 
 /// Online p99 at a fixed open-loop rate alone and while a bulk extraction (`ExtractBatch`
 /// calls at `x-priority: low`) saturates the sidecar, for one queue (`levels = 1`, the
-/// sidecar before priorities: the baseline) and for the default two levels, interleaved by
-/// round. `online_p99_ratio` = loaded ÷ alone with levels (target ≤ 1.3), medians of the
-/// rounds' ratios.
+/// sidecar before priorities: the baseline), the default two levels, and two levels with the
+/// low one in the background (`bulk_nice = 19`), interleaved by round. `online_p99_ratio` =
+/// loaded ÷ alone with `bulk_nice` (target ≤ 1.3), the median of the rounds' ratios.
 fn priority(
     args: &Args,
     start_sidecar: &StartSidecar<'_>,
