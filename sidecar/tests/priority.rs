@@ -142,7 +142,8 @@ async fn with_one_queue_the_same_bulk_call_keeps_online_requests_out() {
     let sidecar = Sidecar::start(repo.path(), &one_queue());
     let stop = Arc::new(AtomicBool::new(false));
     let bulk = flood(&sidecar, Arc::clone(&stop));
-    until_metric(&sidecar, "switchyard_sidecar_queue_depth", &[("model", "orientation"), ("version", "1")], 8.0).await;
+    let queue = [("model", "orientation"), ("version", "1")];
+    until_metric(&sidecar, "switchyard_sidecar_queue_depth", &queue, 8.0).await;
 
     let mut client = sidecar.client();
     let refused = client.extract_realtime(request(page(0, "jpg"), ImageFormat::Jpeg)).await.unwrap_err();
@@ -150,7 +151,7 @@ async fn with_one_queue_the_same_bulk_call_keeps_online_requests_out() {
     assert!(refused.message().contains("at capacity (8 requests admitted at priority level 1)"), "{}", refused.message());
     // The priority header changes nothing with one level. (The flood refills the slot a
     // finished batch frees; on a busy machine that can take a moment.)
-    until_metric(&sidecar, "switchyard_sidecar_queue_depth", &[("model", "orientation"), ("version", "1")], 8.0).await;
+    until_metric(&sidecar, "switchyard_sidecar_queue_depth", &queue, 8.0).await;
     let refused = client.extract_realtime(with_priority(request(page(0, "jpg"), ImageFormat::Jpeg), "1")).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
 

@@ -141,13 +141,7 @@ impl Sidecar {
 
     /// The sum of every sample of a metric (all label sets) on `/metrics`.
     pub fn metric_sum(&self, name: &str) -> std::io::Result<u64> {
-        let reply = admin::get(self.admin, "/metrics")?;
-        Ok(reply
-            .body
-            .lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum::<f64>() as u64)
+        metric_sum(self.admin, name)
     }
 
     pub fn log(&self) -> String {
@@ -271,4 +265,16 @@ pub mod revisions {
         std::fs::write(&file, proto).expect("write proto");
         std::fs::rename(&staging, dir.join(name)).expect("rename revision into place");
     }
+}
+
+/// The sum of every sample of a metric (all label sets) on the `/metrics` of the sidecar whose
+/// admin port is `admin`: for callers that outlive one sidecar process (a restart keeps the port).
+pub fn metric_sum(admin: u16, name: &str) -> std::io::Result<u64> {
+    let reply = admin::get(admin, "/metrics")?;
+    Ok(reply
+        .body
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64)
 }

@@ -75,9 +75,6 @@ pub fn run(args: Args) -> Result<()> {
     let out = paths::root().join("target/fuzz");
     let budget = Budget::of(&args);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    // This run's targets; the file keeps each target's latest run, so targets not run this
-    // time keep the figures of their last one.
-    let mut report = serde_json::Map::new();
     let mut waiting = targets.iter();
     let mut running: Vec<(&str, Child, Instant, SystemTime)> = Vec::new();
     loop {
@@ -96,10 +93,9 @@ pub fn run(args: Args) -> Result<()> {
                 Some(_) => {
                     let figures = figures(&out, target, started.elapsed().as_secs_f64(), since)?;
                     eprintln!("fuzz: {target} done: {figures}");
-                    report.insert(target.to_owned(), figures.clone());
                     // Written as each target ends, so a long run's figures survive an
-                    // interruption; merged into the file as it is now, so another run of other
-                    // targets at the same time keeps its figures too.
+                    // interruption; merged into the file as it is now, so targets not run this
+                    // time (or run at the same time by another run) keep their latest figures.
                     let mut on_disk = previous_report(&out);
                     on_disk.insert(target.to_owned(), figures);
                     write_report(&out, &on_disk)?;
@@ -109,9 +105,8 @@ pub fn run(args: Args) -> Result<()> {
         }
         running = still;
     }
-    let mut on_disk = previous_report(&out);
-    on_disk.extend(report);
-    let report = write_report(&out, &on_disk)?;
+    // Every target of this run is in the file by now.
+    let report = json!({"targets": previous_report(&out)});
     println!("{}", serde_json::to_string_pretty(&report)?);
     let crashed: Vec<&String> = report["targets"]
         .as_object()
@@ -156,11 +151,10 @@ fn previous_report(out: &Path) -> serde_json::Map<String, Value> {
     report["targets"].as_object().cloned().unwrap_or_default()
 }
 
-fn write_report(out: &Path, targets: &serde_json::Map<String, Value>) -> Result<Value> {
-    let report = json!({"targets": targets});
+fn write_report(out: &Path, targets: &serde_json::Map<String, Value>) -> Result<()> {
     std::fs::create_dir_all(out)?;
-    std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
-    Ok(report)
+    std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&json!({"targets": targets}))?)?;
+    Ok(())
 }
 
 /// Installs cargo-fuzz at the checked version when it is not there.

@@ -103,12 +103,11 @@ async fn sample_memory(pids: Arc<stack::Pids>, sidecar_admin: u16, out: Arc<Mute
     }
 }
 
-/// `switchyard_sidecar_heap_in_use_bytes` in MiB; `None` while the sidecar is down.
+/// `switchyard_sidecar_heap_in_use_bytes` in MiB; `None` while the sidecar is down or does not
+/// export it (a live process never has 0 bytes in use).
 fn heap_in_use_mb(admin: u16) -> Option<f64> {
-    let reply = crate::admin::get(admin, "/metrics").ok()?;
-    let line = reply.body.lines().find(|l| l.starts_with("switchyard_sidecar_heap_in_use_bytes "))?;
-    let bytes: f64 = line.rsplit(' ').next()?.parse().ok()?;
-    Some(bytes / (1024.0 * 1024.0))
+    let bytes = crate::sidecar::metric_sum(admin, "switchyard_sidecar_heap_in_use_bytes").ok().filter(|b| *b > 0)?;
+    Some(bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// `VmRSS` of a live process, in KiB.
