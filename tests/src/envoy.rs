@@ -222,6 +222,15 @@ pub struct Envoy {
 const DRAIN_S: u32 = 10;
 const PARENT_SHUTDOWN_S: u32 = 15;
 
+/// Envoy's LDS outcome as its `/config_dump` shows it.
+struct LdsState {
+    /// The `version_info` of the last update Envoy accepted (a refused one leaves it).
+    accepted_version: String,
+    /// When Envoy last refused a listener (RFC 3339, milliseconds), if it has since the
+    /// last accepted update.
+    last_rejection: Option<String>,
+}
+
 /// How a process takes part in hot restart.
 #[derive(Clone, Copy)]
 struct Restart {
@@ -369,28 +378,47 @@ impl Envoy {
     /// Pushes a new listener and waits until Envoy has accepted or rejected it.
     /// Returns whether it was accepted.
     pub async fn push_listener(&mut self, plugin_config: &str) -> bool {
-        let before = self.lds_outcomes();
+        let before = crate::eventually("Envoy's /config_dump", Duration::from_secs(20), async || self.lds_state()).await;
         self.write_lds(plugin_config);
-        let outcome = crate::eventually("Envoy to process the LDS update", Duration::from_secs(20), async || {
-            let now = self.lds_outcomes();
-            (now != before).then_some(now)
+        let pushed = self.lds_version.to_string();
+        let accepted = crate::eventually("Envoy to process the LDS update", Duration::from_secs(20), async || {
+            let now = self.lds_state()?;
+            if now.accepted_version == pushed {
+                Some(true)
+            } else {
+                (now.last_rejection != before.last_rejection).then_some(false)
+            }
         })
         .await;
-        if outcome.0 > before.0 {
+        if accepted {
             // The new listener takes over once its filter chain is ready; give the old
             // listener's draining connections no say in what the test sees next.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            true
-        } else {
-            false
         }
+        accepted
     }
 
-    fn lds_outcomes(&self) -> (u64, u64) {
-        (
-            self.stat("listener_manager.lds.update_success").unwrap_or(0),
-            self.stat("listener_manager.lds.update_rejected").unwrap_or(0),
-        )
+    /// Where LDS stands, from one `/config_dump` (so both fields are of the same moment);
+    /// `None` while the admin port does not answer with one.
+    /// Not from the `listener_manager.lds.*` counters: while a hot restart's parent drains,
+    /// Envoy adds the parent's counters into the child's, so they move without a push.
+    fn lds_state(&self) -> Option<LdsState> {
+        let dump = admin::get(self.admin_port, "/config_dump").ok()?.body;
+        let dump: Value = serde_json::from_str(&dump).ok()?;
+        let listeners = dump["configs"]
+            .as_array()?
+            .iter()
+            .find(|c| c["@type"] == "type.googleapis.com/envoy.admin.v3.ListenersConfigDump")?;
+        // A refused listener keeps its last refusal's time until a later update succeeds.
+        let last_rejection = listeners["dynamic_listeners"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["error_state"]["last_update_attempt"].as_str())
+            .max()
+            .map(str::to_owned);
+        let accepted_version = listeners["version_info"].as_str().unwrap_or_default().to_owned();
+        Some(LdsState { accepted_version, last_rejection })
     }
 
     async fn wait_ready(&mut self) {

@@ -1,7 +1,10 @@
 //! Configuration pushed to a running Envoy: a bad plugin configuration is rejected with a
 //! log line that names the field, and the previous configuration keeps serving.
 
+use std::time::{Duration, Instant};
 use testbed::client::extract;
+use testbed::envoy::{Cluster, Envoy, EnvoyConfig};
+use testbed::upstream::Upstream;
 use testbed::{ab_config, AbStack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,4 +36,30 @@ async fn bad_plugin_config_is_rejected_and_old_config_keeps_serving() {
     let mut c = stack.client().await;
     let a = extract(&mut c, &[("x-cohort", "canary")]).await.unwrap();
     assert_eq!(a.served_by, "canary", "{:?}", a.decision());
+}
+
+/// While a hot restart's parent drains, Envoy adds the parent's counters into the new
+/// process's at each stats flush (every 5 s), so `listener_manager.lds.*` move without a
+/// push. Broken configurations pushed back to back across two flushes are each still
+/// refused, a good one is still taken, and the new process serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_while_a_hot_restart_drains_keep_their_outcome() {
+    let upstreams = [Upstream::start("stable").await, Upstream::start("canary").await, Upstream::start("fallback").await];
+    let clusters = upstreams.iter().map(|u| Cluster::new(&u.name, u.port)).collect();
+    let mut config = EnvoyConfig::new(clusters, ab_config(10));
+    config.hot_restart = true;
+    let mut envoy = Envoy::start(config).await;
+    envoy.hot_restart().await.expect("hot restart");
+
+    let broken = ab_config(10).replace("\"weight\"", "\"wieght\"");
+    let drain = Instant::now();
+    let mut pushes = 0;
+    while drain.elapsed() < Duration::from_secs(12) {
+        assert!(!envoy.push_listener(&broken).await, "push {pushes}, {:?} into the drain: Envoy took a broken configuration", drain.elapsed());
+        pushes += 1;
+    }
+    let to_fallback = ab_config(10).replace("\"default_target\":\"stable\"", "\"default_target\":\"fallback\"");
+    assert!(envoy.push_listener(&to_fallback).await, "a good configuration was refused after {pushes} broken ones");
+    let mut c = testbed::client::connect(&envoy.url()).await;
+    assert_eq!(extract(&mut c, &[]).await.unwrap().served_by, "fallback");
 }
