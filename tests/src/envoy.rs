@@ -7,7 +7,7 @@
 use crate::process::Process;
 use crate::{admin, free_port, paths};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -222,13 +222,13 @@ pub struct Envoy {
 const DRAIN_S: u32 = 10;
 const PARENT_SHUTDOWN_S: u32 = 15;
 
-/// Envoy's LDS outcome as its `/config_dump` shows it.
+/// What Envoy's admin port says of LDS updates (see [`Envoy::lds_state`]).
 struct LdsState {
-    /// The `version_info` of the last update Envoy accepted (a refused one leaves it).
+    /// The `version_info` of the last update Envoy accepted.
     accepted_version: String,
-    /// When Envoy last refused a listener (RFC 3339, milliseconds), if it has since the
-    /// last accepted update.
-    last_rejection: Option<String>,
+    /// The refusal times listeners show: each keeps its last until an update of it is
+    /// accepted.
+    refusals: BTreeSet<String>,
 }
 
 /// How a process takes part in hot restart.
@@ -386,7 +386,7 @@ impl Envoy {
             if now.accepted_version == pushed {
                 Some(true)
             } else {
-                (now.last_rejection != before.last_rejection).then_some(false)
+                (!now.refusals.is_subset(&before.refusals)).then_some(false)
             }
         })
         .await;
@@ -398,27 +398,27 @@ impl Envoy {
         accepted
     }
 
-    /// Where LDS stands, from one `/config_dump` (so both fields are of the same moment);
-    /// `None` while the admin port does not answer with one.
-    /// Not from the `listener_manager.lds.*` counters: while a hot restart's parent drains,
-    /// Envoy adds the parent's counters into the child's, so they move without a push.
+    /// Where LDS stands; `None` while the admin port does not answer.
+    ///
+    /// Not from the `listener_manager.lds.update_*` counters: while a hot restart's parent
+    /// drains, Envoy adds the parent's counters into the child's at each stats flush, so they
+    /// move without a push. The text readout `version_text` is the child's own and is set on
+    /// every accepted update, also one that changes no listener (the dump's `version_info`
+    /// is not: a configuration offered again leaves it). A refusal leaves its time in the
+    /// refused listener's `error_state`.
     fn lds_state(&self) -> Option<LdsState> {
-        let dump = admin::get(self.admin_port, "/config_dump").ok()?.body;
+        let stats = admin::get(self.admin_port, "/stats?filter=lds.version_text").ok()?.body;
+        let accepted_version = stats.lines().find_map(|l| l.strip_prefix("listener_manager.lds.version_text: "))?;
+        let accepted_version = accepted_version.trim().trim_matches('"').to_owned();
+        let dump = admin::get(self.admin_port, "/config_dump?resource=dynamic_listeners").ok()?.body;
         let dump: Value = serde_json::from_str(&dump).ok()?;
-        let listeners = dump["configs"]
+        let refusals = dump["configs"]
             .as_array()?
             .iter()
-            .find(|c| c["@type"] == "type.googleapis.com/envoy.admin.v3.ListenersConfigDump")?;
-        // A refused listener keeps its last refusal's time until a later update succeeds.
-        let last_rejection = listeners["dynamic_listeners"]
-            .as_array()
-            .into_iter()
-            .flatten()
             .filter_map(|l| l["error_state"]["last_update_attempt"].as_str())
-            .max()
-            .map(str::to_owned);
-        let accepted_version = listeners["version_info"].as_str().unwrap_or_default().to_owned();
-        Some(LdsState { accepted_version, last_rejection })
+            .map(str::to_owned)
+            .collect();
+        Some(LdsState { accepted_version, refusals })
     }
 
     async fn wait_ready(&mut self) {

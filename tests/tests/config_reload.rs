@@ -41,7 +41,8 @@ async fn bad_plugin_config_is_rejected_and_old_config_keeps_serving() {
 /// While a hot restart's parent drains, Envoy adds the parent's counters into the new
 /// process's at each stats flush (every 5 s), so `listener_manager.lds.*` move without a
 /// push. Broken configurations pushed back to back across two flushes are each still
-/// refused, a good one is still taken, and the new process serves it.
+/// refused, the served one offered again and a new one are taken, and the new process
+/// serves the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_while_a_hot_restart_drains_keep_their_outcome() {
     let upstreams = [Upstream::start("stable").await, Upstream::start("canary").await, Upstream::start("fallback").await];
@@ -58,6 +59,9 @@ async fn pushes_while_a_hot_restart_drains_keep_their_outcome() {
         assert!(!envoy.push_listener(&broken).await, "push {pushes}, {:?} into the drain: Envoy took a broken configuration", drain.elapsed());
         pushes += 1;
     }
+    // What a careful control plane does after a refusal: offer the served one again. It
+    // changes no listener, and Envoy takes it without a new version in its config dump.
+    assert!(envoy.push_listener(&ab_config(10)).await, "the configuration being served was refused when offered again");
     let to_fallback = ab_config(10).replace("\"default_target\":\"stable\"", "\"default_target\":\"fallback\"");
     assert!(envoy.push_listener(&to_fallback).await, "a good configuration was refused after {pushes} broken ones");
     let mut c = testbed::client::connect(&envoy.url()).await;
