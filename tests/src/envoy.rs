@@ -41,11 +41,13 @@ impl Build {
     }
 
     /// How many times one snapshot generation is installed (and counted in
-    /// `sidecar.snapshots`) per filter configuration: by every Wasm VM (one per worker),
-    /// or once on the native module's shared board.
+    /// `sidecar.snapshots`) per filter configuration: by every Wasm VM (one per worker and
+    /// the main thread's, whose root context ticks and polls too), or once on the native
+    /// module's shared board. Counting only the workers' let a test go on while one worker
+    /// had none yet and routed as if there were no snapshot.
     pub fn snapshot_installs(self, concurrency: u32) -> u64 {
         match self {
-            Build::Wasm => u64::from(concurrency),
+            Build::Wasm => u64::from(concurrency) + 1,
             Build::Native => 1,
         }
     }
