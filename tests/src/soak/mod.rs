@@ -88,30 +88,35 @@ pub async fn run(options: &Options) -> Result<report::Run> {
 }
 
 /// Every second: each process's resident memory (it changes pid on a restart), and the
-/// sidecar's malloc bytes in use from its admin port (fixed for the run).
+/// sidecar's malloc figures from its admin port (fixed for the run).
 async fn sample_memory(pids: Arc<stack::Pids>, sidecar_admin: u16, out: Arc<Mutex<Vec<MemorySample>>>, started: Instant) {
     loop {
         let t = started.elapsed().as_secs_f64();
-        let heap = tokio::task::spawn_blocking(move || heap_in_use_mb(sidecar_admin)).await.ok().flatten();
+        let heap = tokio::task::spawn_blocking(move || sidecar_heap(sidecar_admin)).await.ok().flatten();
         for (process, pid) in [("envoy", pids.envoy.load(Ordering::Relaxed)), ("sidecar", pids.sidecar.load(Ordering::Relaxed))] {
-            if let Some(kb) = rss_kb(pid) {
-                let heap_in_use_mb = heap.filter(|_| process == "sidecar");
-                out.lock().unwrap_or_else(|p| p.into_inner()).push(MemorySample { t, process, pid, rss_mb: kb as f64 / 1024.0, heap_in_use_mb });
+            if let Some(resident) = resident(pid) {
+                let heap = heap.filter(|_| process == "sidecar");
+                out.lock().unwrap_or_else(|p| p.into_inner()).push(MemorySample { t, process, pid, resident, heap });
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-/// `switchyard_sidecar_heap_in_use_bytes` in MiB; `None` while the sidecar is down or does not
-/// export it (a live process never has 0 bytes in use).
-fn heap_in_use_mb(admin: u16) -> Option<f64> {
-    let bytes = crate::sidecar::metric_sum(admin, "switchyard_sidecar_heap_in_use_bytes").ok().filter(|b| *b > 0)?;
-    Some(bytes as f64 / (1024.0 * 1024.0))
+/// `switchyard_sidecar_heap_in_use_bytes` and `_heap_free_bytes`; `None` while the sidecar
+/// is down or does not export them (a live process never has 0 bytes in use).
+fn sidecar_heap(admin: u16) -> Option<report::Heap> {
+    let mib = |name| crate::sidecar::metric_sum(admin, name).ok().map(|b| b as f64 / (1024.0 * 1024.0));
+    let in_use_mb = mib("switchyard_sidecar_heap_in_use_bytes").filter(|m| *m > 0.0)?;
+    Some(report::Heap { in_use_mb, free_mb: mib("switchyard_sidecar_heap_free_bytes")? })
 }
 
-/// `VmRSS` of a live process, in KiB.
-fn rss_kb(pid: u32) -> Option<u64> {
+/// A live process's resident memory from `/proc/<pid>/status`.
+fn resident(pid: u32) -> Option<report::Resident> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+    let mib = |field: &str| -> Option<f64> {
+        let kb: u64 = status.lines().find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())?;
+        Some(kb as f64 / 1024.0)
+    };
+    Some(report::Resident { total_mb: mib("VmRSS:")?, anon_mb: mib("RssAnon:")?, file_mb: mib("RssFile:")? })
 }

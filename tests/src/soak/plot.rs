@@ -66,15 +66,15 @@ pub fn svg(report: &Report, samples: &[Sample], events: &[EventRecord], memory: 
 
     // Panel 3: resident memory per process.
     let y2 = TOP + 2.0 * (PANEL + GAP);
-    let max_mb = memory.iter().map(|m| m.rss_mb.max(m.heap_in_use_mb.unwrap_or(0.0))).fold(1.0, f64::max) * 1.1;
+    let max_mb = memory.iter().map(|m| m.resident.total_mb.max(m.heap.map_or(0.0, |h| h.in_use_mb))).fold(1.0, f64::max) * 1.1;
     let my = |v: f64| y2 + PANEL - v / max_mb * PANEL;
     let title = "resident memory MB (purple Envoy, brown sidecar; grey: the sidecar's malloc bytes in use, MiB)";
     panel(&mut out, y2, title, &[(my(0.0), "0".into()), (my(max_mb / 2.0), format!("{:.0}", max_mb / 2.0)), (my(max_mb), format!("{max_mb:.0}"))]);
     for (process, color) in [("envoy", "#9467bd"), ("sidecar", "#8c564b")] {
-        let points: Vec<(f64, f64)> = memory.iter().filter(|m| m.process == process).map(|m| (m.t, m.rss_mb)).collect();
+        let points: Vec<(f64, f64)> = memory.iter().filter(|m| m.process == process).map(|m| (m.t, m.resident.total_mb)).collect();
         line(&mut out, &points, &x, &my, color, process);
     }
-    let heap: Vec<(f64, f64)> = memory.iter().filter_map(|m| Some((m.t, m.heap_in_use_mb?))).collect();
+    let heap: Vec<(f64, f64)> = memory.iter().filter_map(|m| Some((m.t, m.heap?.in_use_mb))).collect();
     line(&mut out, &heap, &x, &my, "#7f7f7f", "sidecar malloc in use");
 
     // Every scheduled change, across all panels.

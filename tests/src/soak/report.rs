@@ -58,18 +58,38 @@ pub struct MemorySample {
     pub t: f64,
     pub process: &'static str,
     pub pid: u32,
-    pub rss_mb: f64,
-    /// The sidecar's malloc bytes in use (`switchyard_sidecar_heap_in_use_bytes`), in MiB:
-    /// RSS that moves while this stays flat is free space or touched pages, not a leak.
-    pub heap_in_use_mb: Option<f64>,
+    pub resident: Resident,
+    /// The sidecar's malloc figures (`None` for Envoy, or while the sidecar is down).
+    pub heap: Option<Heap>,
+}
+
+/// Resident memory (`/proc/<pid>/status`), MiB.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Resident {
+    /// `VmRSS`.
+    pub total_mb: f64,
+    /// `RssAnon`: malloc's arenas, thread stacks, anything not backed by a file.
+    pub anon_mb: f64,
+    /// `RssFile`: mapped files (libraries, ONNX Runtime's own).
+    pub file_mb: f64,
+}
+
+/// The sidecar's malloc (`switchyard_sidecar_heap_in_use_bytes`, `_heap_free_bytes`), MiB.
+/// RSS that moves while `in_use_mb` stays flat is free space or touched pages, not a leak;
+/// `free_mb` is what a trim could still give back.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Heap {
+    pub in_use_mb: f64,
+    pub free_mb: f64,
 }
 
 /// Every memory sample, one CSV line each (`memory.csv`).
 pub fn memory_csv(memory: &[MemorySample]) -> String {
-    let mut out = String::from("t_s,process,pid,rss_mb,heap_in_use_mb\n");
+    let mut out = String::from("t_s,process,pid,rss_mb,rss_anon_mb,rss_file_mb,heap_in_use_mb,heap_free_mb\n");
     for m in memory {
-        let heap = m.heap_in_use_mb.map(|h| format!("{h:.1}")).unwrap_or_default();
-        out.push_str(&format!("{:.1},{},{},{:.1},{heap}\n", m.t, m.process, m.pid, m.rss_mb));
+        let r = m.resident;
+        let heap = m.heap.map(|h| format!("{:.1},{:.1}", h.in_use_mb, h.free_mb)).unwrap_or_else(|| ",".into());
+        out.push_str(&format!("{:.1},{},{},{:.1},{:.1},{:.1},{heap}\n", m.t, m.process, m.pid, r.total_mb, r.anon_mb, r.file_mb));
     }
     out
 }
@@ -230,13 +250,13 @@ impl Report {
         let (mut rss_mb, mut rss_growth_pct) = (BTreeMap::new(), BTreeMap::new());
         for process in ["envoy", "sidecar"] {
             let mine: Vec<&MemorySample> = memory.iter().filter(|m| m.process == process).collect();
-            let after: Vec<f64> = mine.iter().filter(|m| m.t >= warm_up).map(|m| m.rss_mb).collect();
-            let max = mine.iter().map(|m| m.rss_mb).fold(0.0, f64::max);
+            let after: Vec<f64> = mine.iter().filter(|m| m.t >= warm_up).map(|m| m.resident.total_mb).collect();
+            let max = mine.iter().map(|m| m.resident.total_mb).fold(0.0, f64::max);
             rss_mb.insert(process, [round1(*after.first().unwrap_or(&0.0)), round1(*after.last().unwrap_or(&0.0)), round1(max)]);
             rss_growth_pct.insert(process, round2(growth(&mine, warm_up)));
         }
 
-        let heap: Vec<f64> = memory.iter().filter(|m| m.t >= warm_up).filter_map(|m| m.heap_in_use_mb).collect();
+        let heap: Vec<f64> = memory.iter().filter(|m| m.t >= warm_up).filter_map(|m| Some(m.heap?.in_use_mb)).collect();
         let sidecar_heap_in_use_mb = [
             round1(heap.first().copied().unwrap_or(0.0)),
             round1(heap.last().copied().unwrap_or(0.0)),
@@ -334,7 +354,7 @@ fn growth(samples: &[&MemorySample], warm_up: f64) -> f64 {
             let born = life.first()?.t;
             // The first processes start before the traffic (sampled from 0 s).
             let from = if born < 1.0 { warm_up } else { born + warm_up };
-            let settled: Vec<f64> = life.iter().filter(|m| m.t >= from).map(|m| m.rss_mb).collect();
+            let settled: Vec<f64> = life.iter().filter(|m| m.t >= from).map(|m| m.resident.total_mb).collect();
             if settled.len() < 10 {
                 return None;
             }
