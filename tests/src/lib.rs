@@ -71,6 +71,15 @@ impl AbStack {
 
     /// With `workers` Envoy worker threads and the route picking the cluster by `routing`.
     pub async fn start_routed(plugin_config: &str, workers: u32, routing: envoy::Routing) -> AbStack {
+        Self::start_tuned(plugin_config, |config| {
+            config.concurrency = workers;
+            config.routing = routing;
+        })
+        .await
+    }
+
+    /// With Envoy's configuration changed by `tune` (e.g. hot restart on) before it starts.
+    pub async fn start_tuned(plugin_config: &str, tune: impl FnOnce(&mut envoy::EnvoyConfig)) -> AbStack {
         let stable = upstream::Upstream::start("stable").await;
         let canary = upstream::Upstream::start("canary").await;
         let fallback = upstream::Upstream::start("fallback").await;
@@ -79,8 +88,7 @@ impl AbStack {
             .map(|u| envoy::Cluster::new(&u.name, u.port))
             .collect();
         let mut config = envoy::EnvoyConfig::new(clusters, plugin_config);
-        config.concurrency = workers;
-        config.routing = routing;
+        tune(&mut config);
         let envoy = envoy::Envoy::start(config).await;
         AbStack { envoy, stable, canary, fallback }
     }

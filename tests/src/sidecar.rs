@@ -270,11 +270,18 @@ pub mod revisions {
 /// The sum of every sample of a metric (all label sets) on the `/metrics` of the sidecar whose
 /// admin port is `admin`: for callers that outlive one sidecar process (a restart keeps the port).
 pub fn metric_sum(admin: u16, name: &str) -> std::io::Result<u64> {
+    metric_sums(admin, [name]).map(|[sum]| sum)
+}
+
+/// [`metric_sum`] of several metrics, from one scrape (so they are of the same moment).
+pub fn metric_sums<const N: usize>(admin: u16, names: [&str; N]) -> std::io::Result<[u64; N]> {
     let reply = admin::get(admin, "/metrics")?;
-    Ok(reply
-        .body
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum::<f64>() as u64)
+    Ok(names.map(|name| {
+        reply
+            .body
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }))
 }

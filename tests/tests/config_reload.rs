@@ -3,8 +3,6 @@
 
 use std::time::{Duration, Instant};
 use testbed::client::extract;
-use testbed::envoy::{Cluster, Envoy, EnvoyConfig};
-use testbed::upstream::Upstream;
 use testbed::{ab_config, AbStack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,11 +43,8 @@ async fn bad_plugin_config_is_rejected_and_old_config_keeps_serving() {
 /// serves the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_while_a_hot_restart_drains_keep_their_outcome() {
-    let upstreams = [Upstream::start("stable").await, Upstream::start("canary").await, Upstream::start("fallback").await];
-    let clusters = upstreams.iter().map(|u| Cluster::new(&u.name, u.port)).collect();
-    let mut config = EnvoyConfig::new(clusters, ab_config(10));
-    config.hot_restart = true;
-    let mut envoy = Envoy::start(config).await;
+    let mut stack = AbStack::start_tuned(&ab_config(10), |config| config.hot_restart = true).await;
+    let envoy = &mut stack.envoy;
     envoy.hot_restart().await.expect("hot restart");
 
     let broken = ab_config(10).replace("\"weight\"", "\"wieght\"");

@@ -106,9 +106,9 @@ async fn sample_memory(pids: Arc<stack::Pids>, sidecar_admin: u16, out: Arc<Mute
 /// `switchyard_sidecar_heap_in_use_bytes` and `_heap_free_bytes`; `None` while the sidecar
 /// is down or does not export them (a live process never has 0 bytes in use).
 fn sidecar_heap(admin: u16) -> Option<report::Heap> {
-    let mib = |name| crate::sidecar::metric_sum(admin, name).ok().map(|b| b as f64 / (1024.0 * 1024.0));
-    let in_use_mb = mib("switchyard_sidecar_heap_in_use_bytes").filter(|m| *m > 0.0)?;
-    Some(report::Heap { in_use_mb, free_mb: mib("switchyard_sidecar_heap_free_bytes")? })
+    let names = ["switchyard_sidecar_heap_in_use_bytes", "switchyard_sidecar_heap_free_bytes"];
+    let [in_use, free] = crate::sidecar::metric_sums(admin, names).ok()?.map(|b| b as f64 / (1024.0 * 1024.0));
+    (in_use > 0.0).then_some(report::Heap { in_use_mb: in_use, free_mb: free })
 }
 
 /// A live process's resident memory from `/proc/<pid>/status`.
