@@ -360,14 +360,11 @@ pub struct RuntimeConfig {
     /// so a load takes the CPU serving leaves idle (see `background`); 0 builds at the
     /// sidecar's own priority.
     pub load_nice: i32,
-    /// Every this many milliseconds, give malloc's free pages back to the OS
-    /// (`memory::start_trimming`); 0 only does after reloads.
-    pub heap_trim_interval_ms: u64,
     /// ONNX Runtime's CPU memory arena and memory patterns. On, each session reserves the
     /// most its tensors ever took and keeps it; the pages are touched bit by bit as batch
     /// shapes vary, so the RSS creeps up for minutes after a load (13 % in 5 minutes of
     /// swaps) and a session holds ~80 MB more. Off (the default), tensors come from malloc
-    /// and what a run frees goes back with the heap trim, at no latency cost measured.
+    /// and what a run frees goes back with jemalloc's decay, at no latency cost measured.
     pub cpu_arena: bool,
 }
 
@@ -381,7 +378,6 @@ impl Default for RuntimeConfig {
             intra_op_spinning: false,
             preprocess_threads: 0,
             load_nice: 19,
-            heap_trim_interval_ms: 2_000,
             cpu_arena: false,
         }
     }

@@ -6,9 +6,6 @@ use switchyard_sidecar::registry;
 use switchyard_sidecar::serve::Sidecar;
 
 fn main() -> std::process::ExitCode {
-    // Before any thread starts (threads take their malloc arena when they first allocate):
-    // one arena per CPU keeps hot swaps from spreading freed model memory over 8 per CPU.
-    switchyard_sidecar::memory::limit_malloc_arenas(std::thread::available_parallelism().map_or(2, |n| n.get()).max(2));
     let cli = Cli::parse();
     init_logging(cli.log_format);
     if let Command::Schema(args) = cli.command {

@@ -91,7 +91,7 @@ pub struct Metrics {
     loaded: Family<VersionLabels, Gauge>,
     pub load_failures: Family<FailureLabels, Counter>,
     pub reloads: Family<OutcomeLabels, Counter>,
-    /// Set from malloc's statistics at each scrape (see `memory::heap_stats`).
+    /// Set from jemalloc's statistics at each scrape (see `memory::heap_stats`).
     heap_in_use: Gauge,
     heap_free: Gauge,
 }
@@ -152,10 +152,10 @@ impl Metrics {
         );
         registry.register("reloads", "Repository reloads by outcome", reloads.clone());
         let (heap_in_use, heap_free) = (Gauge::default(), Gauge::default());
-        registry.register("heap_in_use_bytes", "Bytes malloc has handed out (glibc builds; read at scrape)", heap_in_use.clone());
+        registry.register("heap_in_use_bytes", "Bytes malloc (jemalloc) has handed out, ONNX Runtime's included (read at scrape)", heap_in_use.clone());
         registry.register(
             "heap_free_bytes",
-            "Bytes free inside malloc's arenas and kept from the OS: RSS that is not in use (glibc builds; read at scrape)",
+            "Resident bytes malloc (jemalloc) holds beyond those in use: freed pages not yet given back, fragmentation, its metadata (read at scrape)",
             heap_free.clone(),
         );
         Self {

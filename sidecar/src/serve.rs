@@ -95,7 +95,6 @@ impl Sidecar {
             .await?
             .map_err(anyhow::Error::msg)?;
         let runtime = Arc::new(runtime);
-        crate::memory::start_trimming(Duration::from_millis(config.runtime.heap_trim_interval_ms));
         let mut metrics = Metrics::new();
         // The feature cache (`[cache]`): its metrics only when it is on.
         let cache_metrics = if config.cache.enabled { metrics.register_cache() } else { Default::default() };

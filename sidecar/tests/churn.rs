@@ -248,9 +248,9 @@ async fn swapped_out_versions_are_freed_and_memory_stays_bounded() {
     // arenas, ONNX Runtime's buffers reaching their size) is behind. A version that kept
     // anything per swap shows as a trend: the soak's +3.5 MiB per swap would be +100 MiB by
     // swap 40; 20 MiB fails on 0.7 MiB kept per swap. Where the arenas and ONNX Runtime's
-    // buffers land still moves the RSS after a swap by ~10 MiB (one malloc arena per CPU,
-    // see `memory::limit_malloc_arenas`; with glibc's 8 per CPU it moved by 25-50 MiB). And
-    // against the start, the bound before the arena cap: 50 MiB.
+    // buffers land still moved the RSS after a swap by ~10 MiB under glibc's malloc with one
+    // arena per CPU (25-50 MiB with its default 8 per CPU); the sidecar now runs on jemalloc
+    // (`memory`). And against the start, the bound from those glibc days: 50 MiB.
     let mean = |from: usize, to: usize| after[from - 1..to].iter().map(|r| r.0).sum::<u64>() / (to + 1 - from) as u64;
     let (settled_rss, late) = (mean(7, 10), mean(swaps - 3, swaps));
     let pick = |n: usize| after.get(n - 1).map_or("-".to_string(), |r| (r.0 / MIB).to_string());

@@ -56,12 +56,13 @@ fn console_toolchain() -> Result<()> {
 /// Debian packages, each with the file that shows it installed: Chromium and its WebDriver
 /// (the console's browser tests and benchmark), iproute2 (`ip`: the fleet's network
 /// namespaces and veth pairs), redis-server (the sidecar's feature cache tests and bench
-/// start their own).
-const DEBIAN_PACKAGES: [(&str, &str); 4] = [
+/// start their own), make (building jemalloc, the sidecar's malloc, from source).
+const DEBIAN_PACKAGES: [(&str, &str); 5] = [
     ("chromium", "/usr/bin/chromium"),
     ("chromium-driver", "/usr/bin/chromedriver"),
     ("iproute2", "/usr/sbin/ip"),
     ("redis-server", "/usr/bin/redis-server"),
+    ("make", "/usr/bin/make"),
 ];
 
 fn debian_packages() -> Result<()> {
