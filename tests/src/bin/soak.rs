@@ -63,7 +63,7 @@ async fn run(args: Args) -> Result<()> {
         "latency ms: p50 {} p99 {}, steady p99 {}, p99 during swaps {} ({}×, {} answers)",
         r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.steady_p99, r.latency_ms.p99_during_swaps, r.latency_ms.p99_during_swaps_over_steady, r.latency_ms.during_swaps_samples
     );
-    println!("RSS MB [after warm-up, end, max]: {:?}; growth %: {:?}", r.rss_mb, r.rss_growth_pct);
+    println!("RSS MB [after warm-up, end, max]: {:?}; growth %: {:?}; trend %: {:?}", r.rss_mb, r.rss_growth_pct, r.rss_trend_pct);
     println!("sidecar malloc in use MiB [after warm-up, end, max]: {:?}", r.sidecar_heap_in_use_mb);
     println!("report:  {}\nplot:    {}\nanswers: {}", report_path.display(), plot_path.display(), samples_path.display());
     let shortfalls = r.shortfalls();

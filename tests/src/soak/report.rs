@@ -76,7 +76,8 @@ pub struct Resident {
 
 /// The sidecar's malloc (`switchyard_sidecar_heap_in_use_bytes`, `_heap_free_bytes`), MiB.
 /// RSS that moves while `in_use_mb` stays flat is free space or touched pages, not a leak;
-/// `free_mb` is what a trim could still give back.
+/// `free_mb` is what malloc keeps resident beyond that (freed pages not yet given back,
+/// fragmentation, its metadata).
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Heap {
     pub in_use_mb: f64,
@@ -132,6 +133,10 @@ pub struct Report {
     pub latency_ms: Latency,
     pub rss_mb: BTreeMap<&'static str, [f64; 3]>,
     pub rss_growth_pct: BTreeMap<&'static str, f64>,
+    /// The least-squares line through each lifetime's RSS after warm-up: its rise over that
+    /// lifetime, in % of where it starts; the largest. A creep the medians of `rss_growth_pct`
+    /// can miss when a lifetime ends in a quiet stretch.
+    pub rss_trend_pct: BTreeMap<&'static str, f64>,
     /// The sidecar's malloc bytes in use, MiB: after warm-up, at the end, at most.
     pub sidecar_heap_in_use_mb: [f64; 3],
     pub events: Vec<EventRecord>,
@@ -247,13 +252,14 @@ impl Report {
         };
 
         let warm_up = schedule::warm_up(inputs.duration).as_secs_f64();
-        let (mut rss_mb, mut rss_growth_pct) = (BTreeMap::new(), BTreeMap::new());
+        let (mut rss_mb, mut rss_growth_pct, mut rss_trend_pct) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
         for process in ["envoy", "sidecar"] {
             let mine: Vec<&MemorySample> = memory.iter().filter(|m| m.process == process).collect();
             let after: Vec<f64> = mine.iter().filter(|m| m.t >= warm_up).map(|m| m.resident.total_mb).collect();
             let max = mine.iter().map(|m| m.resident.total_mb).fold(0.0, f64::max);
             rss_mb.insert(process, [round1(*after.first().unwrap_or(&0.0)), round1(*after.last().unwrap_or(&0.0)), round1(max)]);
             rss_growth_pct.insert(process, round2(growth(&mine, warm_up)));
+            rss_trend_pct.insert(process, round2(trend(&mine, warm_up)));
         }
 
         let heap: Vec<f64> = memory.iter().filter(|m| m.t >= warm_up).filter_map(|m| Some(m.heap?.in_use_mb)).collect();
@@ -278,6 +284,7 @@ impl Report {
             latency_ms: latency,
             rss_mb,
             rss_growth_pct,
+            rss_trend_pct,
             sidecar_heap_in_use_mb,
             events_failed: events.iter().filter(|e| !e.ok).count(),
             events: events.to_vec(),
@@ -302,6 +309,11 @@ impl Report {
         for (process, growth) in &self.rss_growth_pct {
             if *growth >= 5.0 {
                 out.push(format!("{process} RSS grew {growth} % after warm-up (goal < 5 %)"));
+            }
+        }
+        for (process, trend) in &self.rss_trend_pct {
+            if *trend >= 5.0 {
+                out.push(format!("{process} RSS trend rose {trend} % over a lifetime after warm-up (goal < 5 %)"));
             }
         }
         if self.latency_ms.p99_during_swaps_over_steady > 1.5 {
@@ -342,10 +354,9 @@ fn chaos_windows(events: &[EventRecord], end: Instant) -> Vec<Window> {
     out
 }
 
-/// Growth of resident memory after warm-up, in %: for each process lifetime (a restart
-/// starts a new one), the median of its last fifth of samples over the median of its first
-/// fifth after warm-up (its own warm-up, for one started later); the largest.
-fn growth(samples: &[&MemorySample], warm_up: f64) -> f64 {
+/// Each process lifetime's RSS samples after warm-up (a restart starts a new lifetime; one
+/// started later has its own warm-up), as (seconds, MB); lifetimes with fewer than 10 left out.
+fn settled_lifetimes(samples: &[&MemorySample], warm_up: f64) -> Vec<Vec<(f64, f64)>> {
     let mut pids: Vec<u32> = samples.iter().map(|m| m.pid).collect();
     pids.dedup();
     pids.iter()
@@ -354,10 +365,19 @@ fn growth(samples: &[&MemorySample], warm_up: f64) -> f64 {
             let born = life.first()?.t;
             // The first processes start before the traffic (sampled from 0 s).
             let from = if born < 1.0 { warm_up } else { born + warm_up };
-            let settled: Vec<f64> = life.iter().filter(|m| m.t >= from).map(|m| m.resident.total_mb).collect();
-            if settled.len() < 10 {
-                return None;
-            }
+            let settled: Vec<(f64, f64)> = life.iter().filter(|m| m.t >= from).map(|m| (m.t, m.resident.total_mb)).collect();
+            (settled.len() >= 10).then_some(settled)
+        })
+        .collect()
+}
+
+/// Growth of resident memory after warm-up, in %: for each process lifetime, the median of
+/// its last fifth of samples over the median of its first fifth; the largest.
+fn growth(samples: &[&MemorySample], warm_up: f64) -> f64 {
+    settled_lifetimes(samples, warm_up)
+        .iter()
+        .filter_map(|life| {
+            let settled: Vec<f64> = life.iter().map(|&(_, mb)| mb).collect();
             // Medians over a fifth of the stretch at each end: a reload's transient peak
             // (the new session built beside the old) is not growth.
             let fifth = (settled.len() / 5).max(5);
@@ -366,6 +386,27 @@ fn growth(samples: &[&MemorySample], warm_up: f64) -> f64 {
             (first > 0.0).then(|| (last - first) / first * 100.0)
         })
         .fold(0.0, f64::max)
+}
+
+/// The least-squares trend of resident memory after warm-up, in %: for each process
+/// lifetime, the fitted line's rise from its first to its last sample over the line's value
+/// at the first; the largest (negative when every lifetime's memory fell).
+fn trend(samples: &[&MemorySample], warm_up: f64) -> f64 {
+    settled_lifetimes(samples, warm_up)
+        .iter()
+        .filter_map(|life| {
+            let n = life.len() as f64;
+            let mean_t = life.iter().map(|&(t, _)| t).sum::<f64>() / n;
+            let mean_mb = life.iter().map(|&(_, mb)| mb).sum::<f64>() / n;
+            let spread: f64 = life.iter().map(|&(t, _)| (t - mean_t).powi(2)).sum();
+            let covariance: f64 = life.iter().map(|&(t, mb)| (t - mean_t) * (mb - mean_mb)).sum();
+            let (first_t, last_t) = (life.first()?.0, life.last()?.0);
+            let slope = if spread > 0.0 { covariance / spread } else { 0.0 };
+            let start = mean_mb - slope * (mean_t - first_t);
+            (start > 0.0).then(|| slope * (last_t - first_t) / start * 100.0)
+        })
+        .reduce(f64::max)
+        .unwrap_or(0.0)
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -410,4 +451,32 @@ pub fn samples_csv(samples: &[Sample], started: Instant) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lifetime(pid: u32, from_s: u32, mb: impl Fn(f64) -> f64) -> Vec<MemorySample> {
+        (from_s..from_s + 600)
+            .step_by(2)
+            .map(|s| {
+                let t = f64::from(s);
+                MemorySample { t, process: "sidecar", pid, resident: Resident { total_mb: mb(t), anon_mb: 0.0, file_mb: 0.0 }, heap: None }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_trend_is_the_fitted_rise_of_the_worst_lifetime() {
+        // One lifetime flat but for a reload's peak, one rising 10 MB from 100 after warm-up.
+        let mut samples = lifetime(1, 0, |t| if (300.0..310.0).contains(&t) { 180.0 } else { 100.0 });
+        samples.extend(lifetime(2, 600, |t| 100.0 + (t - 720.0).max(0.0) * 10.0 / 478.0));
+        let samples: Vec<&MemorySample> = samples.iter().collect();
+        let trend = trend(&samples, 120.0);
+        assert!((trend - 10.0).abs() < 0.5, "{trend}");
+        // Falling memory in every lifetime is a negative trend, not zero.
+        let falling = lifetime(3, 0, |t| 200.0 - t / 10.0);
+        assert!(super::trend(&falling.iter().collect::<Vec<_>>(), 120.0) < -20.0);
+    }
 }
