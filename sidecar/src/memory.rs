@@ -14,8 +14,8 @@
 //! decay while no request comes, and without them jemalloc purges every allocation of
 //! 8 MiB or more the moment it is freed (its "oversize" arena). ONNX Runtime's activations
 //! for a batch of 8 are that large, so each batch faulted its pages in again: measured with
-//! the bench configuration at concurrency 32, 231-237 images/s against glibc's 272-285, and
-//! 288-296 with background threads (sidecar/README.md, "Memory").
+//! the bench configuration at concurrency 32, 230-239 images/s against glibc's 270-286, and
+//! 289-296 with background threads (sidecar/README.md, "Memory: jemalloc").
 //!
 //! `MALLOC_CONF` in the environment tunes it as jemalloc documents (for example
 //! `MALLOC_CONF=dirty_decay_ms:2000`).

@@ -62,7 +62,7 @@ impl Reloader {
         let planned = tokio::task::spawn_blocking(move || {
             let planned = this.plan(&current);
             // Building sessions (kept or thrown away) left the file bytes and ONNX Runtime's
-            // temporaries freed in malloc's arenas; swapped-out versions trim on their own
+            // temporaries freed in malloc's arenas; swapped-out versions purge on their own
             // once their last request is answered (see `batch`).
             if !planned.1.loaded.is_empty() || !planned.1.rejected.is_empty() {
                 crate::memory::release_freed_memory();
