@@ -258,8 +258,9 @@ impl Report {
             let after: Vec<f64> = mine.iter().filter(|m| m.t >= warm_up).map(|m| m.resident.total_mb).collect();
             let max = mine.iter().map(|m| m.resident.total_mb).fold(0.0, f64::max);
             rss_mb.insert(process, [round1(*after.first().unwrap_or(&0.0)), round1(*after.last().unwrap_or(&0.0)), round1(max)]);
-            rss_growth_pct.insert(process, round2(growth(&mine, warm_up)));
-            rss_trend_pct.insert(process, round2(trend(&mine, warm_up)));
+            let lifetimes = settled_lifetimes(&mine, warm_up);
+            rss_growth_pct.insert(process, round2(growth(&lifetimes)));
+            rss_trend_pct.insert(process, round2(trend(&lifetimes)));
         }
 
         let heap: Vec<f64> = memory.iter().filter(|m| m.t >= warm_up).filter_map(|m| Some(m.heap?.in_use_mb)).collect();
@@ -355,8 +356,8 @@ fn chaos_windows(events: &[EventRecord], end: Instant) -> Vec<Window> {
 }
 
 /// Each process lifetime's RSS samples after warm-up (a restart starts a new lifetime; one
-/// started later has its own warm-up), as (seconds, MB); lifetimes with fewer than 10 left out.
-fn settled_lifetimes(samples: &[&MemorySample], warm_up: f64) -> Vec<Vec<(f64, f64)>> {
+/// started later has its own warm-up); lifetimes with fewer than 10 left out.
+fn settled_lifetimes<'a>(samples: &[&'a MemorySample], warm_up: f64) -> Vec<Vec<&'a MemorySample>> {
     let mut pids: Vec<u32> = samples.iter().map(|m| m.pid).collect();
     pids.dedup();
     pids.iter()
@@ -365,7 +366,7 @@ fn settled_lifetimes(samples: &[&MemorySample], warm_up: f64) -> Vec<Vec<(f64, f
             let born = life.first()?.t;
             // The first processes start before the traffic (sampled from 0 s).
             let from = if born < 1.0 { warm_up } else { born + warm_up };
-            let settled: Vec<(f64, f64)> = life.iter().filter(|m| m.t >= from).map(|m| (m.t, m.resident.total_mb)).collect();
+            let settled: Vec<&MemorySample> = life.iter().filter(|m| m.t >= from).map(|m| **m).collect();
             (settled.len() >= 10).then_some(settled)
         })
         .collect()
@@ -373,11 +374,11 @@ fn settled_lifetimes(samples: &[&MemorySample], warm_up: f64) -> Vec<Vec<(f64, f
 
 /// Growth of resident memory after warm-up, in %: for each process lifetime, the median of
 /// its last fifth of samples over the median of its first fifth; the largest.
-fn growth(samples: &[&MemorySample], warm_up: f64) -> f64 {
-    settled_lifetimes(samples, warm_up)
+fn growth(lifetimes: &[Vec<&MemorySample>]) -> f64 {
+    lifetimes
         .iter()
         .filter_map(|life| {
-            let settled: Vec<f64> = life.iter().map(|&(_, mb)| mb).collect();
+            let settled: Vec<f64> = life.iter().map(|m| m.resident.total_mb).collect();
             // Medians over a fifth of the stretch at each end: a reload's transient peak
             // (the new session built beside the old) is not growth.
             let fifth = (settled.len() / 5).max(5);
@@ -391,16 +392,16 @@ fn growth(samples: &[&MemorySample], warm_up: f64) -> f64 {
 /// The least-squares trend of resident memory after warm-up, in %: for each process
 /// lifetime, the fitted line's rise from its first to its last sample over the line's value
 /// at the first; the largest (negative when every lifetime's memory fell).
-fn trend(samples: &[&MemorySample], warm_up: f64) -> f64 {
-    settled_lifetimes(samples, warm_up)
+fn trend(lifetimes: &[Vec<&MemorySample>]) -> f64 {
+    lifetimes
         .iter()
         .filter_map(|life| {
             let n = life.len() as f64;
-            let mean_t = life.iter().map(|&(t, _)| t).sum::<f64>() / n;
-            let mean_mb = life.iter().map(|&(_, mb)| mb).sum::<f64>() / n;
-            let spread: f64 = life.iter().map(|&(t, _)| (t - mean_t).powi(2)).sum();
-            let covariance: f64 = life.iter().map(|&(t, mb)| (t - mean_t) * (mb - mean_mb)).sum();
-            let (first_t, last_t) = (life.first()?.0, life.last()?.0);
+            let mean_t = life.iter().map(|m| m.t).sum::<f64>() / n;
+            let mean_mb = life.iter().map(|m| m.resident.total_mb).sum::<f64>() / n;
+            let spread: f64 = life.iter().map(|m| (m.t - mean_t).powi(2)).sum();
+            let covariance: f64 = life.iter().map(|m| (m.t - mean_t) * (m.resident.total_mb - mean_mb)).sum();
+            let (first_t, last_t) = (life.first()?.t, life.last()?.t);
             let slope = if spread > 0.0 { covariance / spread } else { 0.0 };
             let start = mean_mb - slope * (mean_t - first_t);
             (start > 0.0).then(|| slope * (last_t - first_t) / start * 100.0)
@@ -473,10 +474,10 @@ mod tests {
         let mut samples = lifetime(1, 0, |t| if (300.0..310.0).contains(&t) { 180.0 } else { 100.0 });
         samples.extend(lifetime(2, 600, |t| 100.0 + (t - 720.0).max(0.0) * 10.0 / 478.0));
         let samples: Vec<&MemorySample> = samples.iter().collect();
-        let trend = trend(&samples, 120.0);
+        let trend = trend(&settled_lifetimes(&samples, 120.0));
         assert!((trend - 10.0).abs() < 0.5, "{trend}");
         // Falling memory in every lifetime is a negative trend, not zero.
         let falling = lifetime(3, 0, |t| 200.0 - t / 10.0);
-        assert!(super::trend(&falling.iter().collect::<Vec<_>>(), 120.0) < -20.0);
+        assert!(super::trend(&settled_lifetimes(&falling.iter().collect::<Vec<_>>(), 120.0)) < -20.0);
     }
 }
